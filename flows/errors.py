@@ -9,6 +9,7 @@ do about it, and none ever contains a secret.
     ├── SpecError              a pipeline file is malformed (names file, node, field)
     │   └── SpecErrors         several SpecError at once (``frugal validate``)
     ├── InputError             a run was given missing or ill-typed inputs
+    │   └── PipelineNotFound   no pipeline file by that name
     ├── ConfigError            a setting is missing or invalid (names the env var)
     ├── CacheError             the prompt cache could not be reached or used
     ├── StepError              a node failed while running (names the node)
@@ -33,6 +34,7 @@ __all__ = [
     "ModelRequestError",
     "ModelTimeout",
     "ModelUnavailable",
+    "PipelineNotFound",
     "SpecError",
     "SpecErrors",
     "StepError",
@@ -82,7 +84,11 @@ class SpecErrors(SpecError):
         self.errors = errors
         FrugalError.__init__(self, "\n".join(e.render() for e in errors))
         self.file, self.node, self.field, self.line, self.hint = (
-            errors[0].file, errors[0].node, errors[0].field, errors[0].line, errors[0].hint,
+            errors[0].file,
+            errors[0].node,
+            errors[0].field,
+            errors[0].line,
+            errors[0].hint,
         )
         self.message = str(self)
 
@@ -92,6 +98,10 @@ class SpecErrors(SpecError):
 
 class InputError(FrugalError):
     """The inputs given to a run are missing, unknown or of the wrong type."""
+
+
+class PipelineNotFound(InputError):
+    """No pipeline by that name; the message lists the known ones."""
 
 
 class ConfigError(FrugalError):

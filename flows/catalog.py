@@ -1,0 +1,59 @@
+"""Find pipelines by name: `deployments/NAME.yaml`, or any path to a YAML file.
+
+The folder is ``FRUGAL_PIPELINES_DIR`` when set, else the project's
+`deployments/`. Compiled pipelines are kept per file and modification time, so
+a long-lived worker picks up an edited file and pays compilation once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from flows.compiler import Pipeline, load_pipeline_file
+from flows.errors import PipelineNotFound
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+_compiled: dict[Path, tuple[int, Pipeline]] = {}
+_lock = threading.Lock()
+
+
+def pipelines_dir() -> Path:
+    return Path(os.environ.get("FRUGAL_PIPELINES_DIR") or PROJECT_DIR / "deployments")
+
+
+def pipeline_paths(folder: Path | None = None) -> list[Path]:
+    folder = folder or pipelines_dir()
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+
+
+def known_names() -> list[str]:
+    return [p.stem for p in pipeline_paths()]
+
+
+def resolve(name_or_path: str) -> Path:
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise PipelineNotFound(f"pipeline file {name_or_path} does not exist")
+        return path.resolve()
+    for suffix in (".yaml", ".yml"):
+        path = pipelines_dir() / f"{name_or_path}{suffix}"
+        if path.is_file():
+            return path.resolve()
+    raise PipelineNotFound(f"unknown pipeline '{name_or_path}' in {pipelines_dir()}; known: {', '.join(known_names()) or 'none'}")
+
+
+def load(name_or_path: str) -> Pipeline:
+    """The compiled pipeline, from cache unless its file changed."""
+    path = resolve(name_or_path)
+    mtime = path.stat().st_mtime_ns
+    with _lock:
+        hit = _compiled.get(path)
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
+    pipeline = load_pipeline_file(path)
+    with _lock:
+        _compiled[path] = (mtime, pipeline)
+    return pipeline

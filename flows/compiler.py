@@ -1,0 +1,304 @@
+"""Turn a `PipelineSpec` into a runnable `Pipeline`: steps resolved, templates
+compiled once, references checked, dependencies inferred, cycles refused.
+
+Every problem becomes a `SpecError` naming the file, line, node and field and
+saying how to fix it; all of a file's problems are raised together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from flows import registry
+from flows.errors import InputError, SpecError, SpecErrors
+from flows.loader import Path_, read_spec
+from flows.registry import Step
+from flows.spec import PY_TYPES, RESERVED_NAMES, NodeSpec, PipelineSpec
+from flows.templates import Compiled, TemplateProblem, compile_expression, compile_value
+
+CONTEXT_NAMES = frozenset({"inputs", "settings", "pipeline"})
+
+
+@dataclass
+class Node:
+    """A node ready to run."""
+
+    id: str
+    spec: NodeSpec
+    step: Step
+    args: Compiled
+    condition: Compiled | None
+    condition_source: str | None
+    deps: tuple[str, ...]
+
+
+@dataclass
+class Pipeline:
+    """A validated, compiled pipeline."""
+
+    spec: PipelineSpec
+    file: str
+    nodes: dict[str, Node]
+    levels: list[list[str]]
+    output: Compiled
+    inputs_model: type[BaseModel]
+    edges: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def order(self) -> list[str]:
+        return [n for level in self.levels for n in level]
+
+    def validate_inputs(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """Check a run's inputs against the declared ones; apply defaults."""
+        given = dict(given or {})
+        try:
+            return self.inputs_model.model_validate(given).model_dump()
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                name = ".".join(str(p) for p in err["loc"])
+                if err["type"] == "missing":
+                    problems.append(f"missing required input '{name}'")
+                elif err["type"] == "extra_forbidden":
+                    problems.append(f"unknown input '{name}' (inputs: {', '.join(self.spec.inputs) or 'none'})")
+                else:
+                    want = (
+                        self.spec.inputs[str(err["loc"][0])].type
+                        if err["loc"] and str(err["loc"][0]) in self.spec.inputs
+                        else "?"
+                    )
+                    problems.append(f"input '{name}' must be {want}: {err['msg']} (got {err.get('input')!r})")
+            raise InputError(f"pipeline '{self.name}': " + "; ".join(problems)) from exc
+
+
+def _inputs_model(spec: PipelineSpec) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for name, inp in spec.inputs.items():
+        default = ... if inp.required else inp.default
+        fields[name] = (PY_TYPES[inp.type], Field(default, description=inp.description or None))
+    return create_model(f"{spec.name}_inputs", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def _levels(nodes: dict[str, tuple[str, ...]]) -> tuple[list[list[str]], list[str]]:
+    """Kahn's algorithm by levels; also returns the nodes left in a cycle."""
+    remaining = {n: set(d) for n, d in nodes.items()}
+    levels: list[list[str]] = []
+    while remaining:
+        ready = sorted(n for n, d in remaining.items() if not d)
+        if not ready:
+            return levels, sorted(remaining)
+        levels.append(ready)
+        for n in ready:
+            del remaining[n]
+        for d in remaining.values():
+            d.difference_update(ready)
+    return levels, []
+
+
+class _Compiler:
+    def __init__(self, spec: PipelineSpec, file: str, lines: dict[Path_, int]) -> None:
+        self.spec, self.file, self.lines = spec, file, lines
+        self.errors: list[SpecError] = []
+
+    def error(
+        self, message: str, *, node: str | None = None, field: str | None = None, loc: Path_ = (), hint: str | None = None
+    ) -> None:
+        line = None
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                line = self.lines[loc[:end]]
+                break
+        self.errors.append(SpecError(message, file=self.file, node=node, field=field, line=line, hint=hint))
+
+    def check_refs(self, compiled: Compiled, *, node: str | None, field: str, loc: Path_) -> None:
+        known = set(self.spec.nodes)
+        for ref in sorted(compiled.refs - CONTEXT_NAMES):
+            if ref not in known:
+                self.error(
+                    f"reference to unknown node or input '{ref}'",
+                    node=node,
+                    field=field,
+                    loc=loc,
+                    hint=f"inputs are read as inputs.NAME; nodes are: {', '.join(sorted(known))}",
+                )
+        for name, attr in sorted(compiled.attrs):
+            if name == "inputs" and attr not in self.spec.inputs:
+                self.error(
+                    f"reference to unknown input '{attr}'",
+                    node=node,
+                    field=field,
+                    loc=loc,
+                    hint=f"declare it under inputs:, or use one of: {', '.join(self.spec.inputs) or 'none declared'}",
+                )
+        if node is not None and node in compiled.refs:
+            self.error(
+                f"node '{node}' refers to itself",
+                node=node,
+                field=field,
+                loc=loc,
+                hint="a node can only read nodes that run before it",
+            )
+
+    def compile_template(
+        self, value: Any, *, node: str | None, field: str, loc: Path_, expression: bool = False
+    ) -> Compiled | None:
+        try:
+            compiled = compile_expression(value) if expression else compile_value(value)
+        except TemplateProblem as exc:
+            self.error(
+                str(exc), node=node, field=field, loc=loc, hint="templates read inputs, settings, pipeline and node outputs only"
+            )
+            return None
+        self.check_refs(compiled, node=node, field=field, loc=loc)
+        return compiled
+
+    def check_inputs(self) -> None:
+        for name, inp in self.spec.inputs.items():
+            loc: Path_ = ("inputs", name)
+            if not name.isidentifier() or name.startswith("_"):
+                self.error(
+                    f"input name '{name}' is not an identifier", field=f"inputs.{name}", loc=loc, hint="use letters, digits and _"
+                )
+            if not inp.required and inp.default is not None:
+                try:
+                    create_model("d", v=(PY_TYPES[inp.type], ...)).model_validate({"v": inp.default})
+                except ValidationError:
+                    self.error(
+                        f"default {inp.default!r} is not a {inp.type}",
+                        field=f"inputs.{name}.default",
+                        loc=(*loc, "default"),
+                        hint=f"give a {inp.type} default or change the type",
+                    )
+
+    def compile_node(self, node_id: str, spec: NodeSpec) -> Node | None:
+        loc: Path_ = ("nodes", node_id)
+        ok = True
+        if not node_id.isidentifier() or node_id.startswith("_") or node_id in RESERVED_NAMES:
+            self.error(
+                f"node id '{node_id}' is not allowed",
+                node=node_id,
+                loc=loc,
+                hint=f"use an identifier that is not one of: {', '.join(sorted(RESERVED_NAMES))}",
+            )
+            ok = False
+        step = registry.get(spec.uses)
+        if step is None:
+            self.error(
+                f"unknown step '{spec.uses}'",
+                node=node_id,
+                field="uses",
+                loc=(*loc, "uses"),
+                hint=f"use one of: {', '.join(registry.names())}",
+            )
+            return None
+        if spec.for_each is not None:
+            self.error(
+                "for_each is reserved for batch pipelines and not supported by this version",
+                node=node_id,
+                field="for_each",
+                loc=(*loc, "for_each"),
+                hint="remove for_each",
+            )
+            ok = False
+        fields = step.request.model_fields
+        accepted = {f.alias or n for n, f in fields.items()} | set(fields)
+        for arg in spec.with_:
+            if arg not in accepted:
+                self.error(
+                    f"unknown argument '{arg}' for step '{spec.uses}'",
+                    node=node_id,
+                    field=f"with.{arg}",
+                    loc=(*loc, "with", arg),
+                    hint=f"'{spec.uses}' takes: {', '.join(sorted(f.alias or n for n, f in fields.items()))}",
+                )
+                ok = False
+        for name, f in fields.items():
+            if f.is_required() and name not in spec.with_ and (f.alias or name) not in spec.with_:
+                self.error(
+                    f"missing argument '{f.alias or name}' for step '{spec.uses}'",
+                    node=node_id,
+                    field="with",
+                    loc=(*loc, "with"),
+                    hint=f"add '{f.alias or name}:' under with:",
+                )
+                ok = False
+        if spec.cache_ttl is not None and not step.model_call and "ttl" not in fields:
+            self.error(
+                f"cache_ttl has no effect on step '{spec.uses}'",
+                node=node_id,
+                field="cache_ttl",
+                loc=(*loc, "cache_ttl"),
+                hint="set it on cache_store or model-call nodes",
+            )
+            ok = False
+        args = self.compile_template(spec.with_, node=node_id, field="with", loc=(*loc, "with"))
+        condition = None
+        condition_source = None
+        if isinstance(spec.if_, str):
+            condition_source = spec.if_
+            condition = self.compile_template(spec.if_, node=node_id, field="if", loc=(*loc, "if"), expression=True)
+            ok = ok and condition is not None
+        elif spec.if_ is False:
+            condition_source = "false"
+            condition = Compiled(evaluate=lambda ctx: False)
+        if not ok or args is None:
+            return None
+        refs = args.refs | (condition.refs if condition else frozenset())
+        deps = tuple(sorted(refs & set(self.spec.nodes) - {node_id}))
+        return Node(node_id, spec, step, args, condition, condition_source, deps)
+
+    def compile(self) -> Pipeline:
+        self.check_inputs()
+        nodes: dict[str, Node] = {}
+        for node_id, spec in self.spec.nodes.items():
+            node = self.compile_node(node_id, spec)
+            if node is not None:
+                nodes[node_id] = node
+        output = self.compile_template(self.spec.output, node=None, field="output", loc=("output",))
+        levels, cyclic = _levels({n: node.deps for n, node in nodes.items()})
+        if cyclic:
+            self.error(
+                f"the nodes {', '.join(cyclic)} depend on each other in a cycle",
+                node=cyclic[0],
+                loc=("nodes", cyclic[0]),
+                hint="break the cycle: a node can only read nodes that run before it",
+            )
+        if self.errors:
+            raise self.errors[0] if len(self.errors) == 1 else SpecErrors(self.errors)
+        assert output is not None
+        edges = [(dep, n) for n, node in nodes.items() for dep in node.deps]
+        return Pipeline(self.spec, self.file, nodes, levels, output, _inputs_model(self.spec), edges)
+
+
+def compile_spec(spec: PipelineSpec, file: str = "<pipeline>", lines: dict[Path_, int] | None = None) -> Pipeline:
+    return _Compiler(spec, file, lines or {}).compile()
+
+
+def load_pipeline_file(path: Path) -> Pipeline:
+    """Read, validate and compile one pipeline file."""
+    spec, lines = read_spec(path)
+    return compile_spec(spec, str(path), lines)
+
+
+def all_errors(paths: Iterable[Path]) -> dict[str, list[SpecError]]:
+    """Every problem of every file, for `frugal validate`."""
+    found: dict[str, list[SpecError]] = {}
+    for path in paths:
+        try:
+            load_pipeline_file(path)
+        except SpecErrors as exc:
+            found[str(path)] = exc.errors
+        except SpecError as exc:
+            found[str(path)] = [exc]
+        else:
+            found[str(path)] = []
+    return found

@@ -1,0 +1,128 @@
+"""The engine: run a compiled pipeline's nodes in dependency order.
+
+One engine, two runners (see `flows.runners`): *inline* calls each step's
+function directly; *orchestrated* makes each node a Prefect task run named
+after its node id. Same spec, same code, same results.
+
+Independent nodes of one level run concurrently. A node whose `if:` is false
+is skipped (its output is None). A node that fails stops the run with a
+`StepError` naming it, unless it says `on_error: continue`, in which case its
+output is None and its report says `failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from flows.compiler import Node, Pipeline
+from flows.errors import StepError
+from flows.results import NodeReport, RunResult
+from flows.templates import TemplateProblem, evaluate
+from tasks.log import step_logger
+from tasks.providers import public_settings
+
+
+class Runner(Protocol):
+    mode: Any
+
+    async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
+        """Run the node's step; return (value, served from Prefect's result cache)."""
+        ...
+
+    async def skip(self, node: Node, reason: str) -> None: ...
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+def _report(node: Node, value: Any, cached: bool, duration_ms: float) -> NodeReport:
+    report = NodeReport(uses=node.step.name, status="cache_hit" if cached else "ran", duration_ms=round(duration_ms, 3))
+    if isinstance(value, dict):
+        if isinstance(value.get("cache"), str):
+            report.cache = value["cache"]
+            if value["cache"] == "hit":
+                report.status = "cache_hit"
+        if node.step.model_call and isinstance(value.get("model"), str):
+            usage = value.get("usage") or {}
+            report.model = value["model"]
+            report.tokens_in = usage.get("input_tokens")
+            report.tokens_out = usage.get("output_tokens")
+            report.latency_ms = value.get("latency_ms")
+    return report
+
+
+def build_request(node: Node, context: dict[str, Any]) -> BaseModel:
+    try:
+        raw = evaluate(node.args, context)
+    except TemplateProblem as exc:
+        raise StepError(node.id, f"with: {exc}") from exc
+    if node.spec.cache_ttl is not None and "ttl" in node.step.request.model_fields and raw.get("ttl") is None:
+        raw["ttl"] = node.spec.cache_ttl
+    try:
+        return node.step.request.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise StepError(node.id, f"invalid arguments for '{node.step.name}': {problems}") from exc
+
+
+async def run_node(node: Node, context: dict[str, Any], runner: Runner) -> tuple[Any, NodeReport]:
+    started = time.perf_counter()
+    if node.condition is not None:
+        try:
+            go = evaluate(node.condition, context)
+        except TemplateProblem as exc:
+            raise StepError(node.id, f"if: {exc}") from exc
+        if not go:
+            reason = f"if: {node.condition_source} was false"
+            await runner.skip(node, reason)
+            elapsed = (time.perf_counter() - started) * 1000
+            return None, NodeReport(uses=node.step.name, status="skipped", duration_ms=round(elapsed, 3), reason=reason)
+    request = build_request(node, context)
+    try:
+        value, cached = await runner.call(node, request)
+    except Exception as exc:  # any step failure: stop the run or continue, as the node says
+        if node.spec.on_error != "continue":
+            raise StepError(node.id, str(exc) or type(exc).__name__) from exc
+        step_logger().warning("node '%s' failed and the pipeline continues: %s", node.id, exc)
+        elapsed = (time.perf_counter() - started) * 1000
+        return None, NodeReport(uses=node.step.name, status="failed", duration_ms=round(elapsed, 3), error=str(exc))
+    value = jsonable(value)
+    return value, _report(node, value, cached, (time.perf_counter() - started) * 1000)
+
+
+async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Runner) -> RunResult:
+    """Validate the inputs, run every node in order, evaluate the output."""
+    started = time.perf_counter()
+    context: dict[str, Any] = {
+        "inputs": pipeline.validate_inputs(inputs),
+        "settings": public_settings(),
+        "pipeline": {"name": pipeline.spec.name, "version": pipeline.spec.version},
+    }
+    reports: dict[str, NodeReport] = {}
+    for level in pipeline.levels:
+        if len(level) == 1:
+            done = [await run_node(pipeline.nodes[level[0]], context, runner)]
+        else:
+            done = list(await asyncio.gather(*(run_node(pipeline.nodes[n], context, runner) for n in level)))
+        for node_id, (value, report) in zip(level, done, strict=False):
+            context[node_id] = value
+            reports[node_id] = report
+    try:
+        output = evaluate(pipeline.output, context)
+    except TemplateProblem as exc:
+        raise StepError("output", str(exc)) from exc
+    return RunResult(
+        pipeline=pipeline.spec.name,
+        version=pipeline.spec.version,
+        mode=runner.mode,
+        output=output,
+        nodes={n: reports[n] for n in pipeline.spec.nodes if n in reports},
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )

@@ -1,0 +1,54 @@
+"""What a run returns, inline or orchestrated: the output plus an account per node."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+NodeStatus = Literal["ran", "skipped", "cache_hit", "failed"]
+
+
+class NodeReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uses: str
+    status: NodeStatus
+    duration_ms: float
+    reason: str | None = None
+    error: str | None = None
+    cache: str | None = None
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    latency_ms: float | None = None
+
+
+class RunResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: str
+    version: str
+    mode: Literal["inline", "orchestrated"]
+    output: Any
+    nodes: dict[str, NodeReport]
+    duration_ms: float
+
+    def account(self) -> str:
+        """One line: cache, route, model, tokens, latency."""
+        out = self.output if isinstance(self.output, dict) else {}
+        calls = [r for r in self.nodes.values() if r.model is not None and r.status != "skipped"]
+        tokens_in = sum(r.tokens_in or 0 for r in calls)
+        tokens_out = sum(r.tokens_out or 0 for r in calls)
+        usage = out.get("usage") if isinstance(out.get("usage"), dict) else None
+        if not calls and usage:
+            tokens_in, tokens_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        parts = [
+            f"cache={out.get('cache', '-')}",
+            f"route={out.get('route', '-')}",
+            f"model={out.get('model', calls[-1].model if calls else '-')}",
+            f"tokens={tokens_in}/{tokens_out}",
+            f"latency={self.duration_ms:.0f}ms",
+            f"mode={self.mode}",
+        ]
+        return " ".join(parts)

@@ -1,0 +1,88 @@
+"""The two ways to run a node: inline (plain function call) and orchestrated
+(a Prefect task run named after the node)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, Literal
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
+from pydantic import BaseModel
+
+from flows.compiler import Node
+from flows.errors import StepError
+from tasks.log import step_logger
+
+
+class InlineRunner:
+    """Calls the step function directly: no task runs, same retries and timeouts."""
+
+    mode: Literal["inline"] = "inline"
+
+    async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
+        spec = node.spec
+        for attempt in range(spec.retries + 1):
+            try:
+                coro = node.step.task.fn(request)
+                if spec.timeout_seconds is None:
+                    return await coro, False
+                return await asyncio.wait_for(coro, spec.timeout_seconds), False
+            except TimeoutError as exc:
+                error: Exception = StepError(node.id, f"timed out after {spec.timeout_seconds:g}s")
+                error.__cause__ = exc
+            except Exception as exc:  # retried like Prefect retries any task failure
+                error = exc
+            if attempt == spec.retries:
+                raise error
+            step_logger().warning("node '%s' failed (%s); retry %d/%d", node.id, error, attempt + 1, spec.retries)
+            await asyncio.sleep(spec.retry_delay_seconds)
+        raise AssertionError("unreachable")
+
+    async def skip(self, node: Node, reason: str) -> None:
+        return None
+
+
+@task(name="skipped", cache_policy=NO_CACHE, persist_result=False)
+async def _skipped(reason: str) -> State[None]:
+    """A visible placeholder for a node whose `if:` was false: a Completed state named Skipped."""
+    return Completed(name="Skipped", message=reason)
+
+
+class OrchestratedRunner:
+    """Each node is a Prefect task run named after its node id."""
+
+    mode: Literal["orchestrated"] = "orchestrated"
+
+    def __init__(self) -> None:
+        self._tasks: dict[int, Task[Any, Any]] = {}
+        self._skips: dict[int, Task[Any, Any]] = {}
+
+    def task_for(self, node: Node) -> Task[Any, Any]:
+        prepared = self._tasks.get(id(node))
+        if prepared is None:
+            spec = node.spec
+            options: dict[str, Any] = {
+                "name": node.id,
+                "task_run_name": node.id,
+                "retries": spec.retries,
+                "retry_delay_seconds": spec.retry_delay_seconds,
+                "timeout_seconds": spec.timeout_seconds,
+            }
+            if node.step.model_call and spec.cache_ttl is not None:
+                options["cache_expiration"] = timedelta(seconds=spec.cache_ttl)
+            prepared = self._tasks[id(node)] = node.step.task.with_options(**options)
+        return prepared
+
+    async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
+        state = await self.task_for(node)(request, return_state=True)
+        value = await state.aresult()
+        return value, state.name == "Cached"
+
+    async def skip(self, node: Node, reason: str) -> None:
+        skip = self._skips.get(id(node))
+        if skip is None:
+            skip = self._skips[id(node)] = _skipped.with_options(name=node.id, task_run_name=node.id)
+        await skip(reason, return_state=True)

@@ -1,0 +1,159 @@
+"""Settings, one pydantic-settings model per concern, read from the environment.
+
+Every variable is documented in the README's Configuration table. Secrets are
+``SecretStr``: they print as ``**********`` and are read only where a request is
+sent. Pipeline templates see `tasks.providers.public_settings()` as
+``settings``: it never contains a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "frugal-flows"
+
+
+class CacheSettings(BaseSettings):
+    """The prompt cache (`cache_lookup` / `cache_store`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_CACHE_", extra="ignore")
+
+    url: str = Field(
+        "",
+        description="redis://host:port/db or rediss://...; sqlite:///path/to/file.db; "
+        "empty: an embedded SQLite file in FRUGAL_DATA_DIR",
+    )
+    ttl: int = Field(7 * 24 * 3600, ge=1, description="seconds an answer stays cached")
+    prefix: str = Field("frugal", description="key prefix; keys are PREFIX:NAMESPACE:HASH")
+    timeout: float = Field(0.5, gt=0, description="seconds before a cache call counts as down")
+
+
+class EngineSettings(BaseSettings):
+    """Where local state lives."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="embedded cache and local files")
+
+
+class SlmSettings(BaseSettings):
+    """The small-model tier (`call_slm`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_SLM_", extra="ignore")
+
+    provider: Literal["auto", "ollama", "local"] = Field(
+        "auto", description="auto: Ollama when OLLAMA_HOST is set and answers, else the bundled local model"
+    )
+    model: str = Field("llama3.2:1b", description="Ollama model name")
+    host: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OLLAMA_HOST", "FRUGAL_SLM_HOST"),
+        description="Ollama server URL",
+    )
+    timeout: float = Field(60.0, gt=0, description="seconds for one small-model call")
+    local_model_path: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("FRUGAL_LOCAL_MODEL_PATH", "FRUGAL_SLM_LOCAL_MODEL_PATH"),
+        description="GGUF file for the local provider; default: the bundled SmolLM2-135M",
+    )
+    local_threads: int = Field(1, ge=1, description="llama.cpp generation threads")
+    local_ctx: int = Field(2048, ge=256, description="llama.cpp context size in tokens")
+
+
+class LlmSettings(BaseSettings):
+    """The large-model tier (`call_llm`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_LLM_", extra="ignore")
+
+    provider: Literal["auto", "openai", "anthropic", "local"] = Field(
+        "auto",
+        description="openai: any OpenAI-compatible chat completions API; anthropic: messages API; "
+        "auto: anthropic if ANTHROPIC_API_KEY is set, openai if OPENAI_API_KEY or OPENAI_BASE_URL is, else local",
+    )
+    model: str | None = Field(
+        None, description="model id as the provider knows it; default gpt-4o-mini (openai), claude-haiku-4-5 (anthropic)"
+    )
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "FRUGAL_LLM_OPENAI_BASE_URL"),
+    )
+    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "FRUGAL_LLM_OPENAI_API_KEY"))
+    anthropic_base_url: str = Field(
+        "https://api.anthropic.com",
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "FRUGAL_LLM_ANTHROPIC_BASE_URL"),
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "FRUGAL_LLM_ANTHROPIC_API_KEY")
+    )
+    timeout: float = Field(60.0, gt=0, description="seconds for one HTTP attempt")
+    max_attempts: int = Field(4, ge=1, description="attempts per call, first included")
+    max_retry_seconds: float = Field(60.0, gt=0, description="total time budget for one call's retries")
+    backoff_base: float = Field(0.5, gt=0, description="first backoff delay in seconds, doubled per retry")
+
+
+#: Every variable the settings read; a change to any of them makes a new snapshot.
+WATCHED = (
+    "FRUGAL_CACHE_URL",
+    "FRUGAL_CACHE_TTL",
+    "FRUGAL_CACHE_PREFIX",
+    "FRUGAL_CACHE_TIMEOUT",
+    "FRUGAL_DATA_DIR",
+    "XDG_DATA_HOME",
+    "FRUGAL_SLM_PROVIDER",
+    "FRUGAL_SLM_MODEL",
+    "OLLAMA_HOST",
+    "FRUGAL_SLM_HOST",
+    "FRUGAL_SLM_TIMEOUT",
+    "FRUGAL_LOCAL_MODEL_PATH",
+    "FRUGAL_SLM_LOCAL_MODEL_PATH",
+    "FRUGAL_SLM_LOCAL_THREADS",
+    "FRUGAL_SLM_LOCAL_CTX",
+    "FRUGAL_LLM_PROVIDER",
+    "FRUGAL_LLM_MODEL",
+    "OPENAI_BASE_URL",
+    "FRUGAL_LLM_OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "FRUGAL_LLM_OPENAI_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "FRUGAL_LLM_ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "FRUGAL_LLM_ANTHROPIC_API_KEY",
+    "FRUGAL_LLM_TIMEOUT",
+    "FRUGAL_LLM_MAX_ATTEMPTS",
+    "FRUGAL_LLM_MAX_RETRY_SECONDS",
+    "FRUGAL_LLM_BACKOFF_BASE",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache: CacheSettings
+    engine: EngineSettings
+    slm: SlmSettings
+    llm: LlmSettings
+
+
+_snapshot: tuple[tuple[str | None, ...], Settings] | None = None
+
+
+def get_settings() -> Settings:
+    """All settings, re-read only when one of the WATCHED variables changed.
+
+    Reading the environment through pydantic-settings costs ~100 µs; a cache
+    hit must not pay that on every request.
+    """
+    global _snapshot
+    environ = os.environ
+    fingerprint = tuple(environ.get(k) for k in WATCHED)
+    if _snapshot is None or _snapshot[0] != fingerprint:
+        _snapshot = (fingerprint, Settings(CacheSettings(), EngineSettings(), SlmSettings(), LlmSettings()))
+    return _snapshot[1]

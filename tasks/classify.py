@@ -1,0 +1,89 @@
+"""`classify`: decide which tier should answer, as a typed decision.
+
+The default router is rules the pipeline configures: the declared task type,
+keywords and a length threshold. `router:` names the strategy so an embedding
+router or a small-model judge can be added beside `rules` later without
+changing pipelines.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+SIMPLE_TASKS = ["classification", "extraction", "rewrite", "summary", "sentiment", "translation"]
+COMPLEX_KEYWORDS = [
+    "step by step",
+    "prove",
+    "derive",
+    "analyse",
+    "analyze",
+    "design",
+    "architecture",
+    "write code",
+    "debug",
+    "compare",
+    "plan",
+    "strategy",
+    "legal",
+    "diagnose",
+]
+
+
+class ClassifyRequest(BaseModel):
+    """Arguments of `classify`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="the prompt to route")
+    task: str = Field("general", description="declared task type, e.g. sentiment, summary, general")
+    router: Literal["rules"] = Field("rules", description="routing strategy")
+    simple_tasks: list[str] = Field(default_factory=lambda: list(SIMPLE_TASKS))
+    complex_keywords: list[str] = Field(default_factory=lambda: list(COMPLEX_KEYWORDS))
+    simple_keywords: list[str] = Field(default_factory=list)
+    max_simple_words: int = Field(80, ge=0, description="longer prompts go to the large model")
+
+
+class Decision(BaseModel):
+    """Where a prompt goes, why, and how sure the router is (0..1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: Literal["simple", "complex"]
+    reason: str
+    score: float = Field(ge=0.0, le=1.0)
+
+
+def _found(text: str, keywords: list[str]) -> str | None:
+    lowered = text.lower()
+    for keyword in keywords:
+        if re.search(r"\b" + re.escape(keyword.lower()) + r"\b", lowered):
+            return keyword
+    return None
+
+
+def route_by_rules(request: ClassifyRequest) -> Decision:
+    words = len(request.text.split())
+    limit = request.max_simple_words
+    if keyword := _found(request.text, request.complex_keywords):
+        return Decision(label="complex", reason=f"keyword '{keyword}'", score=0.8)
+    if request.task in request.simple_tasks and words <= limit * 4:
+        return Decision(label="simple", reason=f"task '{request.task}' is simple work", score=0.9)
+    if keyword := _found(request.text, request.simple_keywords):
+        if words <= limit:
+            return Decision(label="simple", reason=f"keyword '{keyword}'", score=0.7)
+    if words <= limit:
+        margin = (limit - words) / max(limit, 1)
+        return Decision(label="simple", reason=f"{words} words <= {limit}", score=round(0.5 + margin / 2, 3))
+    margin = min((words - limit) / max(limit, 1), 1.0)
+    return Decision(label="complex", reason=f"{words} words > {limit}", score=round(0.5 + margin / 2, 3))
+
+
+@task(name="classify", cache_policy=NO_CACHE, persist_result=False)
+async def classify(request: ClassifyRequest) -> Decision:
+    """Route a prompt: `simple` work to the small model, `complex` to the large one."""
+    return route_by_rules(request)

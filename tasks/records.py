@@ -1,0 +1,92 @@
+"""The data that flows between steps: messages, model answers, cached answers.
+
+All are pydantic models with ``extra="forbid"``; steps hand each other their
+JSON form (``model_dump(mode="json")``), so templates only ever see plain data.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.adapters.base import Usage
+
+Tier = Literal["small", "large"]
+
+#: Version of the cached-answer layout. A stored value with another version is a miss.
+CACHE_VALUE_VERSION = 1
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+def normalise_text(text: str) -> str:
+    """Unicode NFC, LF line endings, no surrounding white space."""
+    return unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def build_messages(system: str | None, prompt: str | None, messages: list[Message] | None) -> list[Message]:
+    """One normalised message list from the `system` / `prompt` / `messages` arguments.
+
+    The system prompt comes first; an empty one is dropped; `prompt` is appended
+    as the last user message.
+    """
+    out: list[Message] = []
+    if system and normalise_text(system):
+        out.append(Message(role="system", content=normalise_text(system)))
+    for m in messages or []:
+        out.append(Message(role=m.role, content=normalise_text(m.content)))
+    if prompt is not None:
+        out.append(Message(role="user", content=normalise_text(prompt)))
+    return out
+
+
+class ModelAnswer(BaseModel):
+    """What `call_slm` and `call_llm` return."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    model: str
+    tier: Tier
+    usage: Usage = Field(default_factory=Usage)
+    latency_ms: float = 0.0
+    valid: bool = Field(True, description="false when the answer failed its labels/schema")
+    label: str | None = Field(None, description="the label, for label-constrained nodes")
+    data: Any = Field(None, description="the parsed JSON, for schema-constrained nodes")
+    reason: str | None = Field(None, description="why the answer is invalid, if it is")
+
+
+class CachedAnswer(BaseModel):
+    """A prompt-cache value. Versioned: a value of another version is a miss."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = CACHE_VALUE_VERSION
+    text: str
+    model: str
+    route: Tier
+    usage: Usage = Field(default_factory=Usage)
+    label: str | None = None
+    data: Any = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def from_answer(cls, answer: ModelAnswer) -> CachedAnswer:
+        return cls(
+            text=answer.text,
+            model=answer.model,
+            route=answer.tier,
+            usage=answer.usage,
+            label=answer.label,
+            data=answer.data,
+        )

@@ -1,0 +1,68 @@
+"""Redis backend: one pooled asyncio client per URL and event loop.
+
+redis-py's asyncio clients belong to the loop that created them, so clients are
+kept per loop (weakly, so a closed loop takes its clients with it). Timeouts
+are short and retries minimal: a cache that is down must cost a request
+milliseconds, not seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from flows.errors import CacheError
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float], RedisStore]] = weakref.WeakKeyDictionary()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+            max_connections=64,
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._client.get(key)
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
+        return value if value is None or isinstance(value, bytes) else bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        try:
+            await self._client.set(key, value, ex=ttl)
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def redis_store(url: str, timeout: float) -> RedisStore:
+    loop = asyncio.get_running_loop()
+    per_loop = _clients.setdefault(loop, {})
+    store = per_loop.get((url, timeout))
+    if store is None:
+        store = per_loop[(url, timeout)] = RedisStore(url, timeout)
+    return store
