@@ -1,7 +1,7 @@
 """Canonical JSON and the sha256 request key built on it.
 
 The key is a pure function of JSON-native data: sorted keys, no white space,
-UTF-8, no NaN. Never string concatenation, never live objects, never per-run
+UTF-8, no NaN, integral floats written as ints. Never string concatenation, never live objects, never per-run
 fields (run ids, timestamps).
 """
 
@@ -15,8 +15,19 @@ from typing import Any
 KEY_SCHEMA = 1
 
 
+def _plain(value: Any) -> Any:
+    """Integral floats as ints: 0.0 and 0 (256.0 and 256) ask for the same output."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def sha256_of(value: Any) -> str:

@@ -1,0 +1,172 @@
+"""`frugal`: run, validate and serve pipelines from the command line.
+
+    frugal run PIPELINE --input key=value ... [--inline] [--json]
+    frugal validate [PATH ...]
+    frugal serve [PIPELINE ...]
+    frugal list
+
+Errors print one line and exit non-zero; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from flows import catalog
+from flows.compiler import all_errors
+from flows.errors import FrugalError, InputError, SpecErrors
+
+EXIT_ERROR, EXIT_USAGE = 1, 2
+
+
+def parse_inputs(pairs: list[str], declared: dict[str, str]) -> dict[str, Any]:
+    """`key=value` pairs, converted by the input's declared type; `key=@file` reads a file."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--input {pair!r} must look like key=value")
+        if raw.startswith("@"):
+            try:
+                raw = Path(raw[1:]).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"--input {key}: cannot read {raw[1:]}: {exc}") from exc
+        kind = declared.get(key, "string")
+        values[key] = _convert(key, raw, kind)
+    return values
+
+
+def _convert(key: str, raw: str, kind: str) -> Any:
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+        if kind == "boolean":
+            lowered = raw.strip().lower()
+            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError(raw)
+            return lowered in {"true", "1", "yes"}
+        if kind in ("list", "object"):
+            return json.loads(raw)
+    except ValueError as exc:
+        raise InputError(f"input '{key}' must be {kind}, got {raw!r}") from exc
+    return raw
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    pipeline = catalog.load(args.pipeline)
+    inputs = parse_inputs(args.input, {k: v.type for k, v in pipeline.spec.inputs.items()})
+    pipeline.validate_inputs(inputs)  # fail before any model or server is started
+    if args.inline:
+        from flows.pipeline_flow import run_inline
+
+        result = asyncio.run(run_inline(pipeline, inputs))
+    else:
+        from flows.pipeline_flow import run_orchestrated
+
+        result = asyncio.run(run_orchestrated(args.pipeline, inputs))
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return 0
+    output = result.output
+    if isinstance(output, dict) and isinstance(output.get("text"), str):
+        print(output["text"])
+    else:
+        print(json.dumps(output, indent=2, ensure_ascii=False))
+    print(result.account(), file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.paths] or catalog.pipeline_paths()
+    files: list[Path] = []
+    for path in paths:
+        files.extend(catalog.pipeline_paths(path) if path.is_dir() else [path])
+    if not files:
+        print(f"error: no pipeline files found in {', '.join(map(str, paths or [catalog.pipelines_dir()]))}")
+        return EXIT_ERROR
+    failed = 0
+    for file, errors in all_errors(files).items():
+        if errors:
+            failed += 1
+            for error in errors:
+                print(f"error: {error.render()}")
+        else:
+            print(f"ok: {file}")
+    if failed:
+        print(f"{failed} of {len(files)} pipeline file(s) have errors")
+    return EXIT_ERROR if failed else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for path in catalog.pipeline_paths():
+        pipeline = catalog.load(str(path))
+        inputs = ", ".join(f"{k}{'' if v.required else '?'}:{v.type}" for k, v in pipeline.spec.inputs.items())
+        print(f"{pipeline.name:<20} v{pipeline.spec.version:<4} {inputs}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve_pipelines
+
+    serve_pipelines(args.pipelines or catalog.known_names())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frugal", description="Cheap, fast LLM answers as Prefect pipelines.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline and print its output")
+    run.add_argument("pipeline", help="a pipeline name (deployments/NAME.yaml) or a path to a YAML file")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="an input; @FILE reads a file")
+    run.add_argument("--inline", action="store_true", help="run without Prefect task runs (fastest)")
+    run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check pipeline files; non-zero exit on any error")
+    validate.add_argument("paths", nargs="*", help="files or folders; default: every pipeline")
+    validate.set_defaults(func=cmd_validate)
+
+    lister = sub.add_parser("list", help="list the pipelines and their inputs")
+    lister.set_defaults(func=cmd_list)
+
+    serve = sub.add_parser("serve", help="serve pipelines as Prefect deployments (no work pool needed)")
+    serve.add_argument("pipelines", nargs="*", help="default: every pipeline")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except SpecErrors as exc:
+        for error in exc.errors:
+            print(f"error: {error.render()}", file=sys.stderr)
+        return EXIT_ERROR
+    except FrugalError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the one place foreign errors reach the user: one line, not a traceback
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

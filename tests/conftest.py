@@ -1,0 +1,131 @@
+"""Shared fixtures: real Redis, real Prefect, loopback model peers, and guards.
+
+- Every test runs with a clean environment: no proxies, no provider keys, an
+  embedded cache in its own temporary data directory, its own Redis key prefix.
+- An autouse guard refuses any connection to a host that is not loopback, so
+  no test can reach a paid model by accident.
+- `peer` is one loopback server speaking the Ollama, OpenAI and Anthropic wire
+  formats (see tests/peers), reset before each test.
+- `prefect` starts Prefect's test harness once per session.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.peers.model_peer import ModelPeer
+from tests.peers.server import LoopbackServer
+
+REDIS_URL = os.environ.get("FRUGAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+API_KEY = "sk-test-0123456789abcdef"
+
+_CLEARED = (
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy",
+    "OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY",
+    "FRUGAL_CACHE_URL", "FRUGAL_SLM_PROVIDER", "FRUGAL_SLM_MODEL", "FRUGAL_LLM_PROVIDER", "FRUGAL_LLM_MODEL",
+    "FRUGAL_PIPELINES_DIR", "FRUGAL_SLM_HOST",
+)
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _loopback_only(address: object) -> None:
+    if not isinstance(address, tuple) or not address:
+        return  # unix sockets
+    host = str(address[0])
+    try:
+        if ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            return
+    except ValueError:
+        if host == "localhost":
+            return
+    raise ConnectionRefusedError(f"tests may only connect to loopback, not {host}")
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    _loopback_only(address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    _loopback_only(address)
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network() -> Iterator[None]:
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in _CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FRUGAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FRUGAL_CACHE_PREFIX", f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def _served_peer() -> Iterator[tuple[ModelPeer, LoopbackServer]]:
+    peer = ModelPeer(ollama_models=[])
+    with peer.serve() as server:
+        yield peer, server
+
+
+@pytest.fixture
+def peer(_served_peer: tuple[ModelPeer, LoopbackServer], monkeypatch: pytest.MonkeyPatch) -> ModelPeer:
+    """The model peer, reset, with both tiers pointed at it (Ollama small, OpenAI large)."""
+    model_peer, server = _served_peer
+    model_peer.reset(settings=True)
+    model_peer.ollama_models = []
+    model_peer.url = server.url  # type: ignore[attr-defined]
+    monkeypatch.setenv("FRUGAL_SLM_PROVIDER", "ollama")
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    monkeypatch.setenv("FRUGAL_LLM_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-test")
+    monkeypatch.setenv("FRUGAL_LLM_BACKOFF_BASE", "0.01")
+    return model_peer
+
+
+@pytest.fixture
+def redis_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """The prompt cache on the real Redis; this test's keys are deleted afterwards."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"Redis is not running at {REDIS_URL}: start it (`make redis`) or set FRUGAL_TEST_REDIS_URL")
+    monkeypatch.setenv("FRUGAL_CACHE_URL", REDIS_URL)
+    prefix = os.environ["FRUGAL_CACHE_PREFIX"]
+    yield client
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Prefect's test harness (a temporary server and database) for orchestrated runs."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
