@@ -1,8 +1,8 @@
 """Canonical JSON and the sha256 request key built on it.
 
 The key is a pure function of JSON-native data: sorted keys, no white space,
-UTF-8, no NaN, integral floats written as ints. Never string concatenation, never live objects, never per-run
-fields (run ids, timestamps).
+UTF-8, no NaN, integral floats written as ints (0.0 is 0). Never string
+concatenation, never live objects, never per-run fields (run ids, timestamps).
 """
 
 from __future__ import annotations

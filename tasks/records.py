@@ -10,7 +10,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.adapters.base import Usage
 
@@ -79,6 +79,13 @@ class CachedAnswer(BaseModel):
     label: str | None = None
     data: Any = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("v")
+    @classmethod
+    def _current_version(cls, v: int) -> int:
+        if v != CACHE_VALUE_VERSION:
+            raise ValueError(f"cached answer version {v} is not the current version {CACHE_VALUE_VERSION}")
+        return v
 
     @classmethod
     def from_answer(cls, answer: ModelAnswer) -> CachedAnswer:

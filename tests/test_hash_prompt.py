@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from flows.pipeline_flow import run_inline
 from tasks.call_llm import LlmRequest, call_llm, llm_identity
 from tasks.call_slm import SlmRequest, call_slm, slm_identity
 from tasks.hash_prompt import HashRequest, hash_prompt, request_key
@@ -119,6 +120,14 @@ def test_key_ignores_integral_float_vs_int():
     ints = variant(params__temperature=0, params__max_tokens=256)
     floats = variant(params__temperature=0.0, params__max_tokens=256.0)
     assert key_of(floats) == key_of(ints)
+
+
+async def test_temperature_zero_as_float_hits_the_cache(peer):
+    peer.responder = lambda protocol, body: "four"
+    first = await run_inline("answer", {"prompt": "What is 2+2?", "temperature": 0})
+    second = await run_inline("answer", {"prompt": "What is 2+2?", "temperature": 0.0})
+    assert (first.output["cache"], second.output["cache"]) == ("miss", "hit")
+    assert peer.count("/api/chat") == 1
 
 
 @pytest.mark.parametrize(

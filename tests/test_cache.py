@@ -1,0 +1,224 @@
+"""The prompt cache on real Redis and on the embedded SQLite store: hits, TTLs, namespaces, failing open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.errors import ConfigError
+from flows.pipeline_flow import run_inline
+from flows.settings import get_settings
+from tasks.adapters.base import Usage
+from tasks.cache import LookupRequest, StoreRequest, cache_key, lookup, store
+from tasks.records import CACHE_VALUE_VERSION, ModelAnswer
+from tests.conftest import API_KEY
+
+KEY = "ab" * 32
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Backend:
+    """Raw access to what the cache steps wrote, whichever store is configured."""
+
+    def __init__(self, name: str, client: Any) -> None:
+        self.name = name
+        self.client = client
+
+    def full_key(self, key: str = KEY, namespace: str = "default") -> str:
+        return cache_key(get_settings().cache.prefix, namespace, key)
+
+    def raw(self, key: str = KEY, namespace: str = "default") -> bytes | None:
+        full = self.full_key(key, namespace)
+        if self.name == "redis":
+            return self.client.get(full)
+        path = Path(os.environ["FRUGAL_DATA_DIR"]) / "cache.sqlite3"
+        if not path.exists():
+            return None
+        with sqlite3.connect(path) as db:
+            row = db.execute("SELECT value FROM answers WHERE key = ?", (full,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_raw(self, value: bytes, key: str = KEY, namespace: str = "default") -> None:
+        full = self.full_key(key, namespace)
+        if self.name == "redis":
+            self.client.set(full, value, ex=60)
+            return
+        path = Path(os.environ["FRUGAL_DATA_DIR"]) / "cache.sqlite3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL NOT NULL)")
+            db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, strftime('%s','now') + 60)", (full, value))
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "redis":
+        return Backend("redis", request.getfixturevalue("redis_cache"))
+    assert not os.environ.get("FRUGAL_CACHE_URL")
+    return Backend("sqlite", None)
+
+
+def answer(text: str = "Paris", **extra: Any) -> ModelAnswer:
+    return ModelAnswer(text=text, model="openai/gpt-test", tier="large", usage=Usage(input_tokens=7, output_tokens=1), **extra)
+
+
+async def test_miss_store_hit(backend):
+    first = await lookup(LookupRequest(key=KEY))
+    assert (first.hit, first.cache, first.answer) == (False, "miss", None)
+
+    stored = await store(StoreRequest(key=KEY, answer=answer()))
+    assert (stored.stored, stored.cache) == (True, "stored")
+
+    second = await lookup(LookupRequest(key=KEY))
+    assert (second.hit, second.cache) == (True, "hit")
+    assert second.answer is not None
+    assert (second.answer.text, second.answer.model, second.answer.route) == ("Paris", "openai/gpt-test", "large")
+    assert second.answer.usage == Usage(input_tokens=7, output_tokens=1)
+    assert second.answer.v == CACHE_VALUE_VERSION
+
+    raw = backend.raw()
+    assert raw is not None
+    value = json.loads(raw)
+    assert value["v"] == 1
+    assert value["text"] == "Paris" and value["route"] == "large"
+    assert {"usage", "created_at", "model"} <= set(value)
+
+
+async def test_stored_value_never_holds_the_api_key(backend, peer):
+    prompt = "Design a plan step by step for a migration."  # complex: the keyed large model answers
+    result = await run_inline("answer", {"prompt": prompt})
+    assert result.output["route"] == "large"
+    assert peer.requests[-1].headers["authorization"] == f"Bearer {API_KEY}"
+    again = await run_inline("answer", {"prompt": prompt})
+    assert again.output["cache"] == "hit"
+    if backend.name == "redis":
+        values = [backend.client.get(k) for k in backend.client.scan_iter(f"{get_settings().cache.prefix}:*")]
+    else:
+        with sqlite3.connect(Path(os.environ["FRUGAL_DATA_DIR"]) / "cache.sqlite3") as db:
+            values = [bytes(row[0]) for row in db.execute("SELECT value FROM answers")]
+    assert len(values) == 1
+    assert json.loads(values[0])["v"] == 1
+    assert API_KEY.encode() not in values[0]
+    assert b"sk-" not in values[0]
+
+
+async def test_redis_ttl_is_the_one_given(redis_cache):
+    backend = Backend("redis", redis_cache)
+    await store(StoreRequest(key=KEY, answer=answer(), ttl=1234))
+    assert 1230 <= redis_cache.ttl(backend.full_key()) <= 1234
+
+
+async def test_redis_default_ttl_is_the_setting(redis_cache, monkeypatch):
+    monkeypatch.setenv("FRUGAL_CACHE_TTL", "777")
+    await store(StoreRequest(key=KEY, answer=answer()))
+    assert 770 <= redis_cache.ttl(Backend("redis", redis_cache).full_key()) <= 777
+
+
+async def test_ttl_expires(backend):
+    await store(StoreRequest(key=KEY, answer=answer(), ttl=1))
+    assert (await lookup(LookupRequest(key=KEY))).hit
+    await asyncio.sleep(1.2)
+    expired = await lookup(LookupRequest(key=KEY))
+    assert (expired.hit, expired.cache) == (False, "miss")
+
+
+async def test_namespaces_isolate_keys(backend):
+    await store(StoreRequest(key=KEY, namespace="tenant-a", answer=answer("for a")))
+    await store(StoreRequest(key=KEY, namespace="tenant-b", answer=answer("for b")))
+    assert (await lookup(LookupRequest(key=KEY, namespace="tenant-c"))).cache == "miss"
+    assert (await lookup(LookupRequest(key=KEY))).cache == "miss"
+    a = await lookup(LookupRequest(key=KEY, namespace="tenant-a"))
+    b = await lookup(LookupRequest(key=KEY, namespace="tenant-b"))
+    assert a.answer is not None and a.answer.text == "for a"
+    assert b.answer is not None and b.answer.text == "for b"
+
+
+async def test_invalid_answer_is_never_stored(backend):
+    bad = answer("banana", valid=False, reason="label 'banana' is not one of ['positive', 'negative']")
+    result = await store(StoreRequest(key=KEY, answer=bad))
+    assert (result.stored, result.cache) == (False, "skipped")
+    assert result.reason is not None and "banana" in result.reason
+    assert backend.raw() is None
+    assert (await lookup(LookupRequest(key=KEY))).cache == "miss"
+
+
+async def test_bypass_neither_reads_nor_writes(backend):
+    await store(StoreRequest(key=KEY, answer=answer("kept")))
+    assert (await lookup(LookupRequest(key=KEY, bypass=True))).cache == "bypass"
+    result = await store(StoreRequest(key=KEY, answer=answer("not kept"), bypass=True))
+    assert (result.stored, result.cache) == (False, "bypass")
+    hit = await lookup(LookupRequest(key=KEY))
+    assert hit.answer is not None and hit.answer.text == "kept"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"not json at all", id="garbage"),
+        pytest.param(b'{"v": 1, "text": "x"}', id="incomplete"),
+        pytest.param(b"\xff\xfe\x00", id="binary"),
+    ],
+)
+async def test_corrupt_value_is_a_miss(backend, raw, caplog):
+    backend.put_raw(raw)
+    with caplog.at_level(logging.WARNING):
+        result = await lookup(LookupRequest(key=KEY))
+    assert (result.hit, result.cache, result.answer) == (False, "miss", None)
+    assert "treating as a miss" in caplog.text
+
+
+async def test_foreign_version_is_a_miss(backend):
+    await store(StoreRequest(key=KEY, answer=answer()))
+    value = json.loads(backend.raw())
+    value["v"] = CACHE_VALUE_VERSION + 1
+    backend.put_raw(json.dumps(value).encode())
+    result = await lookup(LookupRequest(key=KEY))
+    assert (result.hit, result.cache, result.answer) == (False, "miss", None)
+
+
+async def test_redis_down_fails_open(monkeypatch, caplog):
+    port = closed_port()
+    monkeypatch.setenv("FRUGAL_CACHE_URL", f"redis://127.0.0.1:{port}/0")
+    with caplog.at_level(logging.WARNING):
+        found = await lookup(LookupRequest(key=KEY))
+    assert (found.hit, found.cache) == (False, "error")
+    assert "prompt cache unavailable" in caplog.text
+    assert f"127.0.0.1:{port}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        kept = await store(StoreRequest(key=KEY, answer=answer()))
+    assert (kept.stored, kept.cache) == (False, "error")
+    assert kept.answer is not None and kept.answer.text == "Paris"
+    assert "answer not stored" in caplog.text
+
+
+async def test_redis_down_still_answers(peer, monkeypatch, caplog):
+    monkeypatch.setenv("FRUGAL_CACHE_URL", f"redis://127.0.0.1:{closed_port()}/0")
+    peer.responder = lambda protocol, body: "four"
+    with caplog.at_level(logging.WARNING):
+        result = await run_inline("answer", {"prompt": "What is 2+2?"})
+    assert result.output["text"] == "four"
+    assert result.output["cache"] == "error"
+    assert peer.count() == 1
+    assert "prompt cache unavailable" in caplog.text
+
+
+async def test_unknown_cache_url_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("FRUGAL_CACHE_URL", "nonsense://x")
+    with pytest.raises(ConfigError, match="FRUGAL_CACHE_URL"):
+        await lookup(LookupRequest(key=KEY))
+    with pytest.raises(ConfigError, match="FRUGAL_CACHE_URL"):
+        await store(StoreRequest(key=KEY, answer=answer()))
