@@ -45,10 +45,20 @@ def resolve(name_or_path: str) -> Path:
     raise PipelineNotFound(f"unknown pipeline '{name_or_path}' in {pipelines_dir()}; known: {', '.join(known_names()) or 'none'}")
 
 
+_resolved: dict[tuple[str, str], Path] = {}
+
+
 def load(name_or_path: str) -> Pipeline:
-    """The compiled pipeline, from cache unless its file changed."""
-    path = resolve(name_or_path)
-    mtime = path.stat().st_mtime_ns
+    """The compiled pipeline, from cache unless its file changed (one stat per call)."""
+    where = (name_or_path, os.environ.get("FRUGAL_PIPELINES_DIR", ""))
+    path = _resolved.get(where)
+    try:
+        if path is None:
+            raise FileNotFoundError(name_or_path)
+        mtime = os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        path = _resolved[where] = resolve(name_or_path)
+        mtime = path.stat().st_mtime_ns
     with _lock:
         hit = _compiled.get(path)
         if hit is not None and hit[0] == mtime:

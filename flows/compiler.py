@@ -19,7 +19,7 @@ from flows.errors import InputError, SpecError, SpecErrors
 from flows.loader import Path_, read_spec
 from flows.registry import Step
 from flows.spec import PY_TYPES, RESERVED_NAMES, NodeSpec, PipelineSpec
-from flows.templates import Compiled, TemplateProblem, compile_expression, compile_value
+from flows.templates import Compiled, TemplateProblem, compile_expression, compile_mapping, compile_value
 
 CONTEXT_NAMES = frozenset({"inputs", "settings", "pipeline"})
 
@@ -64,18 +64,18 @@ class Pipeline:
             return self.inputs_model.model_validate(given).model_dump()
         except ValidationError as exc:
             problems = []
+            reported: set[str] = set()
             for err in exc.errors():
-                name = ".".join(str(p) for p in err["loc"])
+                name = str(err["loc"][0]) if err["loc"] else "?"
+                if name in reported:  # a `number` is float | int: one error per member of the union
+                    continue
+                reported.add(name)
                 if err["type"] == "missing":
                     problems.append(f"missing required input '{name}'")
                 elif err["type"] == "extra_forbidden":
                     problems.append(f"unknown input '{name}' (inputs: {', '.join(self.spec.inputs) or 'none'})")
                 else:
-                    want = (
-                        self.spec.inputs[str(err["loc"][0])].type
-                        if err["loc"] and str(err["loc"][0]) in self.spec.inputs
-                        else "?"
-                    )
+                    want = self.spec.inputs[name].type if name in self.spec.inputs else "?"
                     problems.append(f"input '{name}' must be {want}: {err['msg']} (got {err.get('input')!r})")
             raise InputError(f"pipeline '{self.name}': " + "; ".join(problems)) from exc
 
@@ -161,6 +161,14 @@ class _Compiler:
         self.check_refs(compiled, node=node, field=field, loc=loc)
         return compiled
 
+    def compile_fields(self, value: Any, *, node: str | None, field: str, loc: Path_) -> Compiled | None:
+        """A mapping compiled key by key, so an error names its own field and line."""
+        if not isinstance(value, dict):
+            return self.compile_template(value, node=node, field=field, loc=loc)
+        parts = {str(k): self.compile_template(v, node=node, field=f"{field}.{k}", loc=(*loc, str(k))) for k, v in value.items()}
+        compiled = {k: p for k, p in parts.items() if p is not None}
+        return compile_mapping(compiled) if len(compiled) == len(parts) else None
+
     def check_inputs(self) -> None:
         for name, inp in self.spec.inputs.items():
             loc: Path_ = ("inputs", name)
@@ -240,7 +248,7 @@ class _Compiler:
                 hint="set it on cache_store or model-call nodes",
             )
             ok = False
-        args = self.compile_template(spec.with_, node=node_id, field="with", loc=(*loc, "with"))
+        args = self.compile_fields(spec.with_, node=node_id, field="with", loc=(*loc, "with"))
         condition = None
         condition_source = None
         if isinstance(spec.if_, str):
@@ -263,7 +271,7 @@ class _Compiler:
             node = self.compile_node(node_id, spec)
             if node is not None:
                 nodes[node_id] = node
-        output = self.compile_template(self.spec.output, node=None, field="output", loc=("output",))
+        output = self.compile_fields(self.spec.output, node=None, field="output", loc=("output",))
         levels, cyclic = _levels({n: node.deps for n, node in nodes.items()})
         if cyclic:
             self.error(

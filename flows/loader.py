@@ -1,9 +1,9 @@
 """Read a pipeline file into a `PipelineSpec`, with errors that name the line.
 
-Malformed YAML, a top level that is not a mapping and every pydantic
-validation error become `SpecError`s naming the file, the line, the node and
-the field, with a hint on how to fix it. All errors of a file are reported
-together (`SpecErrors`).
+Malformed YAML, a top level that is not a mapping, a key given twice (YAML
+would silently keep the last) and every pydantic validation error become
+`SpecError`s naming the file, the line, the node and the field, with a hint on
+how to fix it. All errors of a file are reported together (`SpecErrors`).
 """
 
 from __future__ import annotations
@@ -26,25 +26,41 @@ _ALLOWED = {
 }
 
 
-def line_map(text: str) -> dict[Path_, int]:
-    """1-based line of every mapping key and sequence item, by path."""
+def scan(text: str) -> tuple[dict[Path_, int], list[tuple[Path_, int, int]]]:
+    """One pass over the YAML: the 1-based line of every mapping key and sequence
+    item, by path; and every key given twice in one mapping (path, first line, repeated line)."""
     lines: dict[Path_, int] = {}
+    repeated: list[tuple[Path_, int, int]] = []
 
-    def walk(node: yaml.Node, path: Path_) -> None:
+    def walk(node: yaml.Node, path: Path_, above: frozenset[int]) -> None:
+        if id(node) in above:
+            raise yaml.MarkedYAMLError(
+                problem="an alias refers to a mapping or list that contains it", problem_mark=node.start_mark
+            )
+        above = above | {id(node)}
         lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for key, value in node.value:
-                sub = (*path, str(key.value))
-                walk(value, sub)
-                lines[sub] = key.start_mark.line + 1
+                name, line = str(key.value), key.start_mark.line + 1
+                if name in seen:
+                    repeated.append(((*path, name), seen[name], line))
+                seen.setdefault(name, line)
+                walk(value, (*path, name), above)
+                lines[(*path, name)] = line
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                walk(item, (*path, i))
+                walk(item, (*path, i), above)
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
-        walk(root, ())
-    return lines
+        walk(root, (), frozenset())
+    return lines, repeated
+
+
+def line_map(text: str) -> dict[Path_, int]:
+    """1-based line of every mapping key and sequence item, by path."""
+    return scan(text)[0]
 
 
 def _line_of(lines: dict[Path_, int], loc: Path_) -> int | None:
@@ -54,8 +70,8 @@ def _line_of(lines: dict[Path_, int], loc: Path_) -> int | None:
     return None
 
 
-def _error_from(err: dict[str, Any], file: str, lines: dict[Path_, int]) -> SpecError:
-    loc: Path_ = tuple(err["loc"])
+def _where(loc: Path_) -> tuple[str | None, str | None, str]:
+    """(node, field, kind) of a location in the file."""
     node = str(loc[1]) if len(loc) >= 2 and loc[0] == "nodes" else None
     if node is not None:
         field_path, kind = loc[2:], "node"
@@ -63,7 +79,12 @@ def _error_from(err: dict[str, Any], file: str, lines: dict[Path_, int]) -> Spec
         field_path, kind = loc, "input"
     else:
         field_path, kind = loc, "pipeline"
-    field = ".".join(str(p) for p in field_path) or None
+    return node, ".".join(str(p) for p in field_path) or None, kind
+
+
+def _error_from(err: dict[str, Any], file: str, lines: dict[Path_, int]) -> SpecError:
+    loc: Path_ = tuple(err["loc"])
+    node, field, kind = _where(loc)
     line = _line_of(lines, loc)
     etype = err["type"]
     if etype == "extra_forbidden":
@@ -79,6 +100,9 @@ def _error_from(err: dict[str, Any], file: str, lines: dict[Path_, int]) -> Spec
         return SpecError(
             f"required key '{loc[-1]}' is missing", file=file, node=node, field=field, line=line, hint=f"add '{loc[-1]}:'"
         )
+    if etype in ("dict_type", "model_type") and (node is not None or kind == "input") and len(loc) == 2:
+        hint = f"a {kind} takes: {', '.join(_ALLOWED[kind])}"
+        return SpecError(f"a {kind} must be a mapping", file=file, node=node, field=field, line=line, hint=hint)
     return SpecError(err["msg"], file=file, node=node, field=field, line=line)
 
 
@@ -86,7 +110,7 @@ def parse_spec(text: str, file: str = "<pipeline>") -> PipelineSpec:
     """Parse YAML text into a validated `PipelineSpec` or raise `SpecError(s)`."""
     try:
         data = yaml.safe_load(text)
-        lines = line_map(text)
+        lines, repeated = scan(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -99,7 +123,27 @@ def parse_spec(text: str, file: str = "<pipeline>") -> PipelineSpec:
     except yaml.YAMLError as exc:
         raise SpecError(f"malformed YAML: {exc}", file=file) from exc
     if not isinstance(data, dict):
-        raise SpecError("a pipeline file must be a mapping with name, version, nodes and output", file=file, line=1)
+        raise SpecError(
+            "a pipeline file must be a mapping with name, version, nodes and output",
+            file=file,
+            line=1,
+            hint="write it as `key: value` lines from the first column: name:, version:, nodes:, output:",
+        )
+    if repeated:
+        errors = []
+        for loc, first, line in repeated:
+            node, field, _ = _where(loc)
+            errors.append(
+                SpecError(
+                    f"duplicate key '{loc[-1]}' (first on line {first}); YAML would silently keep only the last one",
+                    file=file,
+                    node=node,
+                    field=field,
+                    line=line,
+                    hint="rename or remove one of them",
+                )
+            )
+        raise errors[0] if len(errors) == 1 else SpecErrors(errors)
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:

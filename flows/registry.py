@@ -47,6 +47,8 @@ def register(
     """Make `task` usable as `uses: NAME`. Names are unique unless `replace=True`."""
     if not name.isidentifier():
         raise ValueError(f"step name {name!r} must be an identifier (letters, digits, _)")
+    if not task.isasync:
+        raise ValueError(f"step {name!r} must be an async task (`async def`); the engine awaits every step")
     if name in _steps and not replace:
         raise ValueError(f"step {name!r} is already registered; pass replace=True to override it")
     step = Step(name=name, task=task, request=request, summary=summary, model_call=model_call)

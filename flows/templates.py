@@ -14,7 +14,9 @@ The environment is Jinja's immutable sandbox. On top of it, attribute or item
 access to names starting with ``_``, and `import` / `include` / `extends`, are
 refused when the pipeline is loaded. Attribute access on None yields None, so
 a skipped node's output can be read without guards (``route.label`` is None
-when `route` was skipped); a misspelt key on real data is an error.
+when `route` was skipped); a misspelt key on real data is an error. On a
+mapping, ``.name`` reads the key before any method, so an input called
+`items` or `values` is that input.
 """
 
 from __future__ import annotations
@@ -28,18 +30,30 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flows.fast_eval import compile_node, compile_text
+
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 _FORBIDDEN_NODES = (nodes.Import, nodes.FromImport, nodes.Include, nodes.Extends)
 
 
 class TemplateProblem(ValueError):
-    """A template is malformed or unsafe; the loader turns this into a SpecError."""
+    """A template is malformed or unsafe; the loader turns this into a SpecError.
+
+    At run time, `key` is the path of the mapping key whose value failed
+    (``params.max_tokens``), so the error names the field.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        self.message, self.key = message, key
+        super().__init__(f"{key}: {message}" if key else message)
 
 
 class _Env(ImmutableSandboxedEnvironment):
     def getattr(self, obj: Any, attribute: str) -> Any:
         if obj is None:
             return None
+        if isinstance(obj, dict):  # data first: `inputs.items` is the input `items`, not dict.items
+            return self.getitem(obj, attribute)
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
@@ -63,7 +77,13 @@ def _check_safe(tree: nodes.Node) -> None:
 
 
 def _attrs(tree: nodes.Node) -> frozenset[tuple[str, str]]:
-    return frozenset((n.node.name, n.attr) for n in tree.find_all((nodes.Getattr,)) if isinstance(n.node, nodes.Name))
+    dotted = {(n.node.name, n.attr) for n in tree.find_all((nodes.Getattr,)) if isinstance(n.node, nodes.Name)}
+    indexed = {
+        (n.node.name, n.arg.value)
+        for n in tree.find_all((nodes.Getitem,))
+        if isinstance(n.node, nodes.Name) and isinstance(n.arg, nodes.Const) and isinstance(n.arg.value, str)
+    }
+    return frozenset(dotted | indexed)
 
 
 def _parse(source: str) -> nodes.Template:
@@ -81,7 +101,7 @@ class Compiled:
 
     evaluate: Callable[[dict[str, Any]], Any]
     refs: frozenset[str] = field(default_factory=frozenset)
-    #: (name, attribute) pairs read as `name.attribute`, e.g. ("inputs", "prompt")
+    #: (name, attribute) pairs read as `name.attribute` or `name['attribute']`, e.g. ("inputs", "prompt")
     attrs: frozenset[tuple[str, str]] = field(default_factory=frozenset)
 
 
@@ -101,7 +121,9 @@ def compile_expression(source: str) -> Compiled:
             str(result)  # StrictUndefined raises UndefinedError naming what is missing
         return result
 
-    return Compiled(evaluate=run, refs=frozenset(meta.find_undeclared_variables(tree)), attrs=_attrs(tree))
+    output = tree.body[0]
+    fast = compile_node(output.nodes[0], ENV) if isinstance(output, nodes.Output) and len(output.nodes) == 1 else None
+    return Compiled(evaluate=fast or run, refs=frozenset(meta.find_undeclared_variables(tree)), attrs=_attrs(tree))
 
 
 def compile_value(value: Any) -> Compiled:
@@ -112,8 +134,9 @@ def compile_value(value: Any) -> Compiled:
         if "{{" in value or "{%" in value:
             tree = _parse(value)
             template = ENV.from_string(value)
+            fast = compile_text(tree, ENV)
             return Compiled(
-                evaluate=lambda ctx: template.render(**ctx),
+                evaluate=fast or (lambda ctx: template.render(**ctx)),
                 refs=frozenset(meta.find_undeclared_variables(tree)),
                 attrs=_attrs(tree),
             )
@@ -126,22 +149,47 @@ def compile_value(value: Any) -> Compiled:
             attrs=frozenset().union(*(p.attrs for p in parts)),
         )
     if isinstance(value, dict):
-        items = {str(k): compile_value(v) for k, v in value.items()}
-        return Compiled(
-            evaluate=lambda ctx: {k: p.evaluate(ctx) for k, p in items.items()},
-            refs=frozenset().union(*(p.refs for p in items.values())),
-            attrs=frozenset().union(*(p.attrs for p in items.values())),
-        )
+        return compile_mapping({str(k): compile_value(v) for k, v in value.items()})
     return Compiled(evaluate=lambda ctx: value)
+
+
+def compile_mapping(items: dict[str, Compiled]) -> Compiled:
+    """A mapping of compiled values; a value that fails names its key."""
+
+    def run(ctx: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, part in items.items():
+            try:
+                out[key] = part.evaluate(ctx)
+            except TemplateProblem as exc:
+                raise TemplateProblem(exc.message, f"{key}.{exc.key}" if exc.key else key) from exc
+            except _RUNTIME_ERRORS as exc:
+                raise TemplateProblem(_describe(exc), key) from exc
+        return out
+
+    return Compiled(
+        evaluate=run,
+        refs=frozenset().union(*(p.refs for p in items.values())),
+        attrs=frozenset().union(*(p.attrs for p in items.values())),
+    )
+
+
+_RUNTIME_ERRORS = (SecurityError, UndefinedError, TypeError, ValueError, ArithmeticError, LookupError)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, SecurityError):
+        return f"refused by the sandbox: {exc}"
+    if isinstance(exc, UndefinedError):
+        return f"{exc.message}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def evaluate(compiled: Compiled, context: dict[str, Any]) -> Any:
     """Evaluate, translating Jinja's runtime errors into `TemplateProblem`."""
     try:
         return compiled.evaluate(context)
-    except SecurityError as exc:
-        raise TemplateProblem(f"refused by the sandbox: {exc}") from exc
-    except UndefinedError as exc:
-        raise TemplateProblem(f"{exc.message}") from exc
-    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-        raise TemplateProblem(f"{type(exc).__name__}: {exc}") from exc
+    except TemplateProblem:
+        raise
+    except _RUNTIME_ERRORS as exc:
+        raise TemplateProblem(_describe(exc)) from exc

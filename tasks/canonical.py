@@ -17,6 +17,8 @@ KEY_SCHEMA = 1
 
 def _plain(value: Any) -> Any:
     """Integral floats as ints: 0.0 and 0 (256.0 and 256) ask for the same output."""
+    if isinstance(value, str):
+        return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):

@@ -49,7 +49,7 @@ def request_key(request: HashRequest) -> str:
         "namespace": request.namespace,
         "tier": request.tier,
         "models": dict(sorted(request.models.items())),
-        "messages": [m.model_dump() for m in build_messages(request.system, request.prompt, request.messages)],
+        "messages": build_messages(request.system, request.prompt, request.messages),
         "params": drop_none(request.params),
         "pipeline": request.pipeline,
         "version": request.version,

@@ -27,7 +27,7 @@ class ModelRequest(BaseModel):
     json_schema: dict[str, Any] | None = Field(None, alias="schema", description="the answer must fit this JSON schema")
 
     def chat_messages(self) -> list[dict[str, str]]:
-        messages = [m.model_dump() for m in build_messages(self.system, self.prompt, self.messages)]
+        messages = build_messages(self.system, self.prompt, self.messages)
         if not any(m["role"] == "user" for m in messages):
             raise ValueError("a model call needs a `prompt` or a user message in `messages`")
         return messages

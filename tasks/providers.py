@@ -106,12 +106,20 @@ def large_choice(llm: LlmSettings | None = None) -> Choice:
     return Choice("openai", llm.model or "gpt-4o-mini", llm.openai_base_url or DEFAULT_OPENAI_URL)
 
 
+_public: tuple[object, dict[str, Any]] | None = None
+
+
 def public_settings() -> dict[str, Any]:
-    """What templates read as ``settings``: no secrets, JSON-native."""
+    """What templates read as ``settings``: no secrets, JSON-native. Computed once per settings snapshot."""
+    global _public
     s = get_settings()
+    if _public is not None and _public[0] is s:
+        return _public[1]
     small, large = small_choice(s.slm), large_choice(s.llm)
-    return {
+    value = {
         "cache": {"ttl": s.cache.ttl, "prefix": s.cache.prefix},
         "slm": {"provider": small.provider, "model": small.model},
         "llm": {"provider": large.provider, "model": large.model},
     }
+    _public = (s, value)
+    return value

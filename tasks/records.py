@@ -31,22 +31,26 @@ class Message(BaseModel):
 
 def normalise_text(text: str) -> str:
     """Unicode NFC, LF line endings, no surrounding white space."""
-    return unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").strip()
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.strip()
 
 
-def build_messages(system: str | None, prompt: str | None, messages: list[Message] | None) -> list[Message]:
-    """One normalised message list from the `system` / `prompt` / `messages` arguments.
+def build_messages(system: str | None, prompt: str | None, messages: list[Message] | None) -> list[dict[str, str]]:
+    """One normalised message list (plain dicts) from the `system` / `prompt` / `messages` arguments.
 
     The system prompt comes first; an empty one is dropped; `prompt` is appended
     as the last user message.
     """
-    out: list[Message] = []
-    if system and normalise_text(system):
-        out.append(Message(role="system", content=normalise_text(system)))
+    out: list[dict[str, str]] = []
+    if system and (content := normalise_text(system)):
+        out.append({"role": "system", "content": content})
     for m in messages or []:
-        out.append(Message(role=m.role, content=normalise_text(m.content)))
+        out.append({"role": m.role, "content": normalise_text(m.content)})
     if prompt is not None:
-        out.append(Message(role="user", content=normalise_text(prompt)))
+        out.append({"role": "user", "content": normalise_text(prompt)})
     return out
 
 

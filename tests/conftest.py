@@ -28,10 +28,26 @@ REDIS_URL = os.environ.get("FRUGAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 API_KEY = "sk-test-0123456789abcdef"
 
 _CLEARED = (
-    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy",
-    "OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY",
-    "FRUGAL_CACHE_URL", "FRUGAL_SLM_PROVIDER", "FRUGAL_SLM_MODEL", "FRUGAL_LLM_PROVIDER", "FRUGAL_LLM_MODEL",
-    "FRUGAL_PIPELINES_DIR", "FRUGAL_SLM_HOST",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "OLLAMA_HOST",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "FRUGAL_CACHE_URL",
+    "FRUGAL_SLM_PROVIDER",
+    "FRUGAL_SLM_MODEL",
+    "FRUGAL_LLM_PROVIDER",
+    "FRUGAL_LLM_MODEL",
+    "FRUGAL_PIPELINES_DIR",
+    "FRUGAL_SLM_HOST",
 )
 
 _real_connect = socket.socket.connect

@@ -39,9 +39,7 @@ def test_find_bundled_model_names_the_fix_when_missing(monkeypatch: pytest.Monke
 
 
 def test_plain_completion(model: LocalModel) -> None:
-    out = model.complete(
-        [{"role": "user", "content": "Say hello in one short sentence."}], max_tokens=16, temperature=0
-    )
+    out = model.complete([{"role": "user", "content": "Say hello in one short sentence."}], max_tokens=16, temperature=0)
     assert isinstance(out, Completion)
     assert out.text.strip()
     assert out.model == "local/smollm2-135m"
@@ -67,9 +65,7 @@ def test_temperature_zero_is_deterministic(model: LocalModel) -> None:
     ],
 )
 def test_json_schema_constrains_the_label(model: LocalModel, review: str) -> None:
-    out = model.complete(
-        [SYSTEM, {"role": "user", "content": review}], max_tokens=24, temperature=0, json_schema=LABEL_SCHEMA
-    )
+    out = model.complete([SYSTEM, {"role": "user", "content": review}], max_tokens=24, temperature=0, json_schema=LABEL_SCHEMA)
     value = json.loads(out.text)
     assert set(value) == {"label"}
     assert value["label"] in LABELS
@@ -78,16 +74,12 @@ def test_json_schema_constrains_the_label(model: LocalModel, review: str) -> Non
 
 def test_truncated_json_is_model_output_invalid(model: LocalModel) -> None:
     with pytest.raises(ModelOutputInvalid, match="raise max_tokens"):
-        model.complete(
-            [SYSTEM, {"role": "user", "content": "Great!"}], max_tokens=2, temperature=0, json_schema=LABEL_SCHEMA
-        )
+        model.complete([SYSTEM, {"role": "user", "content": "Great!"}], max_tokens=2, temperature=0, json_schema=LABEL_SCHEMA)
 
 
 def test_invalid_schema_is_refused_before_generating(model: LocalModel) -> None:
     with pytest.raises(ModelRequestError, match="not a valid JSON Schema"):
-        model.complete(
-            [{"role": "user", "content": "hi"}], max_tokens=4, temperature=0, json_schema={"type": "no-such-type"}
-        )
+        model.complete([{"role": "user", "content": "hi"}], max_tokens=4, temperature=0, json_schema={"type": "no-such-type"})
 
 
 def test_prompt_longer_than_context_says_what_to_do(model: LocalModel) -> None:
@@ -98,10 +90,7 @@ def test_prompt_longer_than_context_says_what_to_do(model: LocalModel) -> None:
 def test_acomplete_runs_in_a_thread(model: LocalModel) -> None:
     async def main() -> list[Completion]:
         return await asyncio.gather(
-            *(
-                model.acomplete([{"role": "user", "content": f"Count to {n}."}], max_tokens=8, temperature=0)
-                for n in (2, 3)
-            )
+            *(model.acomplete([{"role": "user", "content": f"Count to {n}."}], max_tokens=8, temperature=0) for n in (2, 3))
         )
 
     outs = asyncio.run(main())

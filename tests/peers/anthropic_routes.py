@@ -81,20 +81,33 @@ async def messages(peer: ModelPeer, request: Request) -> Response:
     async def events() -> AsyncIterator[bytes]:
         start = {**message, "content": [], "stop_reason": None, "usage": _usage(n_input, 1)}
         yield _sse("message_start", {"type": "message_start", "message": start})
-        yield _sse("content_block_start", {
-            "type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""},
-        })
+        yield _sse(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
         yield _sse("ping", {"type": "ping"})
         for piece in pieces(text):
-            yield _sse("content_block_delta", {
-                "type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece},
-            })
+            yield _sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
+            )
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-        yield _sse("message_delta", {
-            "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-            "usage": {"output_tokens": n_output},
-        })
+        yield _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": n_output},
+            },
+        )
         yield _sse("message_stop", {"type": "message_stop"})
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
@@ -104,14 +117,16 @@ async def list_models(peer: ModelPeer, request: Request) -> Response:
     _, early = await peer.admit(request, "anthropic")
     if early is not None:
         return early
-    data = [
-        {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
-        for m in peer.anthropic_models
-    ]
-    return JSONResponse({
-        "data": data, "has_more": False,
-        "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
-    }, headers=request_id_headers("anthropic"))
+    data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in peer.anthropic_models]
+    return JSONResponse(
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        },
+        headers=request_id_headers("anthropic"),
+    )
 
 
 ROUTES = [

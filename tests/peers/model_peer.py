@@ -104,13 +104,10 @@ class ModelPeer:
         """How many requests were received, optionally only those to ``path`` / of ``protocol``."""
         with self._lock:
             return sum(
-                1 for r in self.requests
-                if (path is None or r.path == path) and (protocol is None or r.protocol == protocol)
+                1 for r in self.requests if (path is None or r.path == path) and (protocol is None or r.protocol == protocol)
             )
 
-    def fail_next(
-        self, status: int, n: int = 1, headers: dict[str, str] | None = None, body: Any = None
-    ) -> None:
+    def fail_next(self, status: int, n: int = 1, headers: dict[str, str] | None = None, body: Any = None) -> None:
         """Answer the next ``n`` requests with ``status`` (provider-shaped error unless ``body``)."""
         with self._lock:
             self._faults.extend(_Fault(status, dict(headers or {}), body) for _ in range(n))
@@ -140,9 +137,9 @@ class ModelPeer:
         except ValueError:
             body = INVALID_JSON
         with self._lock:
-            self.requests.append(Recorded(
-                protocol, request.url.path, None if body is INVALID_JSON else body, dict(request.headers)
-            ))
+            self.requests.append(
+                Recorded(protocol, request.url.path, None if body is INVALID_JSON else body, dict(request.headers))
+            )
             fault = self._faults.popleft() if self._faults else None
         if not await self._pause(request, self.delay):
             return body, Response(status_code=499)  # the client hung up; nobody reads this
@@ -170,14 +167,23 @@ class ModelPeer:
             if given == f"Bearer {key}":
                 return None
             if not given.startswith("Bearer ") or not given[7:].strip():
-                return error_response("openai", 401, (
-                    "You didn't provide an API key. You need to provide your API key in an "
-                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-                ))
-            return error_response("openai", 401, (
-                f"Incorrect API key provided: {_mask(given[7:].strip())}. You can find your API key "
-                "at https://platform.openai.com/account/api-keys."
-            ), code="invalid_api_key")
+                return error_response(
+                    "openai",
+                    401,
+                    (
+                        "You didn't provide an API key. You need to provide your API key in an "
+                        "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                    ),
+                )
+            return error_response(
+                "openai",
+                401,
+                (
+                    f"Incorrect API key provided: {_mask(given[7:].strip())}. You can find your API key "
+                    "at https://platform.openai.com/account/api-keys."
+                ),
+                code="invalid_api_key",
+            )
         # Anthropic takes ``x-api-key``; anthropic-python 2.x sends the key as a Bearer token.
         given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
         if given == key:

@@ -25,8 +25,12 @@ _MODIFIED_AT = "2025-01-01T00:00:00.000000000Z"
 
 def _details() -> dict[str, Any]:
     return {
-        "parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
-        "parameter_size": "1.2B", "quantization_level": "Q8_0",
+        "parent_model": "",
+        "format": "gguf",
+        "family": "llama",
+        "families": ["llama"],
+        "parameter_size": "1.2B",
+        "quantization_level": "Q8_0",
     }
 
 
@@ -56,8 +60,11 @@ async def tags(peer: ModelPeer, request: Request) -> Response:
         return early
     models = [
         {
-            "name": name, "model": name, "modified_at": _MODIFIED_AT,
-            "size": 1_321_098_329, "digest": hashlib.sha256(name.encode()).hexdigest(),
+            "name": name,
+            "model": name,
+            "modified_at": _MODIFIED_AT,
+            "size": 1_321_098_329,
+            "digest": hashlib.sha256(name.encode()).hexdigest(),
             "details": _details(),
         }
         for name in peer.ollama_models
@@ -70,15 +77,17 @@ async def show(peer: ModelPeer, request: Request) -> Response:
     model, early = (None, early) if early is not None else _check_model(peer, body)
     if early is not None:
         return early
-    return JSONResponse({
-        "modelfile": f"FROM {model}\n",
-        "parameters": 'stop "<|eot_id|>"',
-        "template": "{{ .Prompt }}",
-        "details": _details(),
-        "model_info": {"general.architecture": "llama", "llama.context_length": 131072},
-        "capabilities": ["completion"],
-        "modified_at": _MODIFIED_AT,
-    })
+    return JSONResponse(
+        {
+            "modelfile": f"FROM {model}\n",
+            "parameters": 'stop "<|eot_id|>"',
+            "template": "{{ .Prompt }}",
+            "details": _details(),
+            "model_info": {"general.architecture": "llama", "llama.context_length": 131072},
+            "capabilities": ["completion"],
+            "modified_at": _MODIFIED_AT,
+        }
+    )
 
 
 async def chat(peer: ModelPeer, request: Request) -> Response:

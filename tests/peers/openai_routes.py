@@ -24,22 +24,26 @@ def _error(status: int, message: str, **fields: Any) -> Response:
 
 def _validate(body: Any) -> Response | None:
     if not isinstance(body, dict):
-        return _error(400, (
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-            "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
-            "sent was not valid JSON.)"
-        ))
+        return _error(
+            400,
+            (
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+                "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+                "sent was not valid JSON.)"
+            ),
+        )
     if not body.get("model"):
         return _error(400, "you must provide a model parameter")
     messages = body.get("messages")
     if messages is None:
-        return _error(400, "Missing required parameter: 'messages'.", param="messages",
-                      code="missing_required_parameter")
+        return _error(400, "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
     if not isinstance(messages, list) or not messages:
-        return _error(400, (
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
-            "but got an empty array instead."
-        ), param="messages", code="empty_array")
+        return _error(
+            400,
+            ("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead."),
+            param="messages",
+            code="empty_array",
+        )
     return None
 
 
@@ -50,8 +54,10 @@ def _usage(n_prompt: int, n_completion: int) -> dict[str, Any]:
         "total_tokens": n_prompt + n_completion,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0, "audio_tokens": 0,
-            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
         },
     }
 
@@ -74,28 +80,36 @@ async def chat_completions(peer: ModelPeer, request: Request) -> Response:
     head = {"id": rand_id("chatcmpl-", 29), "created": int(time.time()), "model": body["model"]}
     headers = request_id_headers("openai")
     if not body.get("stream"):
-        return JSONResponse({
-            **head,
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
-                    "logprobs": None,
-                    "finish_reason": reason,
-                }
-                for i, (text, reason) in enumerate(choices)
-            ],
-            "usage": usage,
-            "service_tier": "default",
-            "system_fingerprint": _FINGERPRINT,
-        }, headers=headers)
+        return JSONResponse(
+            {
+                **head,
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+                        "logprobs": None,
+                        "finish_reason": reason,
+                    }
+                    for i, (text, reason) in enumerate(choices)
+                ],
+                "usage": usage,
+                "service_tier": "default",
+                "system_fingerprint": _FINGERPRINT,
+            },
+            headers=headers,
+        )
 
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def chunk(chunk_choices: list[dict[str, Any]], usage_value: Any = None) -> bytes:
-        data = {**head, "object": "chat.completion.chunk", "service_tier": "default",
-                "system_fingerprint": _FINGERPRINT, "choices": chunk_choices}
+        data = {
+            **head,
+            "object": "chat.completion.chunk",
+            "service_tier": "default",
+            "system_fingerprint": _FINGERPRINT,
+            "choices": chunk_choices,
+        }
         if include_usage:
             data["usage"] = usage_value
         return f"data: {json.dumps(data)}\n\n".encode()

@@ -23,9 +23,21 @@ from .server import LoopbackServer
 MODEL = "llama3.2:1b"
 KEY = "sk-test"
 _ENV = (
-    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
-    "no_proxy", "OLLAMA_HOST", "OLLAMA_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID",
-    "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "OLLAMA_HOST",
+    "OLLAMA_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_AUTH_TOKEN",
 )
 
 
@@ -75,6 +87,7 @@ def user(text: str) -> list[Any]:
 
 # -- LoopbackServer --------------------------------------------------------------------
 
+
 def test_loopback_server_starts_on_ephemeral_port_and_stops_cleanly() -> None:
     before = set(threading.enumerate())
     server = LoopbackServer(ModelPeer().app)
@@ -91,12 +104,17 @@ def test_loopback_server_starts_on_ephemeral_port_and_stops_cleanly() -> None:
 
 # -- Ollama ----------------------------------------------------------------------------
 
+
 def test_ollama_chat_non_stream(peer: ModelPeer, url: str) -> None:
     peer.responder = lambda protocol, body: f"{protocol} says positive"
     with ollama.Client(host=url) as client:
-        resp = client.chat(model=MODEL, messages=[
-            {"role": "system", "content": "Classify."}, *user("I love this product"),
-        ])
+        resp = client.chat(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": "Classify."},
+                *user("I love this product"),
+            ],
+        )
     assert resp.message.role == "assistant"
     assert resp.message.content == "ollama says positive"
     assert (resp.model, resp.done, resp.done_reason) == (MODEL, True, "stop")
@@ -114,8 +132,7 @@ def test_ollama_generate_and_num_predict(peer: ModelPeer, url: str) -> None:
     with ollama.Client(host=url) as client:
         full = client.generate(model=MODEL, prompt="count please", system="be brief")
         cut = client.generate(model=MODEL, prompt="count", options={"num_predict": 2})
-    assert (full.response, full.done_reason, full.eval_count, full.prompt_eval_count) == (
-        "one two three four", "stop", 4, 4)
+    assert (full.response, full.done_reason, full.eval_count, full.prompt_eval_count) == ("one two three four", "stop", 4, 4)
     assert list(full.context) == list(range(1, 9))
     assert (cut.response, cut.done_reason, cut.eval_count) == ("one two", "length", 2)
     assert peer.requests[0].json["prompt"] == "count please"
@@ -200,12 +217,17 @@ async def test_ollama_async_client_chat_and_stream(peer: ModelPeer, url: str) ->
 
 # -- OpenAI ----------------------------------------------------------------------------
 
+
 def test_openai_chat_completion(peer: ModelPeer, oai: openai.OpenAI) -> None:
     peer.api_key = KEY
     peer.responder = lambda protocol, body: "positive"
-    resp = oai.chat.completions.create(model="gpt-4o-mini", messages=[
-        {"role": "system", "content": "Label the sentiment."}, *user("great stuff"),
-    ])
+    resp = oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": "Label the sentiment."},
+            *user("great stuff"),
+        ],
+    )
     choice = resp.choices[0]
     assert (resp.object, resp.model, resp.id[:9]) == ("chat.completion", "gpt-4o-mini", "chatcmpl-")
     assert (choice.index, choice.finish_reason, choice.logprobs) == (0, "stop", None)
@@ -222,18 +244,28 @@ def test_openai_max_tokens_and_json_schema(peer: ModelPeer, oai: openai.OpenAI) 
     assert (cut.choices[0].message.content, cut.choices[0].finish_reason) == ("one two", "length")
     peer.reset(settings=True)  # default responder: a schema instance
     schema = Verdict.model_json_schema()
-    resp = oai.chat.completions.create(model="m", messages=user("x"), response_format={
-        "type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True},
-    })
+    resp = oai.chat.completions.create(
+        model="m",
+        messages=user("x"),
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "verdict", "schema": schema, "strict": True},
+        },
+    )
     assert Verdict.model_validate_json(resp.choices[0].message.content).label == "positive"
     assert peer.requests[0].json["response_format"]["json_schema"]["schema"] == schema
 
 
 def test_openai_streaming_with_usage(peer: ModelPeer, oai: openai.OpenAI) -> None:
     peer.responder = lambda protocol, body: "streamed chat answer"
-    chunks = list(oai.chat.completions.create(
-        model="gpt-4o-mini", messages=user("go now"), stream=True, stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        oai.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=user("go now"),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert {c.object for c in chunks} == {"chat.completion.chunk"} and len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -275,11 +307,15 @@ def test_openai_models_list(peer: ModelPeer, oai: openai.OpenAI) -> None:
 
 # -- Anthropic -------------------------------------------------------------------------
 
+
 def test_anthropic_message(peer: ModelPeer, claude: anthropic.Anthropic) -> None:
     peer.api_key = KEY
     peer.responder = lambda protocol, body: "negative sentiment"
     msg = claude.messages.create(
-        model="claude-3-5-haiku-latest", max_tokens=64, system="Label it.", messages=user("awful service"),
+        model="claude-3-5-haiku-latest",
+        max_tokens=64,
+        system="Label it.",
+        messages=user("awful service"),
     )
     assert (msg.type, msg.role, msg.model, msg.id[:4]) == ("message", "assistant", "claude-3-5-haiku-latest", "msg_")
     assert [(b.type, b.text) for b in msg.content] == [("text", "negative sentiment")]
@@ -325,8 +361,7 @@ def test_anthropic_requires_version_header_and_max_tokens(peer: ModelPeer, url: 
     assert ok.status_code == 200 and ok.json()["content"] == [{"type": "text", "text": "ok: x"}]
     assert no_key.status_code == 401 and no_key.json()["error"]["message"] == "x-api-key header is required"
     assert no_version.status_code == 400
-    assert no_version.json()["error"] == {
-        "type": "invalid_request_error", "message": "anthropic-version: header is required"}
+    assert no_version.json()["error"] == {"type": "invalid_request_error", "message": "anthropic-version: header is required"}
     assert no_max.status_code == 400 and no_max.json()["error"]["message"] == "max_tokens: Field required"
 
 
@@ -339,6 +374,7 @@ def test_anthropic_injected_overload(peer: ModelPeer, claude: anthropic.Anthropi
 
 
 # -- counting, delay, responders -------------------------------------------------------
+
 
 def test_counting_and_reset(peer: ModelPeer, url: str, oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
     with ollama.Client(host=url) as client:

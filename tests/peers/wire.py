@@ -21,10 +21,11 @@ _ALPHABET = string.ascii_letters + string.digits
 
 # -- tokens -------------------------------------------------------------------------
 
+
 def pieces(text: str) -> list[str]:
     """Split ``text`` into stream chunks, one word each; ``"".join(pieces(t)) == t``."""
     parts = re.findall(r"\s*\S+", text)
-    tail = text[len("".join(parts)):]
+    tail = text[len("".join(parts)) :]
     if tail:
         parts = [*parts[:-1], parts[-1] + tail] if parts else [tail]
     return parts
@@ -75,6 +76,7 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 # -- ids and times ------------------------------------------------------------------
 
+
 def rand_id(prefix: str, length: int = 24) -> str:
     return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
@@ -84,6 +86,7 @@ def rfc3339_now() -> str:
 
 
 # -- canned answers -----------------------------------------------------------------
+
 
 def structured_format(protocol: str, body: dict[str, Any]) -> dict[str, Any] | bool | None:
     """The JSON schema the request asks the answer to follow, True for "any JSON", else None."""
@@ -145,9 +148,16 @@ def default_responder(protocol: str, body: dict[str, Any]) -> str:
 # -- errors -------------------------------------------------------------------------
 
 _ANTHROPIC_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-    429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
 }
 
 

