@@ -4,6 +4,7 @@
     frugal validate [PATH ...]
     frugal serve [PIPELINE ...]
     frugal list
+    frugal demo [--inline]
 
 Errors print one line and exit non-zero; `--debug` shows the traceback.
 """
@@ -120,6 +121,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import main as demo
+
+    return demo(inline=args.inline)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frugal", description="Cheap, fast LLM answers as Prefect pipelines.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -138,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     lister = sub.add_parser("list", help="list the pipelines and their inputs")
     lister.set_defaults(func=cmd_list)
+
+    demo = sub.add_parser("demo", help="run the demo: prompts through answer, reviews through sentiment")
+    demo.add_argument("--inline", action="store_true", help="without Prefect flow runs")
+    demo.set_defaults(func=cmd_demo)
 
     serve = sub.add_parser("serve", help="serve pipelines as Prefect deployments (no work pool needed)")
     serve.add_argument("pipelines", nargs="*", help="default: every pipeline")

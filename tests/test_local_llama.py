@@ -14,6 +14,8 @@ from tasks.adapters import local_llama
 from tasks.adapters.base import Completion
 from tasks.adapters.local_llama import LocalModel, find_bundled_model, get_local_model
 
+pytestmark = pytest.mark.slow
+
 LABELS = ["positive", "negative", "neutral"]
 LABEL_SCHEMA = {"type": "object", "properties": {"label": {"enum": LABELS}}, "required": ["label"]}
 SYSTEM = {"role": "system", "content": "Classify the sentiment of the product review. Answer in JSON."}

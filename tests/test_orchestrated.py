@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from flows import registry
 from flows.pipeline_flow import run_inline, run_orchestrated, run_pipeline
 
-pytestmark = pytest.mark.usefixtures("prefect")
+pytestmark = [pytest.mark.usefixtures("prefect"), pytest.mark.slow]
 
 
 def closed_port() -> int:
