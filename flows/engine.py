@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from flows.compiler import Node, Pipeline
 from flows.errors import StepError
+from flows.observers import RunInfo, notify_node, notify_run, observers
 from flows.results import NodeReport, RunResult
 from flows.templates import TemplateProblem, evaluate
 from tasks.log import step_logger
@@ -97,32 +98,52 @@ async def run_node(node: Node, context: dict[str, Any], runner: Runner) -> tuple
     return value, _report(node, value, cached, (time.perf_counter() - started) * 1000)
 
 
-async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Runner) -> RunResult:
-    """Validate the inputs, run every node in order, evaluate the output."""
+async def execute(
+    pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Runner, run: RunInfo | None = None
+) -> RunResult:
+    """Validate the inputs, run every node in order, evaluate the output.
+
+    Observers (`flows.observers`) hear of every finished node and of the end of the run.
+    """
     started = time.perf_counter()
+    values = pipeline.validate_inputs(inputs)
+    if run is None:
+        run = RunInfo(pipeline=pipeline, mode=runner.mode, inputs=values)
+    run.inputs = values
     context: dict[str, Any] = {
-        "inputs": pipeline.validate_inputs(inputs),
+        "inputs": values,
         "settings": public_settings(),
         "pipeline": {"name": pipeline.spec.name, "version": pipeline.spec.version},
     }
     reports: dict[str, NodeReport] = {}
-    for level in pipeline.levels:
-        if len(level) == 1:
-            done = [await run_node(pipeline.nodes[level[0]], context, runner)]
-        else:
-            done = list(await asyncio.gather(*(run_node(pipeline.nodes[n], context, runner) for n in level)))
-        for node_id, (value, report) in zip(level, done, strict=False):
-            context[node_id] = value
-            reports[node_id] = report
+    watched = bool(observers())
     try:
-        output = evaluate(pipeline.output, context)
-    except TemplateProblem as exc:
-        raise StepError("output", str(exc)) from exc
-    return RunResult(
-        pipeline=pipeline.spec.name,
-        version=pipeline.spec.version,
-        mode=runner.mode,
-        output=output,
-        nodes={n: reports[n] for n in pipeline.spec.nodes if n in reports},
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-    )
+        for level in pipeline.levels:
+            if len(level) == 1:
+                done = [await run_node(pipeline.nodes[level[0]], context, runner)]
+            else:
+                done = list(await asyncio.gather(*(run_node(pipeline.nodes[n], context, runner) for n in level)))
+            for node_id, (value, report) in zip(level, done, strict=True):
+                context[node_id] = value
+                reports[node_id] = report
+                if watched:
+                    notify_node(run, node_id, value, report)
+        try:
+            output = evaluate(pipeline.output, context)
+        except TemplateProblem as exc:
+            raise StepError("output", str(exc)) from exc
+        result = RunResult(
+            pipeline=pipeline.spec.name,
+            version=pipeline.spec.version,
+            mode=runner.mode,
+            output=output,
+            nodes={n: reports[n] for n in pipeline.spec.nodes if n in reports},
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+    except BaseException as exc:
+        if watched:
+            await notify_run(run, None, exc)
+        raise
+    if watched:
+        await notify_run(run, result, None)
+    return result

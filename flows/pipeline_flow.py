@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from flows import catalog
 from flows.compiler import Pipeline
 from flows.engine import execute
+from flows.observers import RunInfo
 from flows.results import RunResult
 from flows.runners import InlineRunner, OrchestratedRunner
 
@@ -23,7 +25,14 @@ from flows.runners import InlineRunner, OrchestratedRunner
 async def run_pipeline(pipeline: str = "answer", inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the pipeline `pipeline` (a name in deployments/ or a YAML path) on `inputs`."""
     compiled = catalog.load(pipeline)
-    result = await execute(compiled, inputs, OrchestratedRunner())
+    run = RunInfo(
+        pipeline=compiled,
+        mode="orchestrated",
+        inputs=inputs or {},
+        flow_run_id=flow_run.get_id(),
+        deployment_id=flow_run.get_deployment_id(),
+    )
+    result = await execute(compiled, inputs, OrchestratedRunner(), run)
     return result.model_dump(mode="json")
 
 
