@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
+from prefect.context import FlowRunContext
 
 from flows import catalog
 from flows.compiler import Pipeline
@@ -25,12 +25,14 @@ from flows.runners import InlineRunner, OrchestratedRunner
 async def run_pipeline(pipeline: str = "answer", inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the pipeline `pipeline` (a name in deployments/ or a YAML path) on `inputs`."""
     compiled = catalog.load(pipeline)
+    ctx = FlowRunContext.get()
+    current = ctx.flow_run if ctx is not None else None
     run = RunInfo(
         pipeline=compiled,
         mode="orchestrated",
         inputs=inputs or {},
-        flow_run_id=flow_run.get_id(),
-        deployment_id=flow_run.get_deployment_id(),
+        flow_run_id=str(current.id) if current is not None else None,
+        deployment_id=str(current.deployment_id) if current is not None and current.deployment_id else None,
     )
     result = await execute(compiled, inputs, OrchestratedRunner(), run)
     return result.model_dump(mode="json")
