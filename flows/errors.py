@@ -13,6 +13,11 @@ do about it, and none ever contains a secret.
     ├── ConfigError            a setting is missing or invalid (names the env var)
     ├── CacheError             the prompt cache could not be reached or used
     ├── StepError              a node failed while running (names the node)
+    ├── CallError              a deployment called over REST did not answer (`frugal call`)
+    │   ├── DeploymentNotFound no deployment by that name (lists the known ones)
+    │   ├── ParametersRejected the server refused the run's parameters (its validation message)
+    │   ├── RunFailed          the flow run ended failed, crashed or cancelled (its state message)
+    │   └── CallTimeout        the flow run was not finished in time (says what it waited in)
     └── ModelError             a model call failed
         ├── ModelUnavailable   connect error, timeout, 5xx, 429 after all retries
         │   └── ModelTimeout   the call or its retry budget ran out of time
@@ -25,7 +30,10 @@ from __future__ import annotations
 
 __all__ = [
     "CacheError",
+    "CallError",
+    "CallTimeout",
     "ConfigError",
+    "DeploymentNotFound",
     "FrugalError",
     "InputError",
     "ModelAuthError",
@@ -34,7 +42,9 @@ __all__ = [
     "ModelRequestError",
     "ModelTimeout",
     "ModelUnavailable",
+    "ParametersRejected",
     "PipelineNotFound",
+    "RunFailed",
     "SpecError",
     "SpecErrors",
     "StepError",
@@ -146,3 +156,23 @@ class ModelAuthError(ModelRequestError):
 
 class ModelOutputInvalid(ModelError):
     """The model's answer failed validation against the node's labels or schema."""
+
+
+class CallError(FrugalError):
+    """A deployment called over Prefect's REST API did not give an answer."""
+
+
+class DeploymentNotFound(CallError):
+    """No deployment by that name; the message lists the known ones."""
+
+
+class ParametersRejected(CallError):
+    """The server refused the flow run's parameters; the message is its validation error."""
+
+
+class RunFailed(CallError):
+    """The flow run ended failed, crashed or cancelled; the message is its state message."""
+
+
+class CallTimeout(CallError):
+    """The flow run did not finish in time; the message says which state it was left in."""

@@ -1,9 +1,11 @@
 """`frugal serve`: every pipeline as a Prefect deployment, served from this process.
 
 No work pool or worker is needed: Prefect's runner polls for scheduled and
-triggered runs of these deployments and runs them here. Each deployment is
-named after its pipeline and passes `pipeline` as a fixed parameter; callers
-give `inputs`.
+triggered runs of these deployments and runs them here (each in a fresh
+subprocess). Each deployment is named after its pipeline and runs the
+pipeline's typed flow (`flows.pipeline_flows`), flow and deployment both named
+after the pipeline (`answer/answer`): the UI's run form shows the pipeline's
+inputs as typed fields, and callers pass the inputs as the run's parameters.
 """
 
 from __future__ import annotations
@@ -13,15 +15,13 @@ from typing import Any
 from prefect import serve
 
 from flows import catalog
-from flows.pipeline_flow import run_pipeline
+from flows.pipeline_flows import flow_for
 
 
 def deployment_for(name: str) -> Any:
     pipeline = catalog.load(name)
-    defaults = {k: v.default for k, v in pipeline.spec.inputs.items() if not v.required}
-    return run_pipeline.to_deployment(
+    return flow_for(name).to_deployment(
         name=pipeline.name,
-        parameters={"pipeline": pipeline.name, "inputs": defaults},
         description=pipeline.spec.description.strip() or None,
         tags=["frugal-flows", f"pipeline:{pipeline.name}"],
         version=pipeline.spec.version,
