@@ -2,7 +2,9 @@
 
     frugal run PIPELINE --input key=value ... [--inline] [--json]
     frugal validate [PATH ...]
-    frugal serve [PIPELINE ...]
+    frugal serve [PIPELINE ...] [--subprocess]
+    frugal call DEPLOYMENT --input key=value ... [--wait/--no-wait] [--json]
+    frugal graph PIPELINE [--format mermaid|dot|svg|png] [--output FILE]
     frugal list
     frugal demo [--inline]
 
@@ -22,6 +24,7 @@ from typing import Any
 from flows import catalog
 from flows.compiler import all_errors
 from flows.errors import FrugalError, InputError, SpecErrors
+from flows.results import RunResult
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
@@ -117,7 +120,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import serve_pipelines
 
-    serve_pipelines(args.pipelines or catalog.known_names())
+    serve_pipelines(args.pipelines or catalog.known_names(), in_process=not args.subprocess)
     return 0
 
 
@@ -125,6 +128,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import main as demo
 
     return demo(inline=args.inline)
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from flows.rest_client import RestCaller
+
+    with RestCaller(args.api_url, timeout=args.http_timeout) as caller:
+        deployment = caller.find(args.deployment)
+        inputs = parse_inputs(args.input, deployment.inputs)
+        called = caller.call(deployment.name, inputs, wait=args.wait, timeout=args.timeout)
+    if args.json:
+        fields = ("deployment", "flow_run_id", "state", "url", "result", "timings")
+        print(json.dumps({k: getattr(called, k) for k in fields}, indent=2, ensure_ascii=False))
+        return 0
+    if called.result is None:
+        print(called.flow_run_id)
+        print(f"created flow run {called.flow_run_id} of {called.deployment} ({called.state}): {called.url}", file=sys.stderr)
+        return 0
+    output = called.result.get("output")
+    if isinstance(output, dict) and isinstance(output.get("text"), str):
+        print(output["text"])
+    else:
+        print(json.dumps(output, indent=2, ensure_ascii=False))
+    try:
+        account = RunResult.model_validate(called.result).account()
+    except ValueError:  # a server running another version of the result model: the output is what counts
+        account = f"cache={output.get('cache', '-') if isinstance(output, dict) else '-'}"
+    print(f"{account} flow_run={called.flow_run_id} rest={called.timings['total_ms']:.0f}ms", file=sys.stderr)
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from flows.graph import draw
+
+    pipeline = catalog.load(args.pipeline)
+    data = draw(pipeline, args.format)
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"wrote {args.output} ({len(data)} bytes)", file=sys.stderr)
+    elif args.format == "png" and sys.stdout.isatty():
+        raise InputError("png is binary: give --output FILE (or redirect stdout)")
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve pipelines as Prefect deployments (no work pool needed)")
     serve.add_argument("pipelines", nargs="*", help="default: every pipeline")
+    serve.add_argument(
+        "--subprocess", action="store_true", help="Prefect's runner: a new process per run (default: in this process, faster)"
+    )
     serve.set_defaults(func=cmd_serve)
+
+    call = sub.add_parser("call", help="call a deployed pipeline over Prefect's REST API and print its output")
+    call.add_argument("deployment", help="a deployment name (answer) or FLOW/DEPLOYMENT")
+    call.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="an input; @FILE reads a file")
+    call.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True, help="wait for the output (default)")
+    call.add_argument("--json", action="store_true", help="print the flow run and the whole result as JSON")
+    call.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the run (default 300)")
+    call.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL, else http://127.0.0.1:4200/api)")
+    call.add_argument("--http-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
+    call.set_defaults(func=cmd_call)
+
+    graph = sub.add_parser("graph", help="draw a pipeline: nodes, edges from references, conditions")
+    graph.add_argument("pipeline", help="a pipeline name or a path to a YAML file")
+    graph.add_argument("--format", "-f", choices=("mermaid", "dot", "svg", "png"), default="mermaid", help="default: mermaid")
+    graph.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    graph.set_defaults(func=cmd_graph)
     return parser
 
 

@@ -22,6 +22,7 @@ from flows.spec import PY_TYPES, RESERVED_NAMES, NodeSpec, PipelineSpec
 from flows.templates import Compiled, TemplateProblem, compile_expression, compile_mapping, compile_value
 
 CONTEXT_NAMES = frozenset({"inputs", "settings", "pipeline"})
+ITEM_NAMES = frozenset({"item", "index"})
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Node:
     condition: Compiled | None
     condition_source: str | None
     deps: tuple[str, ...]
+    for_each: Compiled | None = None
 
 
 @dataclass
@@ -52,6 +54,11 @@ class Pipeline:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def batched(self) -> bool:
+        """True when a node has for_each: such runs keep spool files until they end."""
+        return any(n.for_each is not None for n in self.nodes.values())
 
     @property
     def order(self) -> list[str]:
@@ -84,7 +91,8 @@ def _inputs_model(spec: PipelineSpec) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name, inp in spec.inputs.items():
         default = ... if inp.required else inp.default
-        fields[name] = (PY_TYPES[inp.type], Field(default, description=inp.description or None))
+        kind = PY_TYPES[inp.type] if default is not None else PY_TYPES[inp.type] | None  # `default: null`: optional
+        fields[name] = (kind, Field(default, description=inp.description or None))
     return create_model(f"{spec.name}_inputs", __config__=ConfigDict(extra="forbid"), **fields)
 
 
@@ -121,7 +129,19 @@ class _Compiler:
 
     def check_refs(self, compiled: Compiled, *, node: str | None, field: str, loc: Path_) -> None:
         known = set(self.spec.nodes)
-        for ref in sorted(compiled.refs - CONTEXT_NAMES):
+        allowed = CONTEXT_NAMES | ITEM_NAMES if node is not None and self.spec.nodes[node].for_each is not None else CONTEXT_NAMES
+        if field == "for_each":
+            allowed = CONTEXT_NAMES
+        for ref in sorted(compiled.refs - allowed):
+            if ref in ITEM_NAMES:
+                self.error(
+                    f"'{ref}' is only defined in a node with for_each",
+                    node=node,
+                    field=field,
+                    loc=loc,
+                    hint="add for_each: to this node, or read the item elsewhere",
+                )
+                continue
             if ref not in known:
                 self.error(
                     f"reference to unknown node or input '{ref}'",
@@ -208,13 +228,19 @@ class _Compiler:
                 hint=f"use one of: {', '.join(registry.names())}",
             )
             return None
+        for_each = None
         if spec.for_each is not None:
+            for_each = self.compile_template(
+                spec.for_each, node=node_id, field="for_each", loc=(*loc, "for_each"), expression=True
+            )
+            ok = ok and for_each is not None
+        elif spec.chunk_size is not None or spec.concurrency is not None:
             self.error(
-                "for_each is reserved for batch pipelines and not supported by this version",
+                "chunk_size and concurrency only apply to a node with for_each",
                 node=node_id,
-                field="for_each",
-                loc=(*loc, "for_each"),
-                hint="remove for_each",
+                field="chunk_size" if spec.chunk_size is not None else "concurrency",
+                loc=(*loc, "chunk_size" if spec.chunk_size is not None else "concurrency"),
+                hint="add for_each: or remove them",
             )
             ok = False
         fields = step.request.model_fields
@@ -260,9 +286,9 @@ class _Compiler:
             condition = Compiled(evaluate=lambda ctx: False)
         if not ok or args is None:
             return None
-        refs = args.refs | (condition.refs if condition else frozenset())
+        refs = args.refs | (condition.refs if condition else frozenset()) | (for_each.refs if for_each else frozenset())
         deps = tuple(sorted(refs & set(self.spec.nodes) - {node_id}))
-        return Node(node_id, spec, step, args, condition, condition_source, deps)
+        return Node(node_id, spec, step, args, condition, condition_source, deps, for_each)
 
     def compile(self) -> Pipeline:
         self.check_inputs()

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from flows.batch import remove_run_directory, run_batch
 from flows.compiler import Node, Pipeline
 from flows.errors import StepError
 from flows.observers import RunInfo, notify_node, notify_run, observers
@@ -25,6 +28,9 @@ from flows.results import NodeReport, RunResult
 from flows.templates import TemplateProblem, evaluate
 from tasks.log import step_logger
 from tasks.providers import public_settings
+
+
+T = TypeVar("T")
 
 
 class Runner(Protocol):
@@ -35,6 +41,12 @@ class Runner(Protocol):
         ...
 
     async def skip(self, node: Node, reason: str) -> None: ...
+
+    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]]) -> T:
+        """Run one chunk of a for_each node (a task run when orchestrated)."""
+        ...
+
+    async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None: ...
 
 
 def jsonable(value: Any) -> Any:
@@ -73,8 +85,10 @@ def build_request(node: Node, context: dict[str, Any]) -> BaseModel:
         raise StepError(node.id, f"invalid arguments for '{node.step.name}': {problems}") from exc
 
 
-async def run_node(node: Node, context: dict[str, Any], runner: Runner) -> tuple[Any, NodeReport]:
+async def run_node(node: Node, context: dict[str, Any], runner: Runner, run_id: str = "") -> tuple[Any, NodeReport]:
     started = time.perf_counter()
+    if node.for_each is not None:
+        return await run_batch_node(node, context, runner, run_id, started)
     if node.condition is not None:
         try:
             go = evaluate(node.condition, context)
@@ -98,6 +112,23 @@ async def run_node(node: Node, context: dict[str, Any], runner: Runner) -> tuple
     return value, _report(node, value, cached, (time.perf_counter() - started) * 1000)
 
 
+async def run_batch_node(
+    node: Node, context: dict[str, Any], runner: Runner, run_id: str, started: float
+) -> tuple[Any, NodeReport]:
+    """A `for_each:` node: its `if:` is per item; item failures are in its output, not raised."""
+    try:
+        value = await run_batch(node, context, runner, run_id)
+    except Exception as exc:
+        if node.spec.on_error != "continue":
+            raise StepError(node.id, str(exc) or type(exc).__name__) from exc
+        elapsed = (time.perf_counter() - started) * 1000
+        return None, NodeReport(uses=node.step.name, status="failed", duration_ms=round(elapsed, 3), error=str(exc))
+    report = NodeReport(uses=node.step.name, status="ran", duration_ms=round((time.perf_counter() - started) * 1000, 3))
+    if isinstance(value, dict) and value.get("failed"):
+        report.error = f"{value['failed']} of {value['total']} items failed"
+    return value, report
+
+
 async def execute(
     pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Runner, run: RunInfo | None = None
 ) -> RunResult:
@@ -110,6 +141,7 @@ async def execute(
     if run is None:
         run = RunInfo(pipeline=pipeline, mode=runner.mode, inputs=values)
     run.inputs = values
+    run_id = run.flow_run_id or uuid.uuid4().hex
     context: dict[str, Any] = {
         "inputs": values,
         "settings": public_settings(),
@@ -117,12 +149,13 @@ async def execute(
     }
     reports: dict[str, NodeReport] = {}
     watched = bool(observers())
+    batched = pipeline.batched
     try:
         for level in pipeline.levels:
             if len(level) == 1:
-                done = [await run_node(pipeline.nodes[level[0]], context, runner)]
+                done = [await run_node(pipeline.nodes[level[0]], context, runner, run_id)]
             else:
-                done = list(await asyncio.gather(*(run_node(pipeline.nodes[n], context, runner) for n in level)))
+                done = list(await asyncio.gather(*(run_node(pipeline.nodes[n], context, runner, run_id) for n in level)))
             for node_id, (value, report) in zip(level, done, strict=True):
                 context[node_id] = value
                 reports[node_id] = report
@@ -141,9 +174,13 @@ async def execute(
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
     except BaseException as exc:
+        if batched:
+            remove_run_directory(run_id)
         if watched:
             await notify_run(run, None, exc)
         raise
+    if batched:
+        remove_run_directory(run_id)
     if watched:
         await notify_run(run, result, None)
     return result

@@ -13,6 +13,7 @@ do about it, and none ever contains a secret.
     ├── ConfigError            a setting is missing or invalid (names the env var)
     ├── CacheError             the prompt cache could not be reached or used
     ├── StepError              a node failed while running (names the node)
+    ├── BatchFailed            too many items of a batch failed (names them)
     ├── CallError              a deployment called over REST did not answer (`frugal call`)
     │   ├── DeploymentNotFound no deployment by that name (lists the known ones)
     │   ├── ParametersRejected the server refused the run's parameters (its validation message)
@@ -29,6 +30,7 @@ do about it, and none ever contains a secret.
 from __future__ import annotations
 
 __all__ = [
+    "BatchFailed",
     "CacheError",
     "CallError",
     "CallTimeout",
@@ -128,6 +130,10 @@ class StepError(FrugalError):
     def __init__(self, node: str, message: str) -> None:
         self.node = node
         super().__init__(f"node '{node}': {message}")
+
+
+class BatchFailed(FrugalError):
+    """More than the allowed share of a batch's items failed; the message names them."""
 
 
 class ModelError(FrugalError):

@@ -17,12 +17,14 @@ from prefect.context import FlowRunContext
 from flows import catalog
 from flows.compiler import Pipeline
 from flows.engine import execute
+from flows.ledger import install as install_ledger
 from flows.observers import RunInfo, add_observer
 from flows.results import RunResult
 from flows.run_artifact import RUN_ARTIFACT, publish_result
 from flows.runners import InlineRunner, OrchestratedRunner
 
 add_observer(RUN_ARTIFACT)  # the Markdown artifact of each orchestrated run: diagram and path
+install_ledger()  # every run's model calls and cache hits, in the cost ledger (and its table artifact)
 
 
 @flow(name="frugal-pipeline", log_prints=False)

@@ -5,16 +5,43 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+from uuid import UUID
 
 from prefect import Task, task
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 from pydantic import BaseModel
 
+from flows import progress
 from flows.compiler import Node
 from flows.errors import StepError
 from tasks.log import step_logger
+
+T = TypeVar("T")
+
+
+async def call_with_retries(node: Node, request: BaseModel) -> Any:
+    """Call the node's step function directly, with the node's retries and timeout."""
+    spec = node.spec
+    for attempt in range(spec.retries + 1):
+        try:
+            coro = node.step.task.fn(request)
+            if spec.timeout_seconds is None:
+                return await coro
+            return await asyncio.wait_for(coro, spec.timeout_seconds)
+        except asyncio.TimeoutError as exc:
+            error: Exception = StepError(node.id, f"timed out after {spec.timeout_seconds:g}s")
+            error.__cause__ = exc
+        except Exception as exc:  # retried like Prefect retries any task failure
+            error = exc
+        if attempt == spec.retries:
+            raise error
+        step_logger().warning("node '%s' failed (%s); retry %d/%d", node.id, error, attempt + 1, spec.retries)
+        await asyncio.sleep(spec.retry_delay_seconds)
+    raise AssertionError("unreachable")
 
 
 class InlineRunner:
@@ -23,32 +50,28 @@ class InlineRunner:
     mode: Literal["inline"] = "inline"
 
     async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
-        spec = node.spec
-        for attempt in range(spec.retries + 1):
-            try:
-                coro = node.step.task.fn(request)
-                if spec.timeout_seconds is None:
-                    return await coro, False
-                return await asyncio.wait_for(coro, spec.timeout_seconds), False
-            except TimeoutError as exc:
-                error: Exception = StepError(node.id, f"timed out after {spec.timeout_seconds:g}s")
-                error.__cause__ = exc
-            except Exception as exc:  # retried like Prefect retries any task failure
-                error = exc
-            if attempt == spec.retries:
-                raise error
-            step_logger().warning("node '%s' failed (%s); retry %d/%d", node.id, error, attempt + 1, spec.retries)
-            await asyncio.sleep(spec.retry_delay_seconds)
-        raise AssertionError("unreachable")
+        return await call_with_retries(node, request), False
 
     async def skip(self, node: Node, reason: str) -> None:
         return None
+
+    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]]) -> T:
+        return await work()
+
+    async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
+        progress.report(pipeline, node.id, done, total)
 
 
 @task(name="skipped", cache_policy=NO_CACHE, persist_result=False)
 async def _skipped(reason: str) -> State[None]:
     """A visible placeholder for a node whose `if:` was false: a Completed state named Skipped."""
     return Completed(name="Skipped", message=reason)
+
+
+@task(name="chunk", cache_policy=NO_CACHE, persist_result=False)
+async def _chunk(work: Callable[[], Awaitable[Any]], items: int) -> Any:
+    """A chunk of a `for_each:` node: `items` items run as plain async code."""
+    return await work()
 
 
 class OrchestratedRunner:
@@ -59,6 +82,7 @@ class OrchestratedRunner:
     def __init__(self) -> None:
         self._tasks: dict[int, Task[Any, Any]] = {}
         self._skips: dict[int, Task[Any, Any]] = {}
+        self._progress: dict[int, UUID] = {}
 
     def task_for(self, node: Node) -> Task[Any, Any]:
         prepared = self._tasks.get(id(node))
@@ -80,6 +104,22 @@ class OrchestratedRunner:
         state = await self.task_for(node)(request, return_state=True)
         value = await state.aresult()
         return value, state.name == "Cached"
+
+    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]]) -> T:
+        """One task run per chunk, named `node[index]`: never one per item."""
+        chunk = _chunk.with_options(name=node.id, task_run_name=f"{node.id}[{index}]")
+        return await chunk(work, size)
+
+    async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
+        progress.report(pipeline, node.id, done, total)
+        description = f"{pipeline}: {node.id}: {done} of {total if total is not None else '?'} items"
+        artifact = self._progress.get(id(node))
+        if artifact is None:
+            self._progress[id(node)] = await acreate_progress_artifact(
+                progress.percent(done, total), key=f"{pipeline}-{node.id}-progress".replace("_", "-"), description=description
+            )
+        else:
+            await aupdate_progress_artifact(artifact, progress.percent(done, total), description=description)
 
     async def skip(self, node: Node, reason: str) -> None:
         skip = self._skips.get(id(node))

@@ -10,6 +10,7 @@ inputs as typed fields, and callers pass the inputs as the run's parameters.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from prefect import serve
@@ -28,5 +29,11 @@ def deployment_for(name: str) -> Any:
     )
 
 
-def serve_pipelines(names: list[str]) -> None:
-    serve(*(deployment_for(name) for name in names))
+def serve_pipelines(names: list[str], *, in_process: bool = True) -> None:
+    """Serve the pipelines: in this process (fastest, the default), or one subprocess per run (Prefect's runner)."""
+    if in_process:
+        from flows.inprocess_runner import serve_in_process
+
+        asyncio.run(serve_in_process([(flow_for(name), deployment_for(name)) for name in names]))
+    else:
+        serve(*(deployment_for(name) for name in names))

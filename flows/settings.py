@@ -9,7 +9,7 @@ sent. Pipeline templates see `tasks.providers.public_settings()` as
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +43,17 @@ class EngineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRUGAL_", extra="ignore")
 
     data_dir: Path = Field(default_factory=default_data_dir, description="embedded cache and local files")
+
+
+class BatchSettings(BaseSettings):
+    """`for_each:` nodes: chunks and concurrency."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_BATCH_", extra="ignore")
+
+    chunk_size: int = Field(200, ge=1, description="items per chunk: one Prefect task run each")
+    concurrency: int = Field(4, ge=1, description="items in flight at once (a local model serves one at a time)")
+    chunks_in_flight: int = Field(2, ge=1, description="chunks running at once, so the model never idles at a chunk's end")
+    max_document_bytes: int = Field(1_000_000, ge=1, description="larger documents are item errors")
 
 
 class SlmSettings(BaseSettings):
@@ -100,6 +111,33 @@ class LlmSettings(BaseSettings):
     backoff_base: float = Field(0.5, gt=0, description="first backoff delay in seconds, doubled per retry")
 
 
+class PriceSettings(BaseSettings):
+    """Prices of model calls and the reference model savings are measured against (`tasks.pricing`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_", extra="ignore")
+
+    reference_model: str | None = Field(
+        None,
+        description="provider/model whose price is the counterfactual (what a request would cost without "
+        "frugal-flows), e.g. openai/gpt-4o; default: the large tier's model",
+    )
+    prices_file: Path | None = Field(None, description="JSON or YAML file of price overrides by model (see PRICE_OVERRIDES)")
+    price_overrides: str = Field(
+        "",
+        description='JSON object of price overrides by model id or glob, e.g. {"ollama/*": {"hourly_usd": "1.20", '
+        '"calls_per_hour": 1200}, "openai/my-model": {"input_mtok": "0.5", "output_mtok": "1.5"}}; wins over the file',
+    )
+
+
+class LedgerSettings(BaseSettings):
+    """The cost ledger (`flows.ledger`): one entry per model call and per cache hit."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_LEDGER_", extra="ignore")
+
+    enabled: bool = Field(True, description="record model calls and cache hits in the ledger")
+    retention_days: int = Field(90, ge=0, description="days entries are kept; 0 keeps them forever")
+
+
 #: Every variable the settings read; a change to any of them makes a new snapshot.
 WATCHED = (
     "FRUGAL_CACHE_URL",
@@ -131,6 +169,11 @@ WATCHED = (
     "FRUGAL_LLM_MAX_ATTEMPTS",
     "FRUGAL_LLM_MAX_RETRY_SECONDS",
     "FRUGAL_LLM_BACKOFF_BASE",
+    "FRUGAL_REFERENCE_MODEL",
+    "FRUGAL_PRICES_FILE",
+    "FRUGAL_PRICE_OVERRIDES",
+    "FRUGAL_LEDGER_ENABLED",
+    "FRUGAL_LEDGER_RETENTION_DAYS",
 )
 
 
@@ -140,6 +183,9 @@ class Settings:
     engine: EngineSettings
     slm: SlmSettings
     llm: LlmSettings
+    batch: BatchSettings
+    prices: PriceSettings = field(default_factory=PriceSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
 
 
 _snapshot: tuple[tuple[object, ...], Settings] | None = None
@@ -164,5 +210,13 @@ def get_settings() -> Settings:
     global _snapshot
     fingerprint = _fingerprint()
     if _snapshot is None or _snapshot[0] != fingerprint:
-        _snapshot = (fingerprint, Settings(CacheSettings(), EngineSettings(), SlmSettings(), LlmSettings()))
+        _snapshot = (fingerprint, Settings(
+            cache=CacheSettings(),
+            engine=EngineSettings(),
+            slm=SlmSettings(),
+            llm=LlmSettings(),
+            batch=BatchSettings(),
+            prices=PriceSettings(),
+            ledger=LedgerSettings(),
+        ))
     return _snapshot[1]

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
-RESERVED_NAMES = frozenset({"inputs", "settings", "pipeline", "item", "loop", "range", "true", "false", "none"})
+RESERVED_NAMES = frozenset({"inputs", "settings", "pipeline", "item", "index", "loop", "range", "true", "false", "none"})
 InputType = Literal["string", "integer", "number", "boolean", "list", "object"]
 
 PY_TYPES: dict[str, Any] = {
@@ -60,7 +60,11 @@ class NodeSpec(BaseModel):
     uses: str = Field(description="a registered step name")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the step's arguments")
     if_: str | bool | None = Field(None, alias="if", description="condition; false skips the node")
-    for_each: str | None = Field(None, description="reserved: fan-out over a list")
+    for_each: str | None = Field(
+        None, description="run the step once per item of this list or source; the item is `item`, its position `index`"
+    )
+    chunk_size: int | None = Field(None, ge=1, description="for_each: items per chunk (one task run each)")
+    concurrency: int | None = Field(None, ge=1, description="for_each: items in flight at once")
     description: str = ""
     retries: int = Field(0, ge=0, le=20)
     retry_delay_seconds: float = Field(1.0, ge=0)

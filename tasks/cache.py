@@ -7,6 +7,7 @@ current `CachedAnswer` version is a miss too. Only valid answers are stored.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from prefect import task
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flows.errors import CacheError
 from flows.settings import CacheSettings, get_settings
 from tasks.log import step_logger
+from tasks.pricing import Money
 from tasks.records import CachedAnswer, ModelAnswer
 from tasks.stores import open_store
 
@@ -52,6 +54,9 @@ class StoreRequest(BaseModel):
     answer: ModelAnswer | None = Field(None, description="the model answer to keep")
     ttl: int | None = Field(None, ge=1, description="seconds; default FRUGAL_CACHE_TTL")
     bypass: bool = False
+    spent: list[ModelAnswer | None] | None = Field(
+        None, description="every model answer this request paid for, an escalated one too; default: [answer]"
+    )
 
 
 class Stored(BaseModel):
@@ -61,6 +66,19 @@ class Stored(BaseModel):
     cache: Literal["stored", "skipped", "error", "bypass"]
     answer: CachedAnswer | None = Field(None, description="the answer, stored or not")
     reason: str | None = None
+    cost_usd: Money | None = Field(None, description="what this request's model calls cost (`spent`); None: one has no price")
+
+
+def spent_cost(request: StoreRequest) -> Decimal | None:
+    """The sum of what the request's model calls cost; None if any of them has no price."""
+    answers = request.spent if request.spent is not None else [request.answer]
+    total = Decimal(0)
+    for answer in answers:
+        if answer is not None:
+            if answer.cost_usd is None:
+                return None
+            total += answer.cost_usd
+    return total
 
 
 async def lookup(request: LookupRequest, settings: CacheSettings | None = None) -> Lookup:
@@ -86,13 +104,14 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
 
 async def store(request: StoreRequest, settings: CacheSettings | None = None) -> Stored:
     answer = request.answer
+    cost = spent_cost(request)
     if answer is None:
-        return Stored(stored=False, cache="skipped", reason="no answer to store")
+        return Stored(stored=False, cache="skipped", reason="no answer to store", cost_usd=cost)
     record = CachedAnswer.from_answer(answer)
     if not answer.valid:
-        return Stored(stored=False, cache="skipped", answer=record, reason=f"invalid answer: {answer.reason}")
+        return Stored(stored=False, cache="skipped", answer=record, reason=f"invalid answer: {answer.reason}", cost_usd=cost)
     if request.bypass:
-        return Stored(stored=False, cache="bypass", answer=record)
+        return Stored(stored=False, cache="bypass", answer=record, cost_usd=cost)
     settings = settings or get_settings().cache
     try:
         backend = open_store(settings)
@@ -103,8 +122,8 @@ async def store(request: StoreRequest, settings: CacheSettings | None = None) ->
         )
     except CacheError as exc:
         step_logger().warning("prompt cache unavailable, answer not stored: %s", exc)
-        return Stored(stored=False, cache="error", answer=record, reason=str(exc))
-    return Stored(stored=True, cache="stored", answer=record)
+        return Stored(stored=False, cache="error", answer=record, reason=str(exc), cost_usd=cost)
+    return Stored(stored=True, cache="stored", answer=record, cost_usd=cost)
 
 
 @task(name="cache_lookup", cache_policy=NO_CACHE, persist_result=False)

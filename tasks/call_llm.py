@@ -77,6 +77,7 @@ async def answer_large(request: LlmRequest, http: httpx.AsyncClient | None = Non
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 policy=_policy(s),
+                cache_prefix=request.cache_prefix,
             )
         else:
             key = s.openai_api_key.get_secret_value() if s.openai_api_key else None

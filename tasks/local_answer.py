@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flows.errors import ModelOutputInvalid
 from flows.settings import SlmSettings
+from tasks.adapters.base import Usage
 from tasks.adapters.local_llama import get_local_model
 from tasks.constraints import output_schema
 from tasks.model_request import ModelRequest, to_answer
+from tasks.pricing import cost_of
 from tasks.providers import Choice
 from tasks.records import ModelAnswer, Tier
 
@@ -21,6 +23,13 @@ async def answer_local(request: ModelRequest, tier: Tier, choice: Choice, slm: S
             json_schema=output_schema(request.labels, request.json_schema),
         )
     except ModelOutputInvalid as exc:
-        return ModelAnswer(text="", model=choice.model_id, tier=tier, valid=False, reason=str(exc))
+        return ModelAnswer(
+            text="",
+            model=choice.model_id,
+            tier=tier,
+            cost_usd=cost_of(choice.model_id, Usage(), request.price),
+            valid=False,
+            reason=str(exc),
+        )
     completion.model = choice.model_id
     return to_answer(completion, tier, request)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.adapters.base import Completion
 from tasks.constraints import check
 from tasks.log import step_logger
+from tasks.pricing import PriceOverride, rates_for, warn_unpriced
 from tasks.records import Message, ModelAnswer, Tier, build_messages
 
 
@@ -25,6 +26,12 @@ class ModelRequest(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     labels: list[str] | None = Field(None, description="the answer must be one of these labels")
     json_schema: dict[str, Any] | None = Field(None, alias="schema", description="the answer must fit this JSON schema")
+    cache_prefix: bool = Field(
+        False,
+        description="the system prompt and earlier messages are a static prefix: ask the provider to cache it "
+        "(Anthropic: cache_control when long enough; OpenAI caches long prefixes by itself)",
+    )
+    price: PriceOverride | None = Field(None, description="this node's model price, instead of the price database")
 
     def chat_messages(self) -> list[dict[str, str]]:
         messages = build_messages(self.system, self.prompt, self.messages)
@@ -47,6 +54,9 @@ class ModelRequest(BaseModel):
 def to_answer(completion: Completion, tier: Tier, request: ModelRequest) -> ModelAnswer:
     """Validate a completion against the request's labels/schema and wrap it."""
     checked = check(completion.text, request.labels, request.json_schema)
+    rates = rates_for(completion.model, request.price)
+    if rates is None:
+        warn_unpriced(completion.model)
     if not checked.valid:
         step_logger().warning("%s answer is invalid, it will not be stored: %s", completion.model, checked.reason)
     return ModelAnswer(
@@ -54,6 +64,8 @@ def to_answer(completion: Completion, tier: Tier, request: ModelRequest) -> Mode
         model=completion.model,
         tier=tier,
         usage=completion.usage,
+        cost_usd=None if rates is None else rates.cost(completion.usage),
+        uncached_cost_usd=None if rates is None else rates.full_cost(completion.usage),
         latency_ms=round(completion.latency_ms, 3),
         valid=checked.valid,
         label=checked.label,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.adapters.base import Usage
+from tasks.pricing import Money
 
 Tier = Literal["small", "large"]
 
@@ -63,6 +64,10 @@ class ModelAnswer(BaseModel):
     model: str
     tier: Tier
     usage: Usage = Field(default_factory=Usage)
+    cost_usd: Money | None = Field(None, description="what the call cost in US dollars; None: the model has no price")
+    uncached_cost_usd: Money | None = Field(
+        None, description="what it would have cost without the provider's prompt cache (every prompt token at the input rate)"
+    )
     latency_ms: float = 0.0
     valid: bool = Field(True, description="false when the answer failed its labels/schema")
     label: str | None = Field(None, description="the label, for label-constrained nodes")
@@ -80,6 +85,7 @@ class CachedAnswer(BaseModel):
     model: str
     route: Tier
     usage: Usage = Field(default_factory=Usage)
+    cost_usd: Money | None = Field(None, description="what the call that produced it cost")
     label: str | None = None
     data: Any = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -98,6 +104,7 @@ class CachedAnswer(BaseModel):
             model=answer.model,
             route=answer.tier,
             usage=answer.usage,
+            cost_usd=answer.cost_usd,
             label=answer.label,
             data=answer.data,
         )

@@ -151,7 +151,7 @@ def test_unknown_pipeline_lists_the_known_ones(cli_env, peer, tmp_path):
     proc = frugal(cli_env, "run", "answr", "-i", "prompt=hi", "--inline", cwd=tmp_path)
     line = assert_one_error_line(proc)
     assert "unknown pipeline 'answr'" in line
-    assert "known: answer, sentiment" in line
+    assert "known: answer, nightly-summaries, sentiment, summarise-document" in line
     assert proc.stdout == ""
     assert peer.count() == 0
 
@@ -200,6 +200,6 @@ def test_list_shows_the_pipelines_and_their_inputs(cli_env, tmp_path):
     proc = frugal(cli_env, "list", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
-    assert set(rows) == {"answer", "sentiment"}
+    assert set(rows) == {"answer", "nightly-summaries", "sentiment", "summarise-document"}
     assert "prompt:string" in rows["answer"] and "max_tokens?:integer" in rows["answer"]
     assert "text:string" in rows["sentiment"]

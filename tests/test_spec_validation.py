@@ -240,7 +240,7 @@ NODE_ERRORS = {
         "cache_ttl",
         ["cache_ttl has no effect on step 'hash_prompt'", "cache_store"],
     ),
-    "for_each is reserved": (
+    "item outside for_each": (
         """\
         name: demo
         version: "1"
@@ -249,13 +249,28 @@ NODE_ERRORS = {
         nodes:
           key:
             uses: hash_prompt
-            for_each: "{{ inputs.docs }}"
+            with: {prompt: "{{ item }}"}
         output: "{{ key }}"
         """,
-        "for_each:",
+        "prompt:",
         "key",
-        "for_each",
-        ["for_each is reserved", "not supported", "remove for_each"],
+        "with.prompt",
+        ["'item' is only defined in a node with for_each", "add for_each"],
+    ),
+    "chunk_size without for_each": (
+        """\
+        name: demo
+        version: "1"
+        nodes:
+          key:
+            uses: hash_prompt
+            chunk_size: 10
+        output: "{{ key }}"
+        """,
+        "chunk_size: 10",
+        "key",
+        "chunk_size",
+        ["chunk_size and concurrency only apply to a node with for_each", "add for_each"],
     ),
     "sandbox: dunder attribute": (
         """\

@@ -6,12 +6,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Usage(BaseModel):
-    """Token counts as the provider reported them."""
+    """Token counts as the provider reported them.
+
+    `input_tokens` counts the whole prompt, as OpenAI's ``prompt_tokens`` does;
+    Anthropic reports cache reads and writes beside its ``input_tokens``, so its
+    adapter adds them in. The cache fields say how many of those tokens were
+    read from or written to the provider's prompt cache.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    input_tokens: int = Field(0, description="prompt tokens billed")
+    input_tokens: int = Field(0, description="every prompt token, cached ones included")
     output_tokens: int = Field(0, description="completion tokens billed")
+    cached_input_tokens: int = Field(0, description="prompt tokens read from the provider's prompt cache (a part of input)")
+    cache_write_tokens: int = Field(0, description="prompt tokens written to the provider's prompt cache (a part of input)")
+    estimated: bool = Field(False, description="the server sent no usage: counted here, not by the provider")
 
 
 class Completion(BaseModel):

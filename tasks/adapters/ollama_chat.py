@@ -10,6 +10,7 @@ import ollama
 
 from flows.errors import ModelError, ModelRequestError, ModelTimeout, ModelUnavailable
 from tasks.adapters.base import Completion, Usage
+from tasks.tokens import count_tokens
 
 
 async def chat(
@@ -51,10 +52,21 @@ async def chat(
     latency = (time.perf_counter() - started) * 1000
     if response.message is None:
         raise ModelError(f"ollama at {host} sent a chat response without a message", provider="ollama")
+    text = response.message.content or ""
+    if response.prompt_eval_count is not None and response.eval_count is not None:
+        usage = Usage(input_tokens=response.prompt_eval_count, output_tokens=response.eval_count)
+    else:  # Ollama leaves the counts out in some cases: count them, and say so
+        usage = Usage(
+            input_tokens=response.prompt_eval_count
+            if response.prompt_eval_count is not None
+            else count_tokens((m["content"] for m in messages), f"ollama/{model}"),
+            output_tokens=response.eval_count if response.eval_count is not None else count_tokens([text], f"ollama/{model}"),
+            estimated=True,
+        )
     return Completion(
-        text=response.message.content or "",
+        text=text,
         model=f"ollama/{response.model or model}",
-        usage=Usage(input_tokens=response.prompt_eval_count or 0, output_tokens=response.eval_count or 0),
+        usage=usage,
         latency_ms=latency,
         finish_reason=response.done_reason,
     )

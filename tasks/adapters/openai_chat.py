@@ -12,6 +12,7 @@ from flows.errors import ModelAuthError, ModelError, ModelRequestError
 from tasks.adapters.base import Completion, Usage
 from tasks.adapters.redact import redact
 from tasks.adapters.retry import RetryPolicy, send_with_retries
+from tasks.tokens import count_tokens
 
 
 class _Message(BaseModel):
@@ -23,9 +24,19 @@ class _Choice(BaseModel):
     finish_reason: str | None = None
 
 
+class _PromptDetails(BaseModel):
+    cached_tokens: int | None = None
+
+
 class _Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+
+    def to_usage(self) -> Usage:
+        """Ours: ``prompt_tokens`` already includes the cached ones."""
+        cached = (self.prompt_tokens_details.cached_tokens if self.prompt_tokens_details else None) or 0
+        return Usage(input_tokens=self.prompt_tokens, output_tokens=self.completion_tokens, cached_input_tokens=cached)
 
 
 class _Response(BaseModel):
@@ -93,11 +104,19 @@ async def chat(
         raise ModelError(
             f"openai sent a response that is not a chat completion: {response.text[:200]}", provider="openai"
         ) from exc
-    usage = parsed.usage or _Usage()
+    text = choice.message.content or ""
+    if parsed.usage is not None:
+        usage = parsed.usage.to_usage()
+    else:  # some OpenAI-compatible servers send no usage: count it, and say so
+        usage = Usage(
+            input_tokens=count_tokens((m["content"] for m in messages), f"openai/{model}"),
+            output_tokens=count_tokens([text], f"openai/{model}"),
+            estimated=True,
+        )
     return Completion(
-        text=choice.message.content or "",
+        text=text,
         model=f"openai/{parsed.model or model}",
-        usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
+        usage=usage,
         latency_ms=latency,
         finish_reason=choice.finish_reason,
     )

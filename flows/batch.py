@@ -1,0 +1,196 @@
+"""`for_each:` nodes: many items, in chunks, with bounded concurrency.
+
+Items stream from their source (`flows.sources`) and are cut into chunks of
+`chunk_size`; each chunk is one unit for the runner (one Prefect task run when
+orchestrated, never one per item). Inside a chunk, items run as plain async
+code under one semaphore of `concurrency` shared by every chunk, and up to
+`chunks_in_flight` chunks run at once so the model never idles at a chunk's
+tail. An item that fails is an item error, recorded with its reason; the
+node itself does not fail for it.
+
+The node's output is a small summary. Per-item results go to spool files
+(one JSONL per chunk) that later nodes read back in input order, so memory
+does not grow with the number of items. A list source (a small fan-out)
+returns the list of per-item outputs instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import shutil
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flows.errors import StepError
+from flows.settings import get_settings
+from flows.sources import count_items, iter_items
+from flows.templates import TemplateProblem, evaluate
+
+if TYPE_CHECKING:
+    from flows.compiler import Node
+    from flows.engine import Runner
+
+MAX_LISTED_FAILURES = 20
+
+
+@dataclass
+class Tally:
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cache: Counter[str] = field(default_factory=Counter)
+    routes: Counter[str] = field(default_factory=Counter)
+    models: Counter[str] = field(default_factory=Counter)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.total += 1
+        if record["status"] == "error":
+            self.failed += 1
+            if len(self.failures) < MAX_LISTED_FAILURES:
+                self.failures.append({"index": record["index"], "id": record.get("id"), "error": record["error"]})
+            return
+        if record["status"] == "skipped":
+            self.skipped += 1
+            return
+        self.ok += 1
+        out = record.get("output")
+        if isinstance(out, dict):
+            for key, counter in (("cache", self.cache), ("route", self.routes), ("model", self.models)):
+                if isinstance(out.get(key), str):
+                    counter[out[key]] += 1
+
+
+def _item_id(item: Any, index: int) -> str:
+    if isinstance(item, dict) and item.get("id") is not None:
+        return str(item["id"])
+    return str(index)
+
+
+async def run_item(node: Node, context: dict[str, Any], item: Any, index: int) -> dict[str, Any]:
+    """Run one item through the node's step; never raises for the item's own failure."""
+    from flows.engine import build_request
+    from flows.runners import call_with_retries
+
+    record: dict[str, Any] = {"index": index, "id": _item_id(item, index)}
+    if isinstance(item, dict) and item.get("source") is not None:
+        record["source"] = item["source"]
+    scope = {**context, "item": item, "index": index}
+    try:
+        if node.condition is not None and not evaluate(node.condition, scope):
+            return {**record, "status": "skipped"}
+        request = build_request(node, scope)
+        value = await call_with_retries(node, request)
+    except TemplateProblem as exc:
+        return {**record, "status": "error", "error": f"{node.id}: {exc}"}
+    except Exception as exc:  # an item's failure is recorded, the batch goes on
+        message = str(exc) or type(exc).__name__
+        return {**record, "status": "error", "error": message}
+    from flows.engine import jsonable
+
+    return {**record, "status": "ok", "output": jsonable(value)}
+
+
+class Spool:
+    """Per-chunk JSONL files of item records, in a directory removed after the run."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def write(self, chunk: int, records: list[dict[str, Any]]) -> None:
+        final = self.root / f"chunk-{chunk:07d}.jsonl"
+        tmp = final.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            for record in sorted(records, key=lambda r: r["index"]):
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        tmp.replace(final)
+
+
+def run_directory(run_id: str | None) -> Path:
+    return get_settings().engine.data_dir / "runs" / (run_id or uuid.uuid4().hex)
+
+
+def remove_run_directory(run_id: str | None) -> None:
+    if run_id:
+        shutil.rmtree(run_directory(run_id), ignore_errors=True)
+
+
+async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id: str) -> Any:
+    """Run a `for_each:` node; returns its summary (or the item outputs, for a list source)."""
+    pipeline = str(context["pipeline"]["name"])
+    try:
+        source = evaluate(node.for_each, context) if node.for_each is not None else None
+    except TemplateProblem as exc:
+        raise StepError(node.id, f"for_each: {exc}") from exc
+    settings = get_settings().batch
+    chunk_size = node.spec.chunk_size or settings.chunk_size
+    semaphore = asyncio.Semaphore(node.spec.concurrency or settings.concurrency)
+    items = iter_items(node.id, source)
+    total = count_items(source)
+    in_memory = isinstance(source, list)
+    outputs: dict[int, Any] = {}
+    spool = None if in_memory else Spool(run_directory(run_id) / node.id)
+    tally = Tally()
+    started = time.perf_counter()
+
+    async def limited(item: Any, index: int) -> dict[str, Any]:
+        async with semaphore:
+            return await run_item(node, context, item, index)
+
+    async def chunk_work(chunk_index: int, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
+        records = list(await asyncio.gather(*(limited(item, index) for index, item in chunk)))
+        if spool is not None:
+            spool.write(chunk_index, records)
+        return records
+
+    async def finished(records: list[dict[str, Any]]) -> None:
+        for record in records:
+            tally.add(record)
+            if in_memory:
+                outputs[record["index"]] = record.get("output")
+        await runner.progress(pipeline, node, tally.total, total)
+
+    pending: set[asyncio.Task[list[dict[str, Any]]]] = set()
+
+    async def run_chunk(chunk_index: int, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
+        return await runner.run_chunk(node, chunk_index, len(chunk), lambda: chunk_work(chunk_index, chunk))
+
+    await runner.progress(pipeline, node, 0, total)
+    indexed = enumerate(items)
+    for chunk_index in itertools.count():
+        chunk = list(itertools.islice(indexed, chunk_size))
+        if not chunk:
+            break
+        pending.add(asyncio.create_task(run_chunk(chunk_index, chunk)))
+        if len(pending) >= settings.chunks_in_flight:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                await finished(task.result())
+    for task in asyncio.as_completed(pending):
+        await finished(await task)
+    if in_memory:
+        return [outputs.get(i) for i in range(len(outputs))]
+    assert spool is not None
+    return {
+        "kind": "batch",
+        "spool": str(spool.root),
+        "count": tally.total,
+        "total": tally.total,
+        "ok": tally.ok,
+        "failed": tally.failed,
+        "skipped": tally.skipped,
+        "failed_share": round(tally.failed / tally.total, 6) if tally.total else 0.0,
+        "cache": dict(tally.cache),
+        "routes": dict(tally.routes),
+        "models": dict(tally.models),
+        "failures": tally.failures,
+        "seconds": round(time.perf_counter() - started, 3),
+    }

@@ -1,0 +1,39 @@
+"""The cost ledger: what every model call and every cache hit cost, and what it saved.
+
+    entry.py     the entry, its counterfactual and its savings by cause
+    stores.py    Redis (beside a Redis cache) or SQLite (beside the embedded cache)
+    writer.py    the background writer: appends off the request path, nothing lost
+    observer.py  the run observer that makes the entries
+
+The observer is registered by `flows.pipeline_flow` (every entry point imports
+it), so inline runs, orchestrated runs and deployments are all recorded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flows.ledger.entry import CAUSES, Cause, LedgerEntry, settle
+from flows.ledger.observer import LEDGER, LedgerObserver, config
+from flows.ledger.stores import open_ledger
+from flows.ledger.writer import WRITER
+
+__all__ = ["CAUSES", "LEDGER", "Cause", "LedgerEntry", "LedgerObserver", "flush", "install", "read_entries", "settle"]
+
+
+def install() -> None:
+    """Register the ledger observer (idempotent)."""
+    from flows.observers import add_observer
+
+    add_observer(LEDGER)
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Write every entry this process has queued; False if some could not be written in time."""
+    return WRITER.flush(timeout)
+
+
+def read_entries(since: datetime | None = None, until: datetime | None = None) -> list[LedgerEntry]:
+    """The entries of the current ledger (per FRUGAL_CACHE_URL) in a time range, oldest first."""
+    flush()
+    return open_ledger(config().target).read(since, until)

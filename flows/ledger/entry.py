@@ -1,0 +1,122 @@
+"""A ledger entry: one model call or one prompt-cache hit, what it cost, what it saved, and why.
+
+Each request is counted once. The answer it delivered carries the request's
+*counterfactual*: the reference model's price for the same tokens (the prompt
+and answer of the call that produced it), at full input price. Every entry's
+savings are its counterfactual minus what it cost, split by cause so that the
+causes add up to the total exactly:
+
+- ``prompt_cache``: a prompt-cache hit (or a model call Prefect served from its
+  result cache) costs $0 and saves its whole counterfactual, whichever tier
+  produced the stored answer;
+- ``routing``: a small-model answer saves its counterfactual minus its own cost;
+  a small answer that failed validation and escalated has no counterfactual (the
+  large answer carries it), so it counts as what it cost, negative;
+- ``provider_cache``: a large-model call saves what its cached prompt tokens
+  took off its price (its uncached price minus its cost);
+- ``model_choice``: the rest of a large call's savings, the difference between
+  the reference model's price and the large model's: zero when the large tier
+  *is* the reference model, as it is by default.
+
+Money is `Decimal` US dollars, kept as strings in storage, so sums are exact.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.adapters.base import Usage
+from tasks.pricing import rates_for, warn_unpriced
+
+Cause = Literal["prompt_cache", "routing", "provider_cache", "model_choice"]
+CAUSES: tuple[Cause, ...] = ("prompt_cache", "routing", "provider_cache", "model_choice")
+ENTRY_VERSION = 1
+ZERO = Decimal(0)
+
+
+class LedgerEntry(BaseModel):
+    """One model call or one cache hit. Never holds a prompt, an answer or a secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = ENTRY_VERSION
+    id: str = Field(description="unique: run id and node")
+    ts: datetime = Field(description="when the run ended (UTC)")
+    run_id: str = Field(description="the flow run id, or a random id for an inline run")
+    pipeline: str
+    version: str
+    node: str
+    mode: Literal["inline", "orchestrated"]
+    deployment_id: str | None = None
+    flow_run_id: str | None = None
+    namespace: str = "default"
+    kind: Literal["call", "hit"]
+    model: str = Field(description="the model that answered (on a hit: that produced the stored answer)")
+    route: Literal["small", "large"]
+    cache: str = Field(description="hit | miss | bypass | error | result (Prefect's result cache) | none")
+    valid: bool = Field(True, description="false: the answer failed validation and was not used")
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    estimated: bool = Field(False, description="token counts were estimated, not reported by the server")
+    cost: Decimal | None = Field(None, description="USD paid; None: the model has no price")
+    uncached_cost: Decimal | None = Field(None, description="USD it would have cost without the provider's prompt cache")
+    reference_model: str | None = None
+    counterfactual: Decimal | None = Field(None, description="USD the reference model would have charged; None: unpriced")
+    savings: dict[Cause, Decimal] | None = Field(None, description="USD saved, by cause; None when a price is unknown")
+
+    @property
+    def paid(self) -> bool:
+        """True for a call that was paid for now (not a hit, not a Prefect result-cache replay)."""
+        return self.kind == "call" and self.cache != "result"
+
+    @property
+    def saved(self) -> Decimal | None:
+        return None if self.savings is None else sum(self.savings.values(), ZERO)
+
+    def usage(self) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cached_input_tokens=self.cached_input_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            estimated=self.estimated,
+        )
+
+
+def counterfactual(reference: str | None, entry: LedgerEntry) -> Decimal | None:
+    """The reference model's price for the entry's tokens, at full input price; $0 for an unused answer."""
+    if not entry.valid:
+        return ZERO
+    if reference is None:
+        return None
+    rates = rates_for(reference)
+    if rates is None:
+        warn_unpriced(reference)
+        return None
+    tokens = Usage(input_tokens=entry.input_tokens, output_tokens=entry.output_tokens)
+    return rates.full_cost(tokens)
+
+
+def settle(entry: LedgerEntry, reference: str | None) -> LedgerEntry:
+    """Fill in the counterfactual and the savings by cause (in place; returns the entry)."""
+    entry.reference_model = reference
+    cf = entry.counterfactual = counterfactual(reference, entry)
+    cost = entry.cost
+    if cf is None or cost is None:
+        entry.savings = None
+    elif entry.kind == "hit" or entry.cache == "result":
+        entry.savings = {"prompt_cache": cf - cost}
+    elif entry.route == "small":
+        entry.savings = {"routing": cf - cost}
+    else:
+        uncached = entry.uncached_cost if entry.uncached_cost is not None else cost
+        entry.savings = {"provider_cache": uncached - cost}
+        if cf != uncached:
+            entry.savings["model_choice"] = cf - uncached
+    return entry

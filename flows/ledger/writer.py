@@ -1,0 +1,185 @@
+"""The ledger's writer: entries reach their store off the request path, and are not lost.
+
+A run's entries are handed over when it ends. `submit` only appends them to a
+queue (about a microsecond: an inline cache hit must cost what Redis costs); a
+background thread then settles them (counterfactual and savings, see
+`flows.ledger.entry`) and writes everything queued for a store in one round
+trip or one transaction, at most every `LINGER` seconds. `write` is the same
+but waits until the batch is stored: orchestrated runs and failed runs use it,
+so the entries of a run that failed after a paid call are stored before the
+failure goes further. A store that cannot be reached keeps its entries queued
+(up to `MAX_PENDING`) and is retried; what is still queued when the process
+exits is written then (`atexit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from flows.errors import CacheError
+from flows.ledger.entry import LedgerEntry, settle
+from flows.ledger.stores import Target, open_ledger
+
+log = logging.getLogger("frugal")
+
+#: seconds the writer waits to gather more entries before a background write
+LINGER = 0.25
+#: seconds between retries of a store that could not be written
+RETRY_SECONDS = 5.0
+#: entries kept in memory for a store that is down; older ones are dropped beyond this, with an error
+MAX_PENDING = 100_000
+_YIELD_EVERY = 64  # entries settled between two voluntary releases of the GIL
+
+
+@dataclass
+class Batch:
+    """One run's entries, and where they go."""
+
+    target: Target
+    reference: str | None
+    retention_days: int
+    entries: list[LedgerEntry]
+    settled: bool = False
+    done: concurrent.futures.Future[bool] | None = field(default=None, repr=False)
+
+
+class LedgerWriter:
+    """A queue and one daemon thread per process."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: deque[Batch] = deque()
+        self._failed: list[Batch] = []
+        self._urgent = False
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    # -- the caller's side -----------------------------------------------------------
+
+    def submit(self, batch: Batch) -> None:
+        """Queue a batch; it is written within about `LINGER` seconds."""
+        with self._cond:
+            if self._pid != os.getpid():  # a forked child: the parent writes what it queued
+                self._reset()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="frugal-ledger-writer", daemon=True)
+                self._thread.start()
+            was_idle = not self._pending
+            self._pending.append(batch)
+            if batch.done is not None:
+                self._urgent = True
+            if was_idle or batch.done is not None:
+                self._cond.notify_all()
+
+    async def write(self, batch: Batch) -> bool:
+        """Queue a batch and wait until it is stored; False if its store could not be written (it is retried)."""
+        batch.done = concurrent.futures.Future()
+        self.submit(batch)
+        return await asyncio.wrap_future(batch.done)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Write everything queued now and wait for it; False if something could not be written in time."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():
+                return not self._failed
+            self._urgent = True
+            self._cond.notify_all()
+            while self._pending or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return not self._failed
+
+    def _reset(self) -> None:
+        self._pending.clear()
+        self._failed.clear()
+        self._thread = None
+        self._busy = self._urgent = False
+        self._pid = os.getpid()
+
+    # -- the thread's side -----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._failed:
+                    self._cond.wait()
+                if not self._pending:  # only failed batches: retry them after a pause, or sooner with new ones
+                    self._cond.wait(RETRY_SECONDS)
+                deadline = time.monotonic() + LINGER
+                while not self._urgent and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                batches = [*self._failed, *self._pending]
+                self._failed.clear()
+                self._pending.clear()
+                self._urgent = False
+                self._busy = True
+            failed = self._write(batches)
+            with self._cond:
+                self._failed.extend(failed)
+                self._busy = False
+                self._cond.notify_all()
+
+    def _write(self, batches: list[Batch]) -> list[Batch]:
+        """Settle and store `batches`; return those whose store could not be written."""
+        by_target: dict[Target, list[Batch]] = {}
+        count = 0
+        for batch in batches:
+            if not batch.settled:
+                for entry in batch.entries:
+                    settle(entry, batch.reference)
+                    count += 1
+                    if count % _YIELD_EVERY == 0:
+                        time.sleep(0)  # let the request path have the GIL
+                batch.settled = True
+            by_target.setdefault(batch.target, []).append(batch)
+        failed: list[Batch] = []
+        for target, group in by_target.items():
+            entries = [e for b in group for e in b.entries]
+            try:
+                open_ledger(target).append(entries, max(b.retention_days for b in group))
+                ok = True
+            except CacheError as exc:
+                log.warning("cost ledger: %d entries not written yet, will retry: %s", len(entries), exc)
+                ok = False
+                failed.extend(group)
+            for batch in group:
+                if batch.done is not None and not batch.done.done():
+                    _resolve(batch.done, ok)
+        return _bounded(failed)
+
+
+def _resolve(future: concurrent.futures.Future[bool], ok: bool) -> None:
+    try:
+        future.set_result(ok)
+    except concurrent.futures.InvalidStateError:
+        log.debug("cost ledger: the run waiting for its entries was cancelled; they are stored all the same")
+
+
+def _bounded(failed: list[Batch]) -> list[Batch]:
+    total = sum(len(b.entries) for b in failed)
+    while failed and total > MAX_PENDING:
+        dropped = failed.pop(0)
+        total -= len(dropped.entries)
+        log.error("cost ledger: %s unreachable too long, %d entries dropped", dropped.target.describe(), len(dropped.entries))
+    return failed
+
+
+WRITER = LedgerWriter()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if not WRITER.flush(timeout=10.0):
+        log.error("cost ledger: some entries could not be written before exit")
