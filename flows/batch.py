@@ -135,7 +135,7 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     semaphore = asyncio.Semaphore(node.spec.concurrency or settings.concurrency)
     items = iter_items(node.id, source)
     total = count_items(source)
-    in_memory = isinstance(source, list)
+    in_memory = source is None or isinstance(source, list)
     outputs: dict[int, Any] = {}
     spool = None if in_memory else Spool(run_directory(run_id) / node.id)
     tally = Tally()
@@ -156,14 +156,16 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
             tally.add(record)
             if in_memory:
                 outputs[record["index"]] = record.get("output")
-        await runner.progress(pipeline, node, tally.total, total)
+        if not in_memory:
+            await runner.progress(pipeline, node, tally.total, total)
 
     pending: set[asyncio.Task[list[dict[str, Any]]]] = set()
 
     async def run_chunk(chunk_index: int, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
         return await runner.run_chunk(node, chunk_index, len(chunk), lambda: chunk_work(chunk_index, chunk))
 
-    await runner.progress(pipeline, node, 0, total)
+    if not in_memory:  # a small in-memory fan-out (e.g. a document's parts) is not worth a progress display
+        await runner.progress(pipeline, node, 0, total)
     indexed = enumerate(items)
     for chunk_index in itertools.count():
         chunk = list(itertools.islice(indexed, chunk_size))

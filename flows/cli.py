@@ -68,14 +68,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = catalog.load(args.pipeline)
     inputs = parse_inputs(args.input, {k: v.type for k, v in pipeline.spec.inputs.items()})
     pipeline.validate_inputs(inputs)  # fail before any model or server is started
-    if args.inline:
-        from flows.pipeline_flow import run_inline
+    from flows.progress_bar import progress_display
 
-        result = asyncio.run(run_inline(pipeline, inputs))
-    else:
-        from flows.pipeline_flow import run_orchestrated
+    with progress_display():
+        if args.inline:
+            from flows.pipeline_flow import run_inline
 
-        result = asyncio.run(run_orchestrated(args.pipeline, inputs))
+            result = asyncio.run(run_inline(pipeline, inputs))
+        else:
+            from flows.pipeline_flow import run_orchestrated
+
+            result = asyncio.run(run_orchestrated(args.pipeline, inputs))
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0

@@ -18,6 +18,8 @@ from flows.settings import LlmSettings, get_settings
 from tasks.adapters import anthropic_messages, openai_chat
 from tasks.adapters.retry import RetryPolicy
 from tasks.call_cache import RequestKey
+from tasks.canonical import sha256_of
+from tasks.clients import http_client, single_flight
 from tasks.constraints import instruction, output_schema
 from tasks.local_answer import answer_local
 from tasks.model_request import ModelRequest, to_answer
@@ -54,6 +56,13 @@ def _policy(s: LlmSettings) -> RetryPolicy:
 
 
 async def answer_large(request: LlmRequest, http: httpx.AsyncClient | None = None) -> ModelAnswer:
+    """Answer with the large model; identical requests in flight share one call."""
+    key = "llm-" + sha256_of(llm_identity(request))
+    answer = await single_flight(key, lambda: _answer_large(request, http))
+    return answer.model_copy(deep=True)
+
+
+async def _answer_large(request: LlmRequest, http: httpx.AsyncClient | None) -> ModelAnswer:
     settings = get_settings()
     s = settings.llm
     choice = llm_choice(request)
@@ -62,55 +71,42 @@ async def answer_large(request: LlmRequest, http: httpx.AsyncClient | None = Non
     assert choice.endpoint is not None
     messages = request.chat_messages()
     schema = output_schema(request.labels, request.json_schema)
-    async with httpx.AsyncClient(timeout=s.timeout) if http is None else _borrowed(http) as client:
-        if choice.provider == "anthropic":
-            if s.anthropic_api_key is None:
-                raise ConfigError("the large model is Anthropic but ANTHROPIC_API_KEY is not set")
-            if (line := instruction(request.labels, request.json_schema)) is not None:
-                messages = [{"role": "system", "content": line}, *messages]
-            completion = await anthropic_messages.chat(
-                client,
-                base_url=choice.endpoint,
-                api_key=s.anthropic_api_key.get_secret_value(),
-                model=choice.model,
-                messages=messages,
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                policy=_policy(s),
-                cache_prefix=request.cache_prefix,
+    client = http or http_client(s.timeout)
+    if choice.provider == "anthropic":
+        if s.anthropic_api_key is None:
+            raise ConfigError("the large model is Anthropic but ANTHROPIC_API_KEY is not set")
+        if (line := instruction(request.labels, request.json_schema)) is not None:
+            messages = [{"role": "system", "content": line}, *messages]
+        completion = await anthropic_messages.chat(
+            client,
+            base_url=choice.endpoint,
+            api_key=s.anthropic_api_key.get_secret_value(),
+            model=choice.model,
+            messages=messages,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            policy=_policy(s),
+            cache_prefix=request.cache_prefix,
+        )
+    else:
+        key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
+        if key is None and choice.endpoint.rstrip("/") == DEFAULT_OPENAI_URL:
+            raise ConfigError(
+                "the large model is OpenAI but OPENAI_API_KEY is not set; set it, or set OPENAI_BASE_URL "
+                "to an OpenAI-compatible endpoint that needs no key"
             )
-        else:
-            key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
-            if key is None and choice.endpoint.rstrip("/") == DEFAULT_OPENAI_URL:
-                raise ConfigError(
-                    "the large model is OpenAI but OPENAI_API_KEY is not set; set it, or set OPENAI_BASE_URL "
-                    "to an OpenAI-compatible endpoint that needs no key"
-                )
-            completion = await openai_chat.chat(
-                client,
-                base_url=choice.endpoint,
-                api_key=key,
-                model=choice.model,
-                messages=messages,
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                json_schema=schema,
-                policy=_policy(s),
-            )
+        completion = await openai_chat.chat(
+            client,
+            base_url=choice.endpoint,
+            api_key=key,
+            model=choice.model,
+            messages=messages,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            json_schema=schema,
+            policy=_policy(s),
+        )
     return to_answer(completion, "large", request)
-
-
-class _borrowed:
-    """`async with` for a client the caller owns and closes."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-
-    async def __aenter__(self) -> httpx.AsyncClient:
-        return self.client
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 @task(name="call_llm", cache_policy=RequestKey(kind="llm", identify=llm_identity), persist_result=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import ollama
 from prefect import task
 from pydantic import Field
 
 from flows.settings import get_settings
 from tasks.adapters import ollama_chat
 from tasks.call_cache import RequestKey
+from tasks.canonical import sha256_of
+from tasks.clients import ollama_client, single_flight
 from tasks.constraints import output_schema
 from tasks.local_answer import answer_local
 from tasks.model_request import ModelRequest, to_answer
@@ -46,13 +47,20 @@ def slm_identity(request: SlmRequest) -> dict[str, Any]:
 
 
 async def answer_small(request: SlmRequest) -> ModelAnswer:
+    """Answer with the small model; identical requests in flight share one call."""
+    key = "slm-" + sha256_of(slm_identity(request))
+    answer = await single_flight(key, lambda: _answer_small(request))
+    return answer.model_copy(deep=True)
+
+
+async def _answer_small(request: SlmRequest) -> ModelAnswer:
     choice = slm_choice(request)
     slm = get_settings().slm
     if choice.provider == "local":
         return await answer_local(request, "small", choice, slm)
     assert choice.endpoint is not None
     completion = await ollama_chat.chat(
-        ollama.AsyncClient(host=choice.endpoint, timeout=slm.timeout),
+        ollama_client(choice.endpoint, slm.timeout),
         host=choice.endpoint,
         model=choice.model,
         messages=request.chat_messages(),

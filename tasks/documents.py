@@ -75,6 +75,8 @@ def read(request: ReadRequest) -> Document:
     if text is None:
         path = Path(request.source)
         try:
+            if not path.is_file():
+                raise InputError(f"document cannot be read: {path} is not a regular file")
             size = path.stat().st_size
             if size > limit:
                 raise InputError(f"document is too large ({size} bytes > {limit}); raise FRUGAL_BATCH_MAX_DOCUMENT_BYTES")

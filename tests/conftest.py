@@ -145,3 +145,37 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
         with prefect_test_harness(server_startup_timeout=120):
             yield
+
+
+@pytest.fixture(scope="session")
+def served_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real Prefect server on loopback, the pipelines deployed from prefect.yaml and served by
+    `frugal serve`, models on a loopback peer, the prompt cache on the real Redis (see tests/prefect_server.py)."""
+    from tests.prefect_server import FAILING_PIPELINE, served_prefect
+
+    folder = tmp_path_factory.mktemp("served-prefect")
+    pipelines = folder / "pipelines"
+    pipelines.mkdir()
+    for path in (Path(__file__).resolve().parent.parent / "deployments").glob("*.yaml"):
+        (pipelines / path.name).write_text(path.read_text())
+    (pipelines / "fails.yaml").write_text(FAILING_PIPELINE)
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    peer = ModelPeer(ollama_models=[], responder=lambda protocol, body: "Paris.")
+    with peer.serve() as server:
+        env: dict[str, str | None] = {name: None for name in _CLEARED} | {
+            "FRUGAL_SLM_PROVIDER": "ollama",
+            "OLLAMA_HOST": server.url,
+            "FRUGAL_LLM_PROVIDER": "openai",
+            "OPENAI_BASE_URL": server.url + "/v1",
+            "OPENAI_API_KEY": API_KEY,
+            "FRUGAL_LLM_MODEL": "gpt-test",
+            "FRUGAL_CACHE_URL": REDIS_URL,
+            "FRUGAL_CACHE_PREFIX": prefix,
+            "FRUGAL_DATA_DIR": str(folder / "data"),
+        }
+        with served_prefect(folder, env, pipelines) as served:
+            yield served
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()

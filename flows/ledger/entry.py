@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.adapters.base import Usage
-from tasks.pricing import rates_for, warn_unpriced
+from tasks.pricing import rates_for
 
 Cause = Literal["prompt_cache", "routing", "provider_cache", "model_choice"]
 CAUSES: tuple[Cause, ...] = ("prompt_cache", "routing", "provider_cache", "model_choice")
@@ -96,8 +96,7 @@ def counterfactual(reference: str | None, entry: LedgerEntry) -> Decimal | None:
     if reference is None:
         return None
     rates = rates_for(reference)
-    if rates is None:
-        warn_unpriced(reference)
+    if rates is None:  # said once when the run ended (`flows.ledger.observer.config`)
         return None
     tokens = Usage(input_tokens=entry.input_tokens, output_tokens=entry.output_tokens)
     return rates.full_cost(tokens)

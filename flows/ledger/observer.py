@@ -23,7 +23,7 @@ from flows.ledger.entry import LedgerEntry, settle
 from flows.ledger.stores import Target, target_for
 from flows.ledger.writer import WRITER, Batch
 from flows.settings import Settings, get_settings
-from tasks.pricing import reference_model
+from tasks.pricing import rates_for, reference_model
 
 if TYPE_CHECKING:
     from flows.observers import RunInfo
@@ -51,7 +51,14 @@ def config() -> _Config:
     global _config
     s = get_settings()
     if _config is None or _config[0] is not s:
-        _config = (s, _Config(s.ledger.enabled, target_for(s.cache, s.engine), reference_model(), s.ledger.retention_days))
+        reference = reference_model()
+        if s.ledger.enabled and rates_for(reference) is None:
+            log.warning(
+                "cost ledger: the reference model '%s' has no price, so savings are recorded as null; set "
+                "FRUGAL_REFERENCE_MODEL to a priced model (e.g. openai/gpt-4o) or price it in FRUGAL_PRICE_OVERRIDES",
+                reference,
+            )
+        _config = (s, _Config(s.ledger.enabled, target_for(s.cache, s.engine), reference, s.ledger.retention_days))
     return _config[1]
 
 
@@ -130,6 +137,8 @@ class LedgerObserver:
 
     async def run_done(self, run: RunInfo, result: RunResult | None, error: BaseException | None) -> None:
         seen = run.state.pop(_STATE_KEY, None)
+        for problem in WRITER.problems():
+            log.warning("cost ledger: %s", problem)
         try:
             cfg = config()
         except FrugalError as exc:

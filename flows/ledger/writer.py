@@ -62,6 +62,8 @@ class LedgerWriter:
         self._busy = False
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        #: what went wrong since it was last said: the thread never logs (it may outlive the log's streams)
+        self._problems: list[str] = []
 
     # -- the caller's side -----------------------------------------------------------
 
@@ -100,6 +102,12 @@ class LedgerWriter:
                     return False
                 self._cond.wait(left)
             return not self._failed
+
+    def problems(self) -> list[str]:
+        """What went wrong since the last call: the request path logs it (`flows.ledger.observer`)."""
+        with self._cond:
+            said, self._problems = self._problems, []
+        return said
 
     def _reset(self) -> None:
         self._pending.clear()
@@ -151,13 +159,26 @@ class LedgerWriter:
                 open_ledger(target).append(entries, max(b.retention_days for b in group))
                 ok = True
             except CacheError as exc:
-                log.warning("cost ledger: %d entries not written yet, will retry: %s", len(entries), exc)
+                self._say(f"{len(entries)} entries not written yet, retried every {RETRY_SECONDS:g} s: {exc}")
                 ok = False
                 failed.extend(group)
             for batch in group:
                 if batch.done is not None and not batch.done.done():
                     _resolve(batch.done, ok)
-        return _bounded(failed)
+        return self._bounded(failed)
+
+    def _say(self, problem: str) -> None:
+        with self._cond:
+            if problem not in self._problems and len(self._problems) < 20:
+                self._problems.append(problem)
+
+    def _bounded(self, failed: list[Batch]) -> list[Batch]:
+        total = sum(len(b.entries) for b in failed)
+        while failed and total > MAX_PENDING:
+            dropped = failed.pop(0)
+            total -= len(dropped.entries)
+            self._say(f"{dropped.target.describe()} unreachable too long: {len(dropped.entries)} entries dropped")
+        return failed
 
 
 def _resolve(future: concurrent.futures.Future[bool], ok: bool) -> None:
@@ -167,19 +188,11 @@ def _resolve(future: concurrent.futures.Future[bool], ok: bool) -> None:
         log.debug("cost ledger: the run waiting for its entries was cancelled; they are stored all the same")
 
 
-def _bounded(failed: list[Batch]) -> list[Batch]:
-    total = sum(len(b.entries) for b in failed)
-    while failed and total > MAX_PENDING:
-        dropped = failed.pop(0)
-        total -= len(dropped.entries)
-        log.error("cost ledger: %s unreachable too long, %d entries dropped", dropped.target.describe(), len(dropped.entries))
-    return failed
-
-
 WRITER = LedgerWriter()
 
 
 @atexit.register
 def _flush_at_exit() -> None:
     if not WRITER.flush(timeout=10.0):
-        log.error("cost ledger: some entries could not be written before exit")
+        for problem in WRITER.problems():
+            log.error("cost ledger, at exit: %s", problem)

@@ -1,0 +1,128 @@
+"""The model peer in a process of its own, for benchmarks and multi-process tests.
+
+    python -m tests.peers.serve_peer --delay 0.02 [--port 0] [--port-file PATH]
+
+Serves `ModelPeer` (Ollama /api/*, OpenAI and Anthropic /v1/*) with uvicorn in
+the main thread, so it does not share a GIL with the process it answers. It
+prints ``listening on http://127.0.0.1:PORT`` once it accepts connections
+(and writes the URL to ``--port-file``, if given). Two extra routes:
+
+    GET  /_peer/stats   {"requests": N, "by_path": {...}, "answered": N,
+                         "distinct_prompts": M, "duplicates": {prompt digest: count, ...}}
+    POST /_peer/reset   forget every request
+
+`answered` counts the model calls that reached the responder (one per paid
+call); `distinct_prompts` counts their distinct (protocol, messages) bodies, so
+``answered - distinct_prompts`` is the number of duplicate paid calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from .model_peer import ModelPeer
+from .wire import default_responder, last_user_text
+
+
+class CountingResponder:
+    """The default answer; counts every answered request by its prompt."""
+
+    def __init__(self) -> None:
+        self.prompts: Counter[str] = Counter()
+        self.labels: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    async def __call__(self, protocol: str, body: dict[str, Any]) -> str:
+        messages = body.get("messages") or body.get("prompt")
+        digest = hashlib.sha256(json.dumps([protocol, messages], sort_keys=True).encode()).hexdigest()[:16]
+        with self._lock:
+            self.prompts[digest] += 1
+            self.labels.setdefault(digest, last_user_text(body)[:60])
+        return default_responder(protocol, body)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            dupes = {f"{d} {self.labels.get(d, '')!r}": n for d, n in self.prompts.items() if n > 1}
+            return {"answered": sum(self.prompts.values()), "distinct_prompts": len(self.prompts), "duplicates": dupes}
+
+    def reset(self) -> None:
+        with self._lock:
+            self.prompts.clear()
+            self.labels.clear()
+
+
+def build_app(peer: ModelPeer, responder: CountingResponder) -> Starlette:
+    async def stats(request: Request) -> JSONResponse:
+        by_path = Counter(r.path for r in list(peer.requests))
+        return JSONResponse({"requests": sum(by_path.values()), "by_path": dict(by_path), **responder.stats()})
+
+    async def reset(request: Request) -> JSONResponse:
+        peer.reset()
+        responder.reset()
+        return JSONResponse({"reset": True})
+
+    return Starlette(
+        routes=[
+            Route("/_peer/stats", stats, methods=["GET"]),
+            Route("/_peer/reset", reset, methods=["POST"]),
+            Mount("/", app=peer.app),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--delay", type=float, default=0.02, help="seconds before every response")
+    parser.add_argument("--port-file", type=Path, default=None, help="write the URL here once serving")
+    args = parser.parse_args(argv)
+
+    responder = CountingResponder()
+    peer = ModelPeer(responder, ollama_models=[], delay=args.delay)
+    app = build_app(peer, responder)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(1024)
+    url = f"http://{args.host}:{sock.getsockname()[1]}"
+    config = uvicorn.Config(
+        app, loop="asyncio", ws="none", lifespan="off", log_config=None, log_level="warning", access_log=False, backlog=1024
+    )
+    server = uvicorn.Server(config)
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.01)
+        if server.started:
+            if args.port_file is not None:
+                tmp = args.port_file.with_suffix(".tmp")
+                tmp.write_text(url)
+                tmp.replace(args.port_file)
+            print(f"listening on {url}", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""Batches: for_each in chunks, the nightly summaries pipeline, item errors,
+re-runs that cost nothing, single-flight, and a cache that goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from flows.errors import StepError
+from flows.pipeline_flow import run_inline, run_pipeline
+
+SUMMARY = "A short summary."
+
+
+def write_docs(root: Path, texts: dict[str, str | bytes]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+    return root
+
+
+def docs(n: int, words: int = 12) -> dict[str, str]:
+    return {f"doc{i:03d}.txt": f"Document {i}. " + " ".join(f"w{i}x{j}" for j in range(words)) for i in range(n)}
+
+
+def index_rows(destination: Path) -> list[dict]:
+    return [json.loads(line) for line in (destination / "index.jsonl").read_text().splitlines()]
+
+
+async def test_for_each_over_a_list_returns_the_item_outputs(tmp_path, peer):
+    pipeline = tmp_path / "fan.yaml"
+    pipeline.write_text(
+        textwrap.dedent(
+            """
+            name: fan
+            version: "1"
+            inputs:
+              words: {type: list}
+            nodes:
+              keys:
+                uses: hash_prompt
+                for_each: "{{ inputs.words }}"
+                with: {prompt: "{{ item }} at {{ index }}"}
+            output: "{{ keys }}"
+            """
+        )
+    )
+    result = await run_inline(str(pipeline), {"words": ["a", "b", "a"]})
+    assert len(result.output) == 3 and len(set(result.output)) == 3
+    assert all(len(k) == 64 for k in result.output)
+
+
+async def test_nightly_summaries_writes_summaries_and_an_index_then_reruns_for_free(tmp_path, peer):
+    peer.responder = lambda protocol, body: SUMMARY
+    source = write_docs(tmp_path / "in", {**docs(5), "sub/deep.md": "A nested markdown document with words."})
+    out = tmp_path / "out"
+    first = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out)})
+    assert first.output["documents"] == 6 and first.output["ok"] == 6 and first.output["failed"] == 0
+    assert first.output["cache"] == {"miss": 6}
+    calls = peer.count()
+    assert calls == 6
+    rows = index_rows(out)
+    assert [r["id"] for r in rows] == ["doc000", "doc001", "doc002", "doc003", "doc004", "sub/deep"]
+    assert {r["status"] for r in rows} == {"ok"}
+    assert rows[0]["route"] == "small" and rows[0]["model"] == "ollama/llama3.2:1b" and rows[0]["cache"] == "miss"
+    summary = (out / "doc000.md").read_text()
+    assert summary.startswith("# doc000\n") and SUMMARY in summary
+    assert (out / "sub" / "deep.md").exists()
+    before = {p: p.read_bytes() for p in out.rglob("*.md")}
+
+    second = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out)})
+    assert second.output["cache"] == {"hit": 6}
+    assert peer.count() == calls, "unchanged documents must cost nothing on the next run"
+    assert {p: p.read_bytes() for p in out.rglob("*.md")} == before
+
+    (source / "doc001.txt").write_text("Document 1 was edited and now says something else entirely.")
+    third = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out)})
+    assert third.output["cache"] == {"hit": 5, "miss": 1}
+    assert peer.count() == calls + 1
+
+
+async def test_bad_documents_are_item_errors_and_the_run_goes_on(tmp_path, peer, monkeypatch):
+    monkeypatch.setenv("FRUGAL_BATCH_MAX_DOCUMENT_BYTES", "200")
+    peer.responder = lambda protocol, body: SUMMARY
+    source = write_docs(
+        tmp_path / "in",
+        {
+            **docs(7),
+            "binary.txt": b"\xff\xfe\x00 not utf-8",
+            "empty.md": "   \n",
+            "huge.txt": "word " * 100,
+        },
+    )
+    (source / "folder.txt").mkdir()  # looks like a document, cannot be read as one
+    out = tmp_path / "out"
+    with pytest.raises(StepError) as failed:
+        await run_inline("nightly-summaries", {"source": str(source), "destination": str(out)})
+    message = str(failed.value)
+    assert "4 of 11 items failed" in message
+    for name in ("binary", "empty", "huge", "folder"):
+        assert name in message
+    rows = {r["id"]: r for r in index_rows(out)}
+    assert rows["binary"]["status"] == "error" and "not UTF-8" in rows["binary"]["reason"]
+    assert "empty" in rows["empty"]["reason"]
+    assert "too large" in rows["huge"]["reason"]
+    assert "cannot be read" in rows["folder"]["reason"]
+    assert sum(r["status"] == "ok" for r in rows.values()) == 7
+    assert peer.count() == 7
+
+    ok = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out), "max_failed_share": 0.5})
+    assert ok.output["failed"] == 4 and ok.output["ok"] == 7
+
+
+async def test_jsonl_source_with_a_malformed_line(tmp_path, peer):
+    peer.responder = lambda protocol, body: SUMMARY
+    source = tmp_path / "docs.jsonl"
+    source.write_text(
+        '{"id": "a", "text": "First document text."}\nthis is not json\n{"id": "b", "text": "Second document text."}\n'
+    )
+    out = tmp_path / "out"
+    result = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out), "max_failed_share": 0.5})
+    assert result.output["ok"] == 2 and result.output["failed"] == 1
+    rows = index_rows(out)
+    assert [r["id"] for r in rows] == ["a", "line-2", "b"]
+    assert rows[1]["status"] == "error" and "unreadable line" in rows[1]["reason"]
+
+
+async def test_identical_documents_in_flight_make_one_model_call(tmp_path, peer, monkeypatch):
+    monkeypatch.setenv("FRUGAL_BATCH_CONCURRENCY", "8")
+    monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "3")
+    peer.responder = lambda protocol, body: SUMMARY
+    peer.delay = 0.3
+    same = "The very same document text, word for word."
+    source = write_docs(tmp_path / "in", {f"copy{i}.txt": same for i in range(6)})
+    result = await run_inline("nightly-summaries", {"source": str(source), "destination": str(tmp_path / "out")})
+    assert result.output["ok"] == 6
+    assert peer.count() == 1, "identical requests in flight across chunks must share one model call"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect")
+async def test_orchestrated_batch_is_one_task_run_per_chunk_with_progress(tmp_path, peer, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+    monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "4")
+    peer.responder = lambda protocol, body: SUMMARY
+    source = write_docs(tmp_path / "in", docs(10))
+    state = await run_pipeline(
+        "nightly-summaries", {"source": str(source), "destination": str(tmp_path / "out")}, return_state=True
+    )
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+    async with get_client() as client:
+        for _ in range(100):
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+            if len(runs) >= 6 and all(r.state and r.state.is_final() for r in runs):
+                break
+            await asyncio.sleep(0.1)
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    names = sorted(r.name for r in runs)
+    assert [n for n in names if n.startswith("summaries")] == ["summaries[0]", "summaries[1]", "summaries[2]"]
+    assert len(runs) == 6  # docs, 3 chunks, index_file, check: never one task run per document
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert progress and progress[-1].data == 100.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_redis_going_away_mid_run_loses_nothing(tmp_path, peer, monkeypatch):
+    port = _free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(50):
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        monkeypatch.setenv("FRUGAL_CACHE_URL", f"redis://127.0.0.1:{port}/0")
+        monkeypatch.setenv("FRUGAL_BATCH_CONCURRENCY", "2")
+        monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "2")
+        peer.responder = lambda protocol, body: SUMMARY
+        peer.delay = 0.05
+        source = write_docs(tmp_path / "in", docs(16))
+
+        async def kill_redis_soon() -> None:
+            while peer.count() < 4:
+                await asyncio.sleep(0.01)
+            server.kill()
+
+        killer = asyncio.create_task(kill_redis_soon())
+        result = await run_inline("nightly-summaries", {"source": str(source), "destination": str(tmp_path / "out")})
+        await killer
+    finally:
+        server.kill()
+        server.wait()
+    assert result.output["ok"] == 16 and result.output["failed"] == 0
+    assert result.output["cache"].get("error", 0) > 0
+    assert len(list((tmp_path / "out").glob("*.md"))) == 16
+    assert peer.count() == 16
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_paying_again(tmp_path, peer):
+    """Kill a batch half-way; the next run re-sends nothing that was already answered."""
+    peer.responder = lambda protocol, body: SUMMARY
+    peer.delay = 0.1
+    source = write_docs(tmp_path / "in", docs(30))
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "FRUGAL_BATCH_CONCURRENCY": "2",
+        "FRUGAL_BATCH_CHUNK_SIZE": "4",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    command = [
+        str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "frugal"),
+        "run",
+        "nightly-summaries",
+        "-i",
+        f"source={source}",
+        "-i",
+        f"destination={out}",
+        "--inline",
+    ]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while peer.count() < 12 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.kill()
+    first.wait()
+    answered = {p.stem for p in out.glob("*.md")}  # stored in the cache before their summary was written
+    assert 0 < len(answered) < 30
+    sent_before = [r.json["messages"][-1]["content"] for r in peer.requests]
+
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert len(list(out.glob("*.md"))) == 30
+    sent_after = [r.json["messages"][-1]["content"] for r in peer.requests[len(sent_before) :]]
+    texts = {name.removesuffix(".txt"): text for name, text in docs(30).items()}
+    for doc_id in answered:
+        assert texts[doc_id] not in sent_after, f"{doc_id} was answered before the kill and paid again"
+    assert len(sent_after) == 30 - len(answered)

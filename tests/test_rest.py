@@ -1,0 +1,92 @@
+"""Deployments over REST, end to end: a real Prefect server on loopback, the pipelines deployed
+from prefect.yaml and served by `frugal serve`, called with httpx (`RestCaller`, `frugal call`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows.errors import CallTimeout, DeploymentNotFound, ParametersRejected, RunFailed
+from flows.rest_client import RestCaller
+
+pytestmark = pytest.mark.slow
+FRUGAL = str(Path(sys.executable).parent / "frugal")
+
+
+def frugal(served, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_API_URL": served.api_url}
+    return subprocess.run([FRUGAL, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_prefect_yaml_deploys_typed_parameters(served_prefect):
+    deployment = httpx.get(f"{served_prefect.api_url}/deployments/name/answer/answer").json()
+    schema = deployment["parameter_openapi_schema"]
+    assert schema["required"] == ["prompt"]
+    props = schema["properties"]
+    assert props["prompt"]["type"] == "string"
+    assert props["prompt"]["description"] == "The question or instruction to answer."
+    assert props["max_tokens"] == {**props["max_tokens"], "type": "integer", "default": 256}
+    assert props["bypass_cache"]["type"] == "boolean"
+    assert deployment["enforce_parameter_schema"] is True
+
+
+def test_call_returns_the_output_then_a_cache_hit(served_prefect):
+    with RestCaller(served_prefect.api_url) as caller:
+        first = caller.call("answer", {"prompt": "What is the capital of France?", "namespace": "rest"}, timeout=120)
+        second = caller.call("answer/answer", {"prompt": "What is the capital of France?", "namespace": "rest"}, timeout=120)
+        assert first.state == second.state == "COMPLETED"
+        assert first.result["output"]["text"] == "Paris."
+        assert first.result["output"]["cache"] == "miss"
+        assert second.result["output"] == {**first.result["output"], "cache": "hit"}
+        assert second.result["nodes"]["lookup"]["status"] == "cache_hit"
+
+        # each node a task run named after its node id; the run's artifacts: result and path
+        runs = caller._json("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [second.flow_run_id]}}})
+        assert {r["name"] for r in runs} == {"key", "lookup", "route", "small", "large", "store"}
+        artifacts = caller._json("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [second.flow_run_id]}}})
+        markdown = next(a["data"] for a in artifacts if a["type"] == "markdown")
+        assert "**Path:** key → lookup (cache hit) → output" in markdown
+        assert "**Skipped:** route, small, large, store" in markdown
+        assert "```mermaid" in markdown and "class n_route,n_small,n_large,n_store skipped" in markdown
+
+
+def test_call_errors_say_what_went_wrong(served_prefect):
+    with RestCaller(served_prefect.api_url) as caller:
+        with pytest.raises(DeploymentNotFound, match=r"unknown deployment 'nope'.*known: .*answer/answer"):
+            caller.call("nope", {})
+        with pytest.raises(ParametersRejected, match=r"'prompt' is a required property"):
+            caller.call("answer", {"max_tokens": 3})
+        with pytest.raises(ParametersRejected, match=r"'x' is not of type 'integer'"):
+            caller.call("answer", {"prompt": "hi", "max_tokens": "x"})
+        with pytest.raises(ParametersRejected, match=r"has no input 'colour'"):
+            caller.call("answer", {"prompt": "hi", "colour": "red"})
+        with pytest.raises(RunFailed, match=r"ended Failed: .*node 'key'.*missing"):
+            caller.call("fails", {"data": {"present": 1}}, timeout=120)
+        with pytest.raises(CallTimeout, match=r"is still Scheduled after 0s"):
+            caller.call("answer", {"prompt": "a question nobody waits for"}, timeout=0)
+
+
+def test_frugal_call_prints_the_answer_and_json(served_prefect):
+    done = frugal(served_prefect, "call", "answer", "-i", "prompt=Name a colour.", "-i", "max_tokens=20")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Paris.\n"
+    assert "cache=miss" in done.stderr and "flow_run=" in done.stderr
+
+    done = frugal(served_prefect, "call", "answer", "-i", "prompt=Name a colour.", "-i", "max_tokens=20", "--json")
+    called = json.loads(done.stdout)
+    assert called["deployment"] == "answer/answer" and called["state"] == "COMPLETED"
+    assert called["result"]["output"]["cache"] == "hit"
+
+    done = frugal(served_prefect, "call", "answer", "-i", "prompt=Later.", "--no-wait")
+    assert done.returncode == 0 and len(done.stdout.strip()) == 36, done.stderr
+
+    done = frugal(served_prefect, "call", "answr", "-i", "prompt=x")
+    assert done.returncode == 1 and "unknown deployment 'answr'" in done.stderr and "answer/answer" in done.stderr
+    done = frugal(served_prefect, "call", "answer", "-i", "max_tokens=3")
+    assert done.returncode == 1 and "'prompt' is a required property" in done.stderr
