@@ -35,6 +35,8 @@ from flows.errors import CallError, CallTimeout, DeploymentNotFound, ParametersR
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
 FAILED_STATES = frozenset({"FAILED", "CRASHED", "CANCELLED"})
 RESULT_ARTIFACT_TYPE = "result"
+#: retries of a request the server answered 429 or 503 (0.2 s, doubled each time: 6.2 s in all)
+RETRIES = 5
 #: JSON-schema type of a parameter → the input type `frugal call` converts `key=value` to
 SCHEMA_TYPES = {
     "string": "string",
@@ -113,13 +115,20 @@ class RestCaller:
             self.http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self.http.request(method, self.api_url + path, **kwargs)
-        except httpx.TransportError as exc:
-            raise CallError(
-                f"cannot reach the Prefect API at {self.api_url} ({type(exc).__name__}: {exc}); "
-                "start it (`prefect server start`) or set PREFECT_API_URL"
-            ) from exc
+        """One API request; 429 and 503 (a busy server, e.g. SQLite locked) are retried like Prefect's client does."""
+        for attempt in range(RETRIES + 1):
+            try:
+                response = self.http.request(method, self.api_url + path, **kwargs)
+            except httpx.TransportError as exc:
+                raise CallError(
+                    f"cannot reach the Prefect API at {self.api_url} ({type(exc).__name__}: {exc}); "
+                    "start it (`prefect server start`) or set PREFECT_API_URL"
+                ) from exc
+            if response.status_code not in (429, 503) or attempt == RETRIES:
+                return response
+            retry_after = response.headers.get("retry-after", "")
+            time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 0.2 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)

@@ -19,6 +19,7 @@ import atexit
 import concurrent.futures
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -60,6 +61,7 @@ class LedgerWriter:
         self._failed: list[Batch] = []
         self._urgent = False
         self._busy = False
+        self._rounds = 0  # write rounds done
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         #: what went wrong since it was last said: the thread never logs (it may outlive the log's streams)
@@ -93,10 +95,14 @@ class LedgerWriter:
         deadline = time.monotonic() + timeout
         with self._cond:
             if self._thread is None or self._pid != os.getpid():
-                return not self._failed
+                return True
+            if not (self._pending or self._failed or self._busy):
+                return True
+            start = self._rounds
             self._urgent = True
             self._cond.notify_all()
-            while self._pending or self._busy:
+            # one whole round after this call: what was queued, and what had failed, is tried again
+            while self._rounds <= start or self._pending or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -123,7 +129,7 @@ class LedgerWriter:
             with self._cond:
                 while not self._pending and not self._failed:
                     self._cond.wait()
-                if not self._pending:  # only failed batches: retry them after a pause, or sooner with new ones
+                if not self._pending and not self._urgent:  # only failed batches: retry after a pause, or sooner
                     self._cond.wait(RETRY_SECONDS)
                 deadline = time.monotonic() + LINGER
                 while not self._urgent and (left := deadline - time.monotonic()) > 0:
@@ -137,6 +143,7 @@ class LedgerWriter:
             with self._cond:
                 self._failed.extend(failed)
                 self._busy = False
+                self._rounds += 1
                 self._cond.notify_all()
 
     def _write(self, batches: list[Batch]) -> list[Batch]:
@@ -194,5 +201,6 @@ WRITER = LedgerWriter()
 @atexit.register
 def _flush_at_exit() -> None:
     if not WRITER.flush(timeout=10.0):
+        # straight to stderr: at exit, logging handlers may hold streams already closed
         for problem in WRITER.problems():
-            log.error("cost ledger, at exit: %s", problem)
+            print(f"frugal: cost ledger, at exit: {problem}", file=sys.stderr)
