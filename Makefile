@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REDIS_PORT ?= 6379
 
-.PHONY: venv demo test lint bench redis clean
+.PHONY: venv demo test lint bench redis sysdeps clean
 
 venv: $(STAMP)
 
@@ -37,7 +37,14 @@ redis:
 		echo "redis: started on 127.0.0.1:$(REDIS_PORT)"; \
 	fi
 
-test: venv redis
+# The browser test drives Debian's Chromium; `frugal graph` draws SVG/PNG with Graphviz.
+sysdeps:
+	@missing=""; command -v chromium >/dev/null || missing="chromium chromium-driver"; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	elif [ -n "$$missing" ]; then echo "not root: install $$missing for the browser and graph tests"; fi
+
+test: venv redis sysdeps
 	$(PY) -m pytest
 
 lint: venv

@@ -5,6 +5,7 @@
     frugal serve [PIPELINE ...] [--subprocess]
     frugal call DEPLOYMENT --input key=value ... [--wait/--no-wait] [--json]
     frugal graph PIPELINE [--format mermaid|dot|svg|png] [--output FILE]
+    frugal report [--since 7d] [--by pipeline|model|route|day] [--json] [--png PATH]
     frugal list
     frugal demo [--inline]
 
@@ -177,6 +178,26 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.ledger import read_entries
+    from flows.ledger.observer import config
+    from flows.report import as_json, chart, parse_since, summarise, table
+
+    since = None if args.since == "all" else parse_since(args.since)
+    entries = read_entries(since)
+    groups, total = summarise(entries, args.by)
+    if args.json:
+        print(json.dumps(as_json(groups, total, args.by, since), indent=2))
+    else:
+        period = "all time" if since is None else f"since {since:%Y-%m-%d %H:%M} UTC"
+        print(f"Costs and savings {period}, by {args.by}: {len(entries)} ledger entries in {config().target.describe()}")
+        print(f"Reference model: {config().reference} (counterfactual = what it would have charged, no caching)\n")
+        print(table(groups, total, args.by))
+    if args.png:
+        print(f"wrote {chart(entries, Path(args.png))}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frugal", description="Cheap, fast LLM answers as Prefect pipelines.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -222,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", "-f", choices=("mermaid", "dot", "svg", "png"), default="mermaid", help="default: mermaid")
     graph.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     graph.set_defaults(func=cmd_graph)
+
+    report = sub.add_parser("report", help="what the ledger says was spent and saved, and why")
+    report.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w, a date (2025-01-31), or all (default 7d)")
+    report.add_argument("--by", choices=("pipeline", "model", "route", "day"), default="pipeline", help="default: pipeline")
+    report.add_argument("--json", action="store_true", help="print JSON (exact decimal strings) instead of a table")
+    report.add_argument("--png", metavar="PATH", help="also draw spend vs counterfactual and savings by cause, as a PNG")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -18,7 +18,7 @@ from prefect.client.schemas.actions import ArtifactCreate
 from prefect.context import FlowRunContext
 
 from flows.ledger.entry import CAUSES, LedgerEntry
-from flows.report import Totals, summarise
+from flows.report import Totals, plain, summarise
 
 _ROUTES = ("large", "small", "cache hit")
 
@@ -32,13 +32,13 @@ def _row(kind: str, name: str, t: Totals) -> dict[str, Any]:
         "tokens in": t.input_tokens,
         "tokens out": t.output_tokens,
         "cached tokens in": t.cached_input_tokens,
-        "cost ($)": str(t.cost),
-        "counterfactual ($)": str(t.counterfactual),
-        "saved ($)": str(t.saved),
+        "cost ($)": plain(t.cost),
+        "counterfactual ($)": plain(t.counterfactual),
+        "saved ($)": plain(t.saved),
         "saved %": None if pct is None else str(pct),
     }
     for cause in CAUSES:
-        row[f"saved: {cause.replace('_', ' ')} ($)"] = str(t.savings[cause])
+        row[f"saved: {cause.replace('_', ' ')} ($)"] = plain(t.savings[cause])
     if t.unpriced:
         row["unpriced"] = t.unpriced
     return row

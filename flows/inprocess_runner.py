@@ -96,7 +96,7 @@ class InProcessRunner:
         """New runs, at once, from the event stream; reconnects on its own."""
         related = EventRelatedFilter(resources_in_roles=[(f"prefect.deployment.{d}", "deployment") for d in self.flows])
         event_filter = EventFilter(
-            occurred=EventOccurredFilter(since=datetime.now(UTC)),
+            occurred=EventOccurredFilter(since=datetime.now(UTC)),  # type: ignore[arg-type]
             event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
             resource=EventResourceFilter(id_prefix=["prefect.flow-run."]),
             related=related,

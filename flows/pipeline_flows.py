@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from prefect import Flow, flow
+from prefect import Flow
 from pydantic import StrictBool, StrictInt, StrictStr
 
 from flows import catalog
@@ -89,7 +89,7 @@ def build_flow(pipeline: Pipeline) -> Flow[..., Any]:
     run.__name__ = run.__qualname__ = attr
     run.__module__ = __name__
     run.__doc__ = _docstring(pipeline)
-    return flow(
+    return Flow(
         run,
         name=pipeline.name,
         description=" ".join(pipeline.spec.description.split()) or None,

@@ -99,11 +99,11 @@ class Totals:
             "output_tokens": self.output_tokens,
             "cached_input_tokens": self.cached_input_tokens,
             "cache_write_tokens": self.cache_write_tokens,
-            "cost": str(self.cost),
-            "counterfactual": str(self.counterfactual),
-            "saved": str(self.saved),
+            "cost": plain(self.cost),
+            "counterfactual": plain(self.counterfactual),
+            "saved": plain(self.saved),
             "saved_pct": None if pct is None else str(pct),
-            "savings": {cause: str(amount) for cause, amount in self.savings.items()},
+            "savings": {cause: plain(amount) for cause, amount in self.savings.items()},
             "unpriced": self.unpriced,
             "estimated": self.estimated,
         }
@@ -139,9 +139,17 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 # -- output ------------------------------------------------------------------------------
 
 
+def plain(amount: Decimal) -> str:
+    """Exact, fixed-point, without trailing zeros: ``0.0000850`` is ``0.000085``, ``2.25E-7`` is ``0.000000225``."""
+    text = f"{amount:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
 def money(amount: Decimal) -> str:
     """Dollars to a hundredth of a cent's thousandth (6 places): per-call costs are fractions of a cent."""
-    return f"${amount:,.6f}"
+    return f"-${-amount:,.6f}" if amount < 0 else f"${amount:,.6f}"
 
 
 def _causes_shown(totals: Iterable[Totals]) -> list[Cause]:
@@ -204,29 +212,42 @@ def chart(entries: list[LedgerEntry], path: Path) -> Path:
     counterfactual = [float(days[d].counterfactual) if d in days else 0.0 for d in labels]
     causes = _causes_shown([*days.values(), total])
 
+    def text(value: str) -> str:  # a lone "$" is text; two would start matplotlib's math mode
+        return value.replace("$", r"\$")
+
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7.5), sharex=True, constrained_layout=True)
     x = list(range(len(labels)))
     top.plot(x, counterfactual, marker="o", color="#9a3412", label="counterfactual (reference model, no caching)")
     top.plot(x, cost, marker="o", color="#1d4ed8", label="spend")
-    top.fill_between(x, cost, counterfactual, color="#16a34a", alpha=0.15, label="saved")
+    saved = [c <= f for c, f in zip(cost, counterfactual, strict=True)]
+    top.fill_between(x, cost, counterfactual, where=saved, interpolate=True, color="#16a34a", alpha=0.15, label="saved")
+    if not all(saved):
+        lost = [not s for s in saved]
+        top.fill_between(x, cost, counterfactual, where=lost, interpolate=True, color="#dc2626", alpha=0.15, label="overspent")
+    top.set_ylim(bottom=0)
     top.set_ylabel("USD per day")
-    top.set_title(f"Spend vs counterfactual: {money(total.cost)} spent, {money(total.saved)} saved ({total.saved_pct or 0}%)")
-    top.legend(loc="upper left", fontsize=8)
+    pct = total.saved_pct if total.saved_pct is not None else 0
+    top.set_title(text(f"Spend vs counterfactual: {money(total.cost)} spent, {money(total.saved)} saved ({pct}%)"))
+    top.legend(loc="best", fontsize=8)
     top.grid(alpha=0.3)
 
     colours = {"prompt_cache": "#16a34a", "routing": "#2563eb", "provider_cache": "#d97706", "model_choice": "#7c3aed"}
-    base = [0.0] * len(labels)
+    above, below = [0.0] * len(labels), [0.0] * len(labels)  # savings stack up, losses (cache writes, escalations) down
     for cause in causes:
         values = [float(days[d].savings[cause]) if d in days else 0.0 for d in labels]
-        bottom.bar(x, values, bottom=base, color=colours[cause], label=f"{_CAUSE_TITLES[cause]}: {money(total.savings[cause])}")
-        base = [b + v for b, v in zip(base, values, strict=True)]
+        base = [b if v >= 0 else n for v, b, n in zip(values, above, below, strict=True)]
+        label = text(f"{_CAUSE_TITLES[cause]}: {money(total.savings[cause])}")
+        bottom.bar(x, values, bottom=base, color=colours[cause], label=label)
+        above = [b + max(v, 0.0) for b, v in zip(above, values, strict=True)]
+        below = [n + min(v, 0.0) for n, v in zip(below, values, strict=True)]
+    bottom.axhline(0, color="#444", linewidth=0.8)
     bottom.set_ylabel("USD saved per day")
     bottom.set_title("Savings by cause")
-    bottom.legend(loc="upper left", fontsize=8)
+    bottom.legend(loc="best", fontsize=8)
     bottom.grid(axis="y", alpha=0.3)
     bottom.set_xticks(x, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
     for axis in (top, bottom):
-        axis.yaxis.set_major_formatter(lambda v, _pos: f"${v:,.4f}")
+        axis.yaxis.set_major_formatter(lambda v, _pos: text(f"-${-v:,.4f}" if v < 0 else f"${v:,.4f}"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -58,7 +58,8 @@ class Deployment:
     def inputs(self) -> dict[str, str]:
         """Input name → input type (string, integer, number, boolean, list, object)."""
         props = self.schema.get("properties") or {}
-        return {k: SCHEMA_TYPES.get(str(v.get("type")), "string") for k, v in props.items()}
+        ordered = sorted(props.items(), key=lambda item: item[1].get("position", len(props)))  # the server may reorder keys
+        return {k: SCHEMA_TYPES.get(str(v.get("type")), "string") for k, v in ordered}
 
 
 @dataclass

@@ -5,8 +5,8 @@
   back: one `POST /api/artifacts/filter` by flow run id. The flow's return value is also
   persisted as a Prefect result, but the API only holds a pointer to it (a storage key on the
   worker's disk or in a bucket), which a caller without that storage cannot read; a
-  variable would be global and never cleaned up. The UI shows the artifact on the run's
-  Artifacts tab, key by key.
+  variable would be global and never cleaned up. (The UI lists `result` artifacts only
+  through the API: its Artifacts tab shows the Markdown one.)
 - A **Markdown artifact** drawn by `RunArtifactObserver`: the pipeline's diagram, coloured by
   the path this run took (ran, skipped, cache hit, failed), and a table of the nodes. The
   picture is an SVG drawn by Graphviz when `dot` is installed (cached per path, so a
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from prefect.client.schemas.actions import ArtifactCreate
@@ -72,7 +73,7 @@ def _svg(pipeline: Pipeline, statuses: tuple[tuple[str, str], ...]) -> str | Non
 
 def markdown(pipeline: Pipeline, reports: dict[str, NodeReport], failed: str | None, error: str | None) -> str:
     """The artifact's text: headline, diagram, node table, Mermaid source."""
-    statuses = {n: r.status for n, r in reports.items()}
+    statuses: dict[str, str] = {n: r.status for n, r in reports.items()}
     if failed:
         statuses[failed] = "failed"
     for node_id in pipeline.nodes:
@@ -96,7 +97,7 @@ def markdown(pipeline: Pipeline, reports: dict[str, NodeReport], failed: str | N
         if report and report.model:
             note = f"{report.model}, {report.tokens_in}/{report.tokens_out} tokens"
         ms = f"{report.duration_ms:.1f}" if report else ""
-        note = note.replace("|", "\\|").replace("{{", "").replace("}}", "").strip()
+        note = re.sub(r"\{\{\s*(.*?)\s*\}\}", r"\1", note).replace("|", "\\|").strip()
         status = statuses[node_id].replace("_", " ")
         lines.append(f"| {node_id} | {pipeline.nodes[node_id].step.name} | {status} | {ms} | {note} |")
     lines += ["", "Mermaid source of the diagram:", "", "```mermaid", graph.mermaid(pipeline, statuses).rstrip(), "```", ""]
@@ -117,7 +118,8 @@ class RunArtifactObserver:
         reports = dict(result.nodes) if result is not None else run.state.get(_STATE_KEY, {})
         failed = error.node if isinstance(error, StepError) else None
         text = markdown(run.pipeline, reports, failed if failed in run.pipeline.nodes else None, str(error) if error else None)
-        await ctx.client.create_artifact(
+        client: Any = ctx.client  # the engine's async client: flows here are async
+        await client.create_artifact(
             artifact=ArtifactCreate(
                 type="markdown",
                 description=f"The path this run of `{run.pipeline.name}` took through the pipeline.",

@@ -83,6 +83,12 @@ class OrchestratedRunner:
         self._tasks: dict[int, Task[Any, Any]] = {}
         self._skips: dict[int, Task[Any, Any]] = {}
         self._progress: dict[int, UUID] = {}
+        #: each finished node's state, so a node's task run names its upstream nodes (the UI's run graph)
+        self._states: dict[str, State[Any]] = {}
+
+    def _upstream(self, node: Node) -> list[State[Any]]:
+        """The completed states of the node's dependencies (a failed one would stop Prefect from running it)."""
+        return [state for dep in node.deps if (state := self._states.get(dep)) is not None and state.is_completed()]
 
     def task_for(self, node: Node) -> Task[Any, Any]:
         prepared = self._tasks.get(id(node))
@@ -101,7 +107,8 @@ class OrchestratedRunner:
         return prepared
 
     async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
-        state = await self.task_for(node)(request, return_state=True)
+        state = await self.task_for(node)(request, return_state=True, wait_for=self._upstream(node))
+        self._states[node.id] = state
         value = await state.aresult()
         return value, state.name == "Cached"
 
@@ -125,4 +132,4 @@ class OrchestratedRunner:
         skip = self._skips.get(id(node))
         if skip is None:
             skip = self._skips[id(node)] = _skipped.with_options(name=node.id, task_run_name=node.id)
-        await skip(reason, return_state=True)
+        self._states[node.id] = await skip(reason, return_state=True, wait_for=self._upstream(node))

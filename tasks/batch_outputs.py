@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.errors import BatchFailed, InputError
 from flows.sources import iter_items
-from tasks.files import write_atomic
+from tasks.files import holds, write_atomic
 
 INDEX_FIELDS = ("id", "source", "summary_path", "route", "model", "cache", "tokens", "status")
 
@@ -81,9 +82,15 @@ def index_line(record: dict[str, Any]) -> dict[str, Any]:
 
 @task(name="write_summary", cache_policy=NO_CACHE, persist_result=False)
 async def write_summary(request: SummaryRequest) -> dict[str, str]:
-    """Write DESTINATION/ID.md atomically."""
+    """Write DESTINATION/ID.md atomically; a file that already says the same is left as it is.
+
+    A new file is written on a worker thread: creating and renaming a file is
+    mostly kernel time, which then runs beside the event loop instead of in it.
+    """
     path = summary_path(request.destination, request.id)
-    write_atomic(path, render_summary(request.id, request.text, request.source))
+    text = "".join(render_summary(request.id, request.text, request.source))
+    if not holds(path, text.encode("utf-8")):
+        await asyncio.to_thread(write_atomic, path, (text,))
     return {"path": str(path)}
 
 

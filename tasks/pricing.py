@@ -29,11 +29,9 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import yaml
-from genai_prices import data_snapshot
-from genai_prices.types import TieredPrices
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 
 from flows.errors import ConfigError
@@ -49,7 +47,11 @@ MTOK = Decimal(1_000_000)
 ZERO = Decimal(0)
 SELF_HOSTED = ("local", "ollama")
 
-Rate = Decimal | TieredPrices
+if TYPE_CHECKING:
+    from genai_prices.types import TieredPrices
+
+#: a flat price, or genai-prices' tiers (imported when the database is first read: it takes ~0.1 s)
+Rate = Union[Decimal, "TieredPrices"]  # noqa: UP007 - a string forward reference cannot use |
 
 
 class PriceOverride(BaseModel):
@@ -137,7 +139,7 @@ def _show(rate: Rate) -> str:
 
 def _parse_overrides(raw: Any, where: str) -> list[tuple[str, PriceOverride]]:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be an object mapping model ids (or globs) to prices, e.g. {{\"ollama/*\": {{}}}}")
+        raise ConfigError(f'{where} must be an object mapping model ids (or globs) to prices, e.g. {{"ollama/*": {{}}}}')
     out: list[tuple[str, PriceOverride]] = []
     for pattern, value in raw.items():
         try:
@@ -184,6 +186,8 @@ def _match(model: str, overrides: list[tuple[str, PriceOverride]]) -> PriceOverr
 
 
 def _from_database(model: str, day: date) -> Rates | None:
+    from genai_prices import data_snapshot
+
     provider, _, name = model.partition("/")
     if not name:
         provider, name = "", provider

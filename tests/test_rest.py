@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,16 @@ FRUGAL = str(Path(sys.executable).parent / "frugal")
 def frugal(served, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_API_URL": served.api_url}
     return subprocess.run([FRUGAL, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def task_runs(caller: RestCaller, flow_run_id: str, expected: int) -> list[dict]:
+    """The server records task runs from events, a moment after the flow run ends: poll."""
+    for _ in range(100):
+        runs = caller._json("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}})
+        if len(runs) >= expected and all(r["state"] and r["state"]["type"] == "COMPLETED" for r in runs):
+            break
+        time.sleep(0.1)
+    return runs
 
 
 def test_prefect_yaml_deploys_typed_parameters(served_prefect):
@@ -47,8 +58,21 @@ def test_call_returns_the_output_then_a_cache_hit(served_prefect):
         assert second.result["nodes"]["lookup"]["status"] == "cache_hit"
 
         # each node a task run named after its node id; the run's artifacts: result and path
-        runs = caller._json("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [second.flow_run_id]}}})
+        runs = task_runs(caller, second.flow_run_id, 6)
         assert {r["name"] for r in runs} == {"key", "lookup", "route", "small", "large", "store"}
+        # ...whose recorded inputs are the pipeline's edges: the UI's run graph has the pipeline's shape
+        names = {r["id"]: r["name"] for r in runs}
+        upstream = {
+            r["name"]: {names[i["id"]] for v in r["task_inputs"].values() for i in v if i.get("id") in names} for r in runs
+        }
+        assert upstream == {
+            "key": set(),
+            "lookup": {"key"},
+            "route": {"lookup"},
+            "small": {"route"},
+            "large": {"route", "small"},
+            "store": {"key", "lookup", "large", "small"},
+        }
         artifacts = caller._json("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [second.flow_run_id]}}})
         markdown = next(a["data"] for a in artifacts if a["type"] == "markdown")
         assert "**Path:** key → lookup (cache hit) → output" in markdown

@@ -29,11 +29,12 @@ def install() -> None:
 
 
 def flush(timeout: float = 10.0) -> bool:
-    """Write every entry this process has queued; False if some could not be written in time."""
-    return WRITER.flush(timeout)
+    """Write every entry this process has queued; False if some for the current ledger
+    (per FRUGAL_CACHE_URL) could not be written in time."""
+    return WRITER.flush(timeout, config().target)
 
 
 def read_entries(since: datetime | None = None, until: datetime | None = None) -> list[LedgerEntry]:
     """The entries of the current ledger (per FRUGAL_CACHE_URL) in a time range, oldest first."""
-    flush()
+    WRITER.flush()
     return open_ledger(config().target).read(since, until)

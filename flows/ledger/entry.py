@@ -50,6 +50,7 @@ class LedgerEntry(BaseModel):
     pipeline: str
     version: str
     node: str
+    seq: int = Field(0, description="the entry's place in its run, in the order the nodes finished")
     mode: Literal["inline", "orchestrated"]
     deployment_id: str | None = None
     flow_run_id: str | None = None

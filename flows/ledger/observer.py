@@ -10,17 +10,17 @@ run then publishes its cost table (`flows.cost_artifact`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from flows import cost_artifact
-from flows.errors import FrugalError
+from flows.errors import CacheError, FrugalError
 from flows.ledger.entry import LedgerEntry, settle
-from flows.ledger.stores import Target, target_for
+from flows.ledger.record import RunRecord, make_entries, record
+from flows.ledger.stores import Target, open_ledger, target_for
 from flows.ledger.writer import WRITER, Batch
 from flows.settings import Settings, get_settings
 from tasks.pricing import rates_for, reference_model
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("frugal")
 
 _STATE_KEY = "ledger"
-_ZERO = Decimal(0)
+#: inner runs (batch items) kept in memory per flow run for its cost table; beyond, it is read from the store
+MAX_CHILDREN = 50_000
+MAX_FLOW_RUNS = 256
 
 
 @dataclass(frozen=True)
@@ -62,70 +64,12 @@ def config() -> _Config:
     return _config[1]
 
 
-def _money(value: Any) -> Decimal | None:
-    """A cost as the answer's JSON carries it (a float, exact to its shortest repr) back to Decimal."""
-    return None if value is None else Decimal(str(value))
-
-
-def _tokens(entry: dict[str, Any], usage: dict[str, Any] | None) -> None:
-    if usage:
-        entry["input_tokens"] = usage.get("input_tokens", 0)
-        entry["output_tokens"] = usage.get("output_tokens", 0)
-        entry["cached_input_tokens"] = usage.get("cached_input_tokens", 0)
-        entry["cache_write_tokens"] = usage.get("cache_write_tokens", 0)
-        entry["estimated"] = usage.get("estimated", False)
-
-
-def build_entries(run: RunInfo, seen: list[tuple[str, Any, NodeReport]]) -> list[LedgerEntry]:
-    """The entries of one run, unsettled (no counterfactual yet): cheap, it runs on the request path."""
-    if not seen:
-        return []
-    ts = datetime.now(UTC)
-    run_id = run.flow_run_id or run.state.get("run_id") or uuid.uuid4().hex
-    spec = run.pipeline.spec
-    common = {
-        "ts": ts,
-        "run_id": run_id,
-        "pipeline": spec.name,
-        "version": spec.version,
-        "mode": run.mode,
-        "deployment_id": run.deployment_id,
-        "flow_run_id": run.flow_run_id,
-        "namespace": str(run.inputs.get("namespace") or "default"),
-    }
-    cache = "none"
-    entries: list[LedgerEntry] = []
-    for node_id, value, report in seen:
-        if not isinstance(value, dict):
-            continue
-        fields: dict[str, Any]
-        if report.uses == "cache_lookup":
-            cache = value.get("cache") or cache
-            answer = value.get("answer")
-            if not (value.get("hit") and isinstance(answer, dict)):
-                continue
-            fields = {"kind": "hit", "model": answer["model"], "route": answer["route"], "cache": "hit", "cost": _ZERO}
-            _tokens(fields, answer.get("usage"))
-        elif "tier" in value and isinstance(value.get("model"), str):
-            replay = report.status == "cache_hit"  # Prefect served the call from its result cache: nothing paid now
-            fields = {
-                "kind": "call",
-                "model": value["model"],
-                "route": value["tier"],
-                "cache": "result" if replay else cache,
-                "valid": bool(value.get("valid", True)),
-                "cost": _ZERO if replay else _money(value.get("cost_usd")),
-                "uncached_cost": _ZERO if replay else _money(value.get("uncached_cost_usd")),
-            }
-            _tokens(fields, value.get("usage"))
-        else:
-            continue
-        entries.append(LedgerEntry.model_construct(id=f"{run_id}:{node_id}", node=node_id, **common, **fields))
-    return entries
-
-
 class LedgerObserver:
     """Records every model call and every cache hit of every run, inline or orchestrated."""
+
+    def __init__(self) -> None:
+        #: records of inline runs inside a flow run (batch items), by flow run id, for its cost table
+        self._children: dict[str, list[RunRecord]] = {}
 
     def node_done(self, run: RunInfo, node_id: str, value: Any, report: NodeReport) -> None:
         if report.model is not None or report.uses == "cache_lookup":
@@ -146,19 +90,45 @@ class LedgerObserver:
             return
         if not cfg.enabled:
             return
-        entries = build_entries(run, seen or [])
-        batch = Batch(cfg.target, cfg.reference, cfg.retention_days, entries)
+        rec = record(run, seen or [])
+        if run.mode == "inline" and rec.flow_run_id is not None and rec.seen:
+            self._adopt(rec)  # a batch item or a sub-pipeline: its flow run's cost table shows it
         if run.mode == "inline" and error is None:
-            if entries:
-                WRITER.submit(batch)
+            if rec.seen:  # the writer thread makes, settles and stores the entries
+                WRITER.submit(Batch(cfg.target, cfg.reference, cfg.retention_days, record=rec))
             return
-        for entry in entries:
-            settle(entry, cfg.reference)
-        batch.settled = True
-        if entries:
-            await WRITER.write(batch)
+        made = [settle(entry, cfg.reference) for entry in make_entries(rec)]
+        if made:
+            await WRITER.write(Batch(cfg.target, cfg.reference, cfg.retention_days, entries=made, settled=True))
         if run.mode == "orchestrated":
-            await cost_artifact.publish(run.pipeline.spec.name, entries, failed=error is not None)
+            inner = await self._children_of(run.flow_run_id, cfg)
+            await cost_artifact.publish(run.pipeline.spec.name, made + inner, failed=error is not None, per_model=bool(inner))
+
+    def _adopt(self, rec: RunRecord) -> None:
+        assert rec.flow_run_id is not None
+        children = self._children.get(rec.flow_run_id)
+        if children is None:
+            if len(self._children) >= MAX_FLOW_RUNS:  # flow runs that never ended here (not frugal flows)
+                self._children.pop(next(iter(self._children)))
+            children = self._children[rec.flow_run_id] = []
+        if len(children) <= MAX_CHILDREN:  # one past the limit marks the overflow: the table is read back from the store
+            children.append(rec)
+
+    async def _children_of(self, flow_run_id: str | None, cfg: _Config) -> list[LedgerEntry]:
+        children = self._children.pop(flow_run_id, []) if flow_run_id else []
+        if len(children) <= MAX_CHILDREN:
+            return [settle(entry, cfg.reference) for child in children for entry in make_entries(child)]
+        since = datetime.fromtimestamp(children[0].ts - 1, UTC)
+
+        def read() -> list[LedgerEntry]:
+            WRITER.flush()
+            return [e for e in open_ledger(cfg.target).read(since) if e.flow_run_id == flow_run_id and e.mode == "inline"]
+
+        try:
+            return await asyncio.to_thread(read)
+        except CacheError as exc:
+            log.warning("cost ledger: the run's cost table leaves out its %d+ inner runs: %s", MAX_CHILDREN, exc)
+            return []
 
 
 LEDGER = LedgerObserver()

@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,14 +62,18 @@ def target_for(cache: CacheSettings, engine: EngineSettings) -> Target:
     raise ConfigError(f"FRUGAL_CACHE_URL={url!r} is not understood: use redis://HOST:PORT/DB, rediss://..., sqlite:///PATH")
 
 
+#: an entry as stored: (id, time as a Unix timestamp, JSON)
+Row = tuple[str, float, str]
+
+
+def row(entry: LedgerEntry) -> Row:
+    return entry.id, entry.ts.timestamp(), entry.model_dump_json(exclude_none=True)
+
+
 class LedgerStore(Protocol):
-    def append(self, entries: list[LedgerEntry], retention_days: int) -> None: ...
+    def append(self, rows: list[Row], retention_days: int) -> None: ...
 
     def read(self, since: datetime | None = None, until: datetime | None = None) -> list[LedgerEntry]: ...
-
-
-def _json(entry: LedgerEntry) -> str:
-    return entry.model_dump_json(exclude_none=True)
 
 
 def _parse(raw: str | bytes) -> LedgerEntry | None:
@@ -78,15 +83,20 @@ def _parse(raw: str | bytes) -> LedgerEntry | None:
         return None
 
 
+def _ordered(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
+    """Oldest first; a run's entries in the order its nodes finished."""
+    return sorted(entries, key=lambda e: (e.ts, e.run_id, e.seq))
+
+
 class RedisLedger:
     def __init__(self, target: Target) -> None:
         self.target = target
         self._client = redis.Redis.from_url(target.location, socket_connect_timeout=target.timeout, socket_timeout=target.timeout)
 
-    def append(self, entries: list[LedgerEntry], retention_days: int) -> None:
-        if not entries:
+    def append(self, rows: list[Row], retention_days: int) -> None:
+        if not rows:
             return
-        members = {_json(e): e.ts.timestamp() for e in entries}
+        members = {text: ts for _, ts, text in rows}
         try:
             pipe = self._client.pipeline(transaction=False)
             pipe.zadd(self.target.key, members)
@@ -103,7 +113,7 @@ class RedisLedger:
             raw = self._client.zrangebyscore(self.target.key, low, high)
         except (RedisError, OSError) as exc:
             raise CacheError(f"ledger in {self.target.describe()} cannot be read: {exc}") from exc
-        return [e for e in map(_parse, raw) if e is not None]
+        return _ordered(e for e in map(_parse, raw) if e is not None)
 
 
 class SqliteLedger:
@@ -121,10 +131,9 @@ class SqliteLedger:
         except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"ledger {path} cannot be opened: {exc}; check FRUGAL_DATA_DIR") from exc
 
-    def append(self, entries: list[LedgerEntry], retention_days: int) -> None:
-        if not entries:
+    def append(self, rows: list[Row], retention_days: int) -> None:
+        if not rows:
             return
-        rows = [(e.id, e.ts.timestamp(), _json(e)) for e in entries]
         try:
             with self._lock:
                 self._db.execute("BEGIN")
@@ -145,12 +154,10 @@ class SqliteLedger:
         high = until.timestamp() if until else float("inf")
         try:
             with self._lock:
-                raw = self._db.execute(
-                    "SELECT entry FROM ledger WHERE ts >= ? AND ts <= ? ORDER BY ts", (low, high)
-                ).fetchall()
+                raw = self._db.execute("SELECT entry FROM ledger WHERE ts >= ? AND ts <= ? ORDER BY ts", (low, high)).fetchall()
         except sqlite3.Error as exc:
             raise CacheError(f"ledger in {self.target.describe()} cannot be read: {exc}") from exc
-        return [e for e in (_parse(r[0]) for r in raw) if e is not None]
+        return _ordered(e for e in (_parse(r[0]) for r in raw) if e is not None)
 
 
 _stores: dict[tuple[int, Target], LedgerStore] = {}

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from flows.errors import CacheError
 from flows.ledger.entry import LedgerEntry, settle
-from flows.ledger.stores import Target, open_ledger
+from flows.ledger.record import RunRecord, make_entries
+from flows.ledger.stores import Row, Target, open_ledger, row
 
 log = logging.getLogger("frugal")
 
@@ -37,7 +38,6 @@ LINGER = 0.25
 RETRY_SECONDS = 5.0
 #: entries kept in memory for a store that is down; older ones are dropped beyond this, with an error
 MAX_PENDING = 100_000
-_YIELD_EVERY = 64  # entries settled between two voluntary releases of the GIL
 
 
 @dataclass
@@ -47,8 +47,12 @@ class Batch:
     target: Target
     reference: str | None
     retention_days: int
-    entries: list[LedgerEntry]
+    entries: list[LedgerEntry] = field(default_factory=list)
+    #: or the run's raw record, turned into entries by the thread (off the request path)
+    record: RunRecord | None = None
     settled: bool = False
+    #: the entries as stored, once made (kept for a retry)
+    rows: list[Row] | None = None
     done: concurrent.futures.Future[bool] | None = field(default=None, repr=False)
 
 
@@ -90,8 +94,9 @@ class LedgerWriter:
         self.submit(batch)
         return await asyncio.wrap_future(batch.done)
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Write everything queued now and wait for it; False if something could not be written in time."""
+    def flush(self, timeout: float = 10.0, target: Target | None = None) -> bool:
+        """Write everything queued now and wait for it; False if something (for `target`, if given)
+        could not be written in time."""
         deadline = time.monotonic() + timeout
         with self._cond:
             if self._thread is None or self._pid != os.getpid():
@@ -107,10 +112,12 @@ class LedgerWriter:
                 if left <= 0:
                     return False
                 self._cond.wait(left)
-            return not self._failed
+            return not any(target is None or b.target == target for b in self._failed)
 
     def problems(self) -> list[str]:
         """What went wrong since the last call: the request path logs it (`flows.ledger.observer`)."""
+        if not self._problems:  # the usual case, without taking the lock
+            return []
         with self._cond:
             said, self._problems = self._problems, []
         return said
@@ -147,26 +154,28 @@ class LedgerWriter:
                 self._cond.notify_all()
 
     def _write(self, batches: list[Batch]) -> list[Batch]:
-        """Settle and store `batches`; return those whose store could not be written."""
+        """Make, settle, serialise and store `batches`; return those whose store could not be written."""
         by_target: dict[Target, list[Batch]] = {}
-        count = 0
         for batch in batches:
-            if not batch.settled:
+            if batch.rows is None:
+                if batch.record is not None:
+                    batch.entries, batch.record = make_entries(batch.record), None
+                rows = []
                 for entry in batch.entries:
-                    settle(entry, batch.reference)
-                    count += 1
-                    if count % _YIELD_EVERY == 0:
-                        time.sleep(0)  # let the request path have the GIL
-                batch.settled = True
+                    if not batch.settled:
+                        settle(entry, batch.reference)
+                    rows.append(row(entry))
+                    time.sleep(0)  # one entry at a time: the request path gets the GIL back within microseconds
+                batch.rows, batch.settled = rows, True
             by_target.setdefault(batch.target, []).append(batch)
         failed: list[Batch] = []
         for target, group in by_target.items():
-            entries = [e for b in group for e in b.entries]
+            rows = [r for b in group for r in b.rows or ()]
             try:
-                open_ledger(target).append(entries, max(b.retention_days for b in group))
+                open_ledger(target).append(rows, max(b.retention_days for b in group))
                 ok = True
             except CacheError as exc:
-                self._say(f"{len(entries)} entries not written yet, retried every {RETRY_SECONDS:g} s: {exc}")
+                self._say(f"{len(rows)} entries not written yet, retried every {RETRY_SECONDS:g} s: {exc}")
                 ok = False
                 failed.extend(group)
             for batch in group:
@@ -180,11 +189,11 @@ class LedgerWriter:
                 self._problems.append(problem)
 
     def _bounded(self, failed: list[Batch]) -> list[Batch]:
-        total = sum(len(b.entries) for b in failed)
+        total = sum(len(b.rows or ()) for b in failed)
         while failed and total > MAX_PENDING:
             dropped = failed.pop(0)
-            total -= len(dropped.entries)
-            self._say(f"{dropped.target.describe()} unreachable too long: {len(dropped.entries)} entries dropped")
+            total -= len(dropped.rows or ())
+            self._say(f"{dropped.target.describe()} unreachable too long: {len(dropped.rows or ())} entries dropped")
         return failed
 
 

@@ -38,12 +38,13 @@ def _validate(request: Request, body: Any) -> Response | None:
     return None
 
 
-def _usage(n_input: int, n_output: int) -> dict[str, Any]:
+def _usage(n_input: int, n_output: int, read: int = 0, write: int = 0) -> dict[str, Any]:
+    """``input_tokens`` is the prompt minus what was read from or written to the cache, as the API reports it."""
     return {
-        "input_tokens": n_input,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "input_tokens": n_input - read - write,
+        "cache_creation_input_tokens": write,
+        "cache_read_input_tokens": read,
+        "cache_creation": {"ephemeral_5m_input_tokens": write, "ephemeral_1h_input_tokens": 0},
         "output_tokens": n_output,
         "service_tier": "standard",
     }
@@ -64,6 +65,7 @@ async def messages(peer: ModelPeer, request: Request) -> Response:
     text, cut = truncate(answer, body["max_tokens"])
     stop_reason = "max_tokens" if cut else "end_turn"
     n_input, n_output = prompt_tokens(body), count_tokens(text)
+    read, write = peer.cache.anthropic(body, peer.cache_min_tokens) if peer.prompt_cache else (0, 0)
     message: dict[str, Any] = {
         "id": rand_id("msg_01", 22),
         "type": "message",
@@ -72,14 +74,14 @@ async def messages(peer: ModelPeer, request: Request) -> Response:
         "content": [{"type": "text", "text": text}],
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": _usage(n_input, n_output),
+        "usage": _usage(n_input, n_output, read, write),
     }
     headers = request_id_headers("anthropic")
     if not body.get("stream"):
         return JSONResponse(message, headers=headers)
 
     async def events() -> AsyncIterator[bytes]:
-        start = {**message, "content": [], "stop_reason": None, "usage": _usage(n_input, 1)}
+        start = {**message, "content": [], "stop_reason": None, "usage": _usage(n_input, 1, read, write)}
         yield _sse("message_start", {"type": "message_start", "message": start})
         yield _sse(
             "content_block_start",

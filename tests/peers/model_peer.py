@@ -31,6 +31,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import anthropic_routes, ollama_routes, openai_routes
+from .prompt_cache import PromptCache
 from .server import LoopbackServer
 from .wire import default_responder, error_response
 
@@ -74,6 +75,8 @@ class ModelPeer:
             "ollama_version": "0.12.6",
             "openai_models": ["gpt-4o-mini"],
             "anthropic_models": ["claude-3-5-haiku-latest"],
+            "prompt_cache": False,
+            "cache_min_tokens": 1024,
         }
         self.responder: Responder
         self.ollama_models: list[str]  # known Ollama models; empty accepts any name
@@ -82,6 +85,9 @@ class ModelPeer:
         self.ollama_version: str
         self.openai_models: list[str]  # listed by GET /v1/models (not enforced)
         self.anthropic_models: list[str]  # listed by GET /v1/models with anthropic-version
+        self.prompt_cache: bool  # simulate the providers' prompt caches in usage (see tests/peers/prompt_cache.py)
+        self.cache_min_tokens: int  # Anthropic's minimum cacheable prefix, in peer tokens (words)
+        self.cache = PromptCache()
         self.requests: list[Recorded] = []
         self._faults: deque[_Fault] = deque()
         self._lock = threading.Lock()
@@ -118,11 +124,12 @@ class ModelPeer:
             return len(self._faults)
 
     def reset(self, *, settings: bool = False) -> None:
-        """Forget requests and pending faults; with ``settings=True`` also restore the
-        constructor's responder, models, api_key and delay."""
+        """Forget requests, pending faults and the prompt cache; with ``settings=True`` also
+        restore the constructor's responder, models, api_key, delay and prompt-cache options."""
         with self._lock:
             self.requests.clear()
             self._faults.clear()
+            self.cache.clear()
             if settings:
                 for name, value in self._settings.items():
                     setattr(self, name, list(value) if isinstance(value, list) else value)

@@ -47,12 +47,12 @@ def _validate(body: Any) -> Response | None:
     return None
 
 
-def _usage(n_prompt: int, n_completion: int) -> dict[str, Any]:
+def _usage(n_prompt: int, n_completion: int, cached: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": n_prompt,
         "completion_tokens": n_completion,
         "total_tokens": n_prompt + n_completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -76,7 +76,8 @@ async def chat_completions(peer: ModelPeer, request: Request) -> Response:
         text, cut = truncate(answer, limit)
         choices.append((text, "length" if cut else "stop"))
     n_prompt = prompt_tokens(body)
-    usage = _usage(n_prompt, sum(count_tokens(text) for text, _ in choices))
+    cached = peer.cache.openai(body) if peer.prompt_cache else 0
+    usage = _usage(n_prompt, sum(count_tokens(text) for text, _ in choices), cached)
     head = {"id": rand_id("chatcmpl-", 29), "created": int(time.time()), "model": body["model"]}
     headers = request_id_headers("openai")
     if not body.get("stream"):

@@ -7,9 +7,12 @@ the main thread, so it does not share a GIL with the process it answers. It
 prints ``listening on http://127.0.0.1:PORT`` once it accepts connections
 (and writes the URL to ``--port-file``, if given). Two extra routes:
 
-    GET  /_peer/stats   {"requests": N, "by_path": {...}, "answered": N,
-                         "distinct_prompts": M, "duplicates": {prompt digest: count, ...}}
+    GET  /_peer/stats   {"requests": N, "by_path": {...}, "answered": N, "distinct_prompts": M,
+                         "duplicates": {"digest 'text'": count, ...}, "by_text": {text: count, ...}}
     POST /_peer/reset   forget every request
+    POST /_peer/config  {"delay": seconds, "hold_until": n, "hold_seconds": s}: with hold_until,
+                        an answer waits until n requests for the same prompt have arrived (or
+                        hold_seconds passed), so callers that can race are sure to overlap
 
 `answered` counts the model calls that reached the responder (one per paid
 call); `distinct_prompts` counts their distinct (protocol, messages) bodies, so
@@ -19,6 +22,8 @@ call); `distinct_prompts` counts their distinct (protocol, messages) bodies, so
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hashlib
 import json
 import socket
@@ -44,6 +49,9 @@ class CountingResponder:
     def __init__(self) -> None:
         self.prompts: Counter[str] = Counter()
         self.labels: dict[str, str] = {}
+        self.hold_until = 0
+        self.hold_seconds = 0.0
+        self._arrived: dict[str, asyncio.Event] = {}
         self._lock = threading.Lock()
 
     async def __call__(self, protocol: str, body: dict[str, Any]) -> str:
@@ -52,17 +60,31 @@ class CountingResponder:
         with self._lock:
             self.prompts[digest] += 1
             self.labels.setdefault(digest, last_user_text(body)[:60])
+            seen = self.prompts[digest]
+        if self.hold_until > 1:
+            arrived = self._arrived.setdefault(digest, asyncio.Event())
+            if seen >= self.hold_until:
+                arrived.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), self.hold_seconds)
         return default_responder(protocol, body)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             dupes = {f"{d} {self.labels.get(d, '')!r}": n for d, n in self.prompts.items() if n > 1}
-            return {"answered": sum(self.prompts.values()), "distinct_prompts": len(self.prompts), "duplicates": dupes}
+            by_text = {self.labels.get(d, d): n for d, n in self.prompts.items()}
+            return {
+                "answered": sum(self.prompts.values()),
+                "distinct_prompts": len(self.prompts),
+                "duplicates": dupes,
+                "by_text": by_text,
+            }
 
     def reset(self) -> None:
         with self._lock:
             self.prompts.clear()
             self.labels.clear()
+            self._arrived.clear()
 
 
 def build_app(peer: ModelPeer, responder: CountingResponder) -> Starlette:
@@ -75,10 +97,20 @@ def build_app(peer: ModelPeer, responder: CountingResponder) -> Starlette:
         responder.reset()
         return JSONResponse({"reset": True})
 
+    async def config(request: Request) -> JSONResponse:
+        body = await request.json()
+        if "delay" in body:
+            peer.delay = float(body["delay"])
+        if "hold_until" in body:
+            responder.hold_until = int(body["hold_until"])
+            responder.hold_seconds = float(body.get("hold_seconds", 10.0))
+        return JSONResponse({"delay": peer.delay, "hold_until": responder.hold_until, "hold_seconds": responder.hold_seconds})
+
     return Starlette(
         routes=[
             Route("/_peer/stats", stats, methods=["GET"]),
             Route("/_peer/reset", reset, methods=["POST"]),
+            Route("/_peer/config", config, methods=["POST"]),
             Mount("/", app=peer.app),
         ]
     )
@@ -96,13 +128,16 @@ def main(argv: list[str] | None = None) -> None:
     peer = ModelPeer(responder, ollama_models=[], delay=args.delay)
     app = build_app(peer, responder)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; with
+    # proto 0, a response's header and body writes meet Nagle + delayed ACK: 40 ms per request.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     sock.listen(1024)
     url = f"http://{args.host}:{sock.getsockname()[1]}"
+    # uvloop and httptools when installed (dev extras): the stand-in must not be the bottleneck
     config = uvicorn.Config(
-        app, loop="asyncio", ws="none", lifespan="off", log_config=None, log_level="warning", access_log=False, backlog=1024
+        app, loop="auto", http="auto", ws="none", lifespan="off", log_config=None, log_level="warning", access_log=False, backlog=1024
     )
     server = uvicorn.Server(config)
 

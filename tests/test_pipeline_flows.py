@@ -1,0 +1,113 @@
+"""One typed flow per pipeline (flows/pipeline_flows.py): the parameter schema the UI's run form
+is drawn from, the entrypoints prefect.yaml names, and a run's result and artifacts."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+
+import pytest
+from prefect import Flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.flows import load_flow_from_entrypoint
+from prefect.utilities.callables import parameter_schema
+
+import flows.pipeline_flows as pipeline_flows
+from flows.errors import InputError
+from flows.pipeline_flow import run_pipeline
+from flows.pipeline_flows import attribute_name, build_flow, flow_for
+
+
+def schema_of(flow: Flow) -> dict:
+    return parameter_schema(flow).model_dump_for_openapi()
+
+
+def test_answer_inputs_are_named_typed_described_parameters():
+    schema = schema_of(flow_for("answer"))
+    props = schema["properties"]
+    assert list(props) == ["prompt", "system", "task", "namespace", "max_tokens", "temperature", "bypass_cache"]
+    assert schema["required"] == ["prompt"]
+    assert props["prompt"] == {
+        "title": "prompt",
+        "type": "string",
+        "position": 0,
+        "description": "The question or instruction to answer.",
+    }
+    assert props["max_tokens"]["type"] == "integer" and props["max_tokens"]["default"] == 256
+    assert props["temperature"]["type"] == "number"  # one number field, not a union
+    assert props["bypass_cache"] == {**props["bypass_cache"], "type": "boolean", "default": False}
+
+
+def test_every_input_type_maps_to_a_form_field(tmp_path):
+    path = tmp_path / "types.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            name: all-types
+            version: "1"
+            description: Every input type.
+            inputs:
+              s: {type: string, description: "A long\\n   description: with a colon."}
+              i: {type: integer, default: 1}
+              n: {type: number, default: 0.5}
+              b: {type: boolean, default: true}
+              l: {type: list, default: [1, 2]}
+              o: {type: object, default: {a: 1}}
+            nodes:
+              key: {uses: hash_prompt, with: {prompt: "{{ inputs.s }}"}}
+            output: "{{ key }}"
+            """
+        )
+    )
+    flow = flow_for(str(path))
+    assert flow.name == "all-types" and flow.fn.__name__ == "all_types" and flow.description == "Every input type."
+    props = schema_of(flow)["properties"]
+    assert {k: v["type"] for k, v in props.items()} == {
+        "s": "string",
+        "i": "integer",
+        "n": "number",
+        "b": "boolean",
+        "l": "array",
+        "o": "object",
+    }
+    assert props["s"]["description"] == "A long description: with a colon."
+    assert props["l"]["default"] == [1, 2] and props["o"]["default"] == {"a": 1}
+
+
+def test_a_reserved_input_name_is_refused(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text('name: r\nversion: "1"\ninputs: {wait_for: {type: string}}\nnodes: {key: {uses: hash_prompt}}\noutput: x\n')
+    from flows import catalog
+
+    with pytest.raises(InputError, match="input 'wait_for' is reserved by Prefect flows; rename it"):
+        build_flow(catalog.load(str(path)))
+
+
+def test_each_pipeline_is_an_attribute_and_an_entrypoint():
+    assert pipeline_flows.answer is flow_for("answer")
+    assert "sentiment" in dir(pipeline_flows)
+    assert attribute_name("my-pipeline") == "my_pipeline"
+    with pytest.raises(AttributeError, match="no pipeline flow 'nope'"):
+        pipeline_flows.nope  # noqa: B018
+    loaded = load_flow_from_entrypoint("flows/pipeline_flows.py:sentiment")
+    assert loaded.name == "sentiment" and list(schema_of(loaded)["properties"]) == ["text", "namespace"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect")
+async def test_the_typed_flow_runs_like_run_pipeline_and_publishes_its_artifacts(peer, redis_cache):
+    peer.responder = lambda protocol, body: "four"
+    prompt = f"What is 2+2? ({uuid.uuid4().hex})"  # not in Prefect's result cache from other tests
+    state = await flow_for("answer")(prompt=prompt, namespace="typed", return_state=True)
+    typed = await state.aresult()
+    legacy = await run_pipeline("answer", {"prompt": prompt, "namespace": "typed"})
+    assert typed["output"] == {**legacy["output"], "cache": "miss"} and legacy["output"]["cache"] == "hit"
+
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    by_type = {a.type: a.data for a in artifacts}
+    assert by_type["result"] == typed
+    assert "**Path:** key → lookup → route → small → store → output" in by_type["markdown"]

@@ -1,0 +1,245 @@
+"""The FinOps report (`frugal report`: table, JSON, PNG) and the cost table of orchestrated runs."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from flows import cost_artifact
+from flows.cli import main
+from flows.errors import InputError
+from flows.ledger.entry import LedgerEntry, settle
+from flows.pipeline_flow import run_inline
+from flows.report import chart, parse_since, summarise, table
+
+D = Decimal
+DAY1 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def entry(n: int, **fields) -> LedgerEntry:
+    base = {
+        "id": f"r{n}:x",
+        "ts": DAY1,
+        "run_id": f"r{n}",
+        "pipeline": "answer",
+        "version": "1",
+        "node": "x",
+        "mode": "inline",
+        "kind": "call",
+        "model": "openai/gpt-4o-mini",
+        "route": "large",
+        "cache": "miss",
+    }
+    return LedgerEntry.model_validate({**base, **fields})
+
+
+@pytest.fixture
+def sample() -> list[LedgerEntry]:
+    """A large call, a hit of it, a small call, a provider-cached call and an unpriced call, settled
+    against gpt-4o ($2.50 in, $10 out per million)."""
+    made = [
+        entry(1, input_tokens=10, output_tokens=6, cost="0.0000051", uncached_cost="0.0000051"),
+        entry(2, kind="hit", cache="hit", node="lookup", input_tokens=10, output_tokens=6, cost="0"),
+        entry(
+            3, model="ollama/llama3.2:1b", route="small", input_tokens=9, output_tokens=1, cost="0", ts=DAY1 + timedelta(days=1)
+        ),
+        entry(
+            4,
+            pipeline="prefixed",
+            input_tokens=1102,
+            cached_input_tokens=1024,
+            output_tokens=1,
+            cost="0.0000891",
+            uncached_cost="0.0001659",
+            ts=DAY1 + timedelta(days=1),
+        ),
+        entry(5, model="openai/gpt-test", input_tokens=10, output_tokens=6, ts=DAY1 + timedelta(days=1)),
+    ]
+    return [settle(e, "openai/gpt-4o") for e in made]
+
+
+def test_totals_are_exact_and_the_causes_add_up(sample):
+    groups, total = summarise(sample, "route")
+    assert list(groups) == ["cache hit", "large", "small"]
+    assert (total.calls, total.hits, total.unpriced) == (4, 1, 1)
+    assert (total.input_tokens, total.output_tokens, total.cached_input_tokens) == (1131, 14, 1024)
+    assert total.cost == D("0.0000942")  # 0.0000051 + 0.0000891 (the unpriced call is not in it)
+    # 0.000085 (large) + 0.000085 (hit) + 0.0000325 (small) + 0.002765 (1102 * 2.5 + 10)
+    assert total.counterfactual == D("0.0029675")
+    assert total.savings == {
+        "prompt_cache": D("0.000085"),
+        "routing": D("0.0000325"),
+        "provider_cache": D("0.0000768"),  # 0.0001659 - 0.0000891
+        "model_choice": D("0.002679"),  # 0.000085 - 0.0000051 + 0.002765 - 0.0001659
+    }
+    assert total.saved == total.counterfactual - total.cost == D("0.0028733")
+    assert total.saved_pct == D("96.8")
+    assert groups["cache hit"].saved == D("0.000085") and groups["cache hit"].cost == 0
+    by_day, _ = summarise(sample, "day")
+    assert list(by_day) == ["2026-03-01", "2026-03-02"]
+    assert by_day["2026-03-01"].cost == D("0.0000051")
+
+
+def test_table_and_json(sample):
+    groups, total = summarise(sample, "pipeline")
+    text = table(groups, total, "pipeline")
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["pipeline", "calls", "hits", "tokens"]
+    assert "saved: model choice" in lines[0]
+    total_line = next(line for line in lines if line.startswith("total"))
+    assert "$0.000094" in total_line and "$0.002968" in total_line and "96.8%" in total_line
+    assert "1 entries have no price" in text
+    from flows.report import as_json
+
+    data = as_json(groups, total, "pipeline", None)
+    assert data["total"]["cost"] == "0.0000942"
+    assert data["total"]["savings"]["provider_cache"] == "0.0000768"
+    assert data["groups"]["prefixed"]["cached_input_tokens"] == 1024
+
+
+def test_parse_since():
+    now = datetime(2026, 3, 10, tzinfo=UTC)
+    assert parse_since("7d", now) == datetime(2026, 3, 3, tzinfo=UTC)
+    assert parse_since("12h", now) == datetime(2026, 3, 9, 12, tzinfo=UTC)
+    assert parse_since("2026-03-01", now) == datetime(2026, 3, 1, tzinfo=UTC)
+    with pytest.raises(InputError, match="7d"):
+        parse_since("last week", now)
+    with pytest.raises(InputError, match="--by"):
+        summarise([], "colour")
+
+
+def test_chart_is_a_png(sample, tmp_path):
+    path = chart(sample, tmp_path / "out" / "costs.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_cost_artifact_rows(sample):
+    rows = cost_artifact.rows(sample, per_model=True)
+    assert [r["route"] for r in rows] == [
+        "large",
+        "small",
+        "cache hit",
+        "model: ollama/llama3.2:1b",
+        "model: openai/gpt-4o-mini",
+        "model: openai/gpt-test",
+        "total",
+    ]
+    large, small, hit = rows[:3]
+    assert (large["calls"], large["cost ($)"], large["counterfactual ($)"], large["unpriced"]) == (3, "0.0000942", "0.00285", 1)
+    assert (small["saved ($)"], small["saved %"]) == ("0.0000325", "100.0")
+    assert (hit["cache hits"], hit["saved: prompt cache ($)"]) == (1, "0.000085")
+    assert rows[-1]["saved ($)"] == "0.0028733" and rows[-1]["saved %"] == "96.8"
+    assert cost_artifact.artifact_key("Nightly_Summaries") == "cost-nightly-summaries"
+
+
+async def test_frugal_report_on_real_runs(peer, redis_cache, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-4o-mini")
+    monkeypatch.setenv("FRUGAL_REFERENCE_MODEL", "openai/gpt-4o")
+    peer.responder = lambda protocol, body: "four" if protocol == "ollama" else "Rust is safer; Go is simpler."
+    for prompt in ("What is 2+2?", "What is 2+2?", "Compare Rust and Go."):
+        await run_inline("answer", {"prompt": prompt})
+
+    assert main(["report", "--by", "route", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["by"] == "route"
+    assert data["groups"]["small"]["saved"] == "0.0000325"
+    assert data["groups"]["cache hit"]["saved"] == "0.0000325"
+    assert data["groups"]["large"]["cost"] == "0.0000051"
+    assert data["total"] == {
+        "calls": 2,
+        "cache_hits": 1,
+        "input_tokens": 19,
+        "output_tokens": 7,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "cost": "0.0000051",
+        "counterfactual": "0.00015",  # 0.0000325 * 2 + 0.000085
+        "saved": "0.0001449",
+        "saved_pct": "96.6",
+        "savings": {"prompt_cache": "0.0000325", "routing": "0.0000325", "provider_cache": "0", "model_choice": "0.0000799"},
+        "unpriced": 0,
+        "estimated": 0,
+    }
+
+    png = tmp_path / "report.png"
+    assert main(["report", "--png", str(png)]) == 0
+    out, err = capsys.readouterr()
+    assert "Reference model: openai/gpt-4o" in out
+    assert next(line for line in out.splitlines() if line.startswith("answer")).split()[1:3] == ["2", "1"]
+    assert f"wrote {png}" in err and png.read_bytes()[:4] == b"\x89PNG"
+
+    assert main(["report", "--since", "2099-01-01"]) == 0
+    assert "0 ledger entries" in capsys.readouterr().out
+    assert main(["report", "--since", "yesterday"]) == 1
+    assert "--since 'yesterday'" in capsys.readouterr().err
+
+
+# -- the cost table of an orchestrated run (real Prefect) ---------------------------------
+
+
+async def _artifacts(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+    async with get_client() as client:
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), type=ArtifactFilterType(any_=["table"])
+            )
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect")
+async def test_orchestrated_run_publishes_its_cost_table(peer, redis_cache, monkeypatch):
+    from flows.ledger import read_entries
+    from flows.pipeline_flow import run_pipeline
+
+    monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-4o-mini")
+    peer.responder = lambda protocol, body: "Rust is safer; Go is simpler."
+    state = await run_pipeline("answer", {"prompt": "Compare Rust and Go."}, return_state=True)
+    flow_run_id = state.state_details.flow_run_id
+    [artifact] = await _artifacts(flow_run_id)
+    assert artifact.key == "cost-answer"
+    rows = {r["route"]: r for r in json.loads(artifact.data)}
+    assert rows["large"]["calls"] == 1 and rows["large"]["cost ($)"] == "0.0000051"
+    assert rows["total"]["counterfactual ($)"] == "0.0000051" and rows["total"]["saved ($)"] == "0"
+    assert "spent $0.0000051" in artifact.description
+    [entry] = read_entries()
+    assert (entry.mode, entry.flow_run_id) == ("orchestrated", str(flow_run_id))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect")
+async def test_orchestrated_run_that_fails_after_a_paid_call(peer, redis_cache, monkeypatch, tmp_path):
+    from flows.ledger.observer import config
+    from flows.ledger.stores import open_ledger
+    from flows.pipeline_flow import run_pipeline
+
+    monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-4o-mini")
+    path = tmp_path / "fails.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            name: fails-after-call
+            version: "1"
+            inputs: {prompt: {type: string}, ttl: {type: integer, default: 0}}
+            nodes:
+              large: {uses: call_llm, with: {prompt: "{{ inputs.prompt }}"}}
+              store: {uses: cache_store, with: {key: k, answer: "{{ large }}", ttl: "{{ inputs.ttl }}"}}
+            output: "{{ store }}"
+            """
+        )
+    )
+    peer.responder = lambda protocol, body: "Paid for"
+    state = await run_pipeline(str(path), {"prompt": "Say something worth paying for"}, return_state=True)
+    assert state.is_failed()
+    [entry] = open_ledger(config().target).read()
+    assert (entry.mode, entry.flow_run_id, entry.cost) == ("orchestrated", str(state.state_details.flow_run_id), D("0.00000195"))
+    [artifact] = await _artifacts(state.state_details.flow_run_id)
+    assert "failed after spending $0.00000195" in artifact.description
