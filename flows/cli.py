@@ -191,7 +191,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         period = "all time" if since is None else f"since {since:%Y-%m-%d %H:%M} UTC"
         print(f"Costs and savings {period}, by {args.by}: {len(entries)} ledger entries in {config().target.describe()}")
-        print(f"Reference model: {config().reference} (counterfactual = what it would have charged, no caching)\n")
+        print(f"Reference model: {config().reference.model} (counterfactual = what it would have charged, no caching)\n")
         print(table(groups, total, args.by))
     if args.png:
         print(f"wrote {chart(entries, Path(args.png))}", file=sys.stderr)

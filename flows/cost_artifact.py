@@ -73,7 +73,8 @@ async def publish(pipeline: str, entries: list[LedgerEntry], failed: bool = Fals
         f"Cost of this run of `{pipeline}`: {outcome} ${total['cost ($)']}, "
         f"saved ${total['saved ($)']} ({total['saved %'] or 0}%) against the reference model."
     )
-    await ctx.client.create_artifact(
+    client: Any = ctx.client  # the async client (its type is a sync/async union)
+    await client.create_artifact(
         artifact=ArtifactCreate(
             key=artifact_key(pipeline),
             type="table",

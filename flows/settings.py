@@ -35,6 +35,11 @@ class CacheSettings(BaseSettings):
     ttl: int = Field(7 * 24 * 3600, ge=1, description="seconds an answer stays cached")
     prefix: str = Field("frugal", description="key prefix; keys are PREFIX:NAMESPACE:HASH")
     timeout: float = Field(0.5, gt=0, description="seconds before a cache call counts as down")
+    lease_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="on a miss, identical requests elsewhere wait up to this long for the first to store its answer; 0: off",
+    )
 
 
 class EngineSettings(BaseSettings):
@@ -141,6 +146,7 @@ class LedgerSettings(BaseSettings):
 #: Every variable the settings read; a change to any of them makes a new snapshot.
 WATCHED = (
     "FRUGAL_CACHE_URL",
+    "FRUGAL_CACHE_LEASE_SECONDS",
     "FRUGAL_CACHE_TTL",
     "FRUGAL_CACHE_PREFIX",
     "FRUGAL_CACHE_TIMEOUT",

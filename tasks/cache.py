@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.errors import CacheError
 from flows.settings import CacheSettings, get_settings
+from tasks.leases import claim_or_wait, release
 from tasks.log import step_logger
 from tasks.pricing import Money
 from tasks.records import CachedAnswer, ModelAnswer
@@ -93,7 +94,9 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
         log.warning("prompt cache unavailable, treating as a miss: %s", exc)
         return Lookup(hit=False, cache="error")
     if raw is None:
-        return Lookup(hit=False, cache="miss")
+        raw = await claim_or_wait(store, cache_key(settings.prefix, request.namespace, request.key), settings.lease_seconds)
+        if raw is None:
+            return Lookup(hit=False, cache="miss")
     try:
         answer = CachedAnswer.model_validate_json(raw)
     except ValidationError:
@@ -103,6 +106,19 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
 
 
 async def store(request: StoreRequest, settings: CacheSettings | None = None) -> Stored:
+    """Store a valid answer; in every case release the request's lease (see tasks.leases)."""
+    settings = settings or get_settings().cache
+    stored = await _store(request, settings)
+    if not request.bypass and stored.cache != "error":
+        try:
+            backend = open_store(settings)
+        except CacheError:
+            return stored
+        await release(backend, cache_key(settings.prefix, request.namespace, request.key))
+    return stored
+
+
+async def _store(request: StoreRequest, settings: CacheSettings) -> Stored:
     answer = request.answer
     cost = spent_cost(request)
     if answer is None:
@@ -112,7 +128,6 @@ async def store(request: StoreRequest, settings: CacheSettings | None = None) ->
         return Stored(stored=False, cache="skipped", answer=record, reason=f"invalid answer: {answer.reason}", cost_usd=cost)
     if request.bypass:
         return Stored(stored=False, cache="bypass", answer=record, cost_usd=cost)
-    settings = settings or get_settings().cache
     try:
         backend = open_store(settings)
         await backend.set(

@@ -115,8 +115,11 @@ class Rates:
 
     def full_cost(self, usage: Usage) -> Decimal:
         """What the same tokens cost without the provider's prompt cache: every prompt token at the input rate."""
-        total = usage.input_tokens
-        tokens = total * _rate(self.input_mtok, total) + usage.output_tokens * _rate(self.output_mtok, total)
+        return self.list_price(usage.input_tokens, usage.output_tokens)
+
+    def list_price(self, input_tokens: int, output_tokens: int) -> Decimal:
+        """`full_cost` from two counts."""
+        tokens = input_tokens * _rate(self.input_mtok, input_tokens) + output_tokens * _rate(self.output_mtok, input_tokens)
         return tokens / MTOK + self.per_call
 
     def describe(self) -> str:

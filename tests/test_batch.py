@@ -235,6 +235,7 @@ def test_a_killed_run_resumes_without_paying_again(tmp_path, peer):
         **os.environ,
         "FRUGAL_BATCH_CONCURRENCY": "2",
         "FRUGAL_BATCH_CHUNK_SIZE": "4",
+        "FRUGAL_CACHE_LEASE_SECONDS": "2",  # the killed run's in-flight leases expire quickly
         "PREFECT_HOME": str(tmp_path / "prefect"),
     }
     command = [

@@ -178,7 +178,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 """
             )
         )
-        prefect.run("deploy", str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(deployment), timeout=180)
+        prefect.run(
+            "deploy", str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(deployment), timeout=180
+        )
         found = httpx.get(url + "/api/deployments/name/frugal-pipeline/nightly-summaries", timeout=10)
         found.raise_for_status()
         for name in WORKERS:  # one flow run at a time each, so concurrent runs land on both

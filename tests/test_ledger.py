@@ -317,3 +317,70 @@ async def test_the_ledger_can_be_turned_off(priced, redis_cache, monkeypatch):
     priced.responder = lambda protocol, body: "four"
     await run_inline("answer", {"prompt": "What is 2+2?"})
     assert entries() == []
+
+
+def test_a_call_prefect_replayed_from_its_result_cache_costs_nothing_now():
+    from flows import catalog
+    from flows.ledger.record import make_entries, record
+    from flows.observers import RunInfo
+    from flows.results import NodeReport
+
+    answer = {
+        "text": "x",
+        "model": "openai/gpt-4o-mini",
+        "tier": "large",
+        "usage": {"input_tokens": 10, "output_tokens": 6},
+        "cost_usd": 5.1e-06,
+        "uncached_cost_usd": 5.1e-06,
+        "valid": True,
+    }
+    run = RunInfo(pipeline=catalog.load("answer"), mode="orchestrated", inputs={}, flow_run_id="fr-1")
+    lookup = {"hit": False, "cache": "error", "answer": None}  # the prompt cache was down
+    nodes = [
+        ("lookup", lookup, NodeReport(uses="cache_lookup", status="ran", duration_ms=1, cache="error")),
+        ("large", answer, NodeReport(uses="call_llm", status="cache_hit", duration_ms=1, model="openai/gpt-4o-mini")),
+    ]
+    [entry] = make_entries(record(run, nodes))
+    ledger.settle(entry, "openai/gpt-4o-mini")
+    assert (entry.id, entry.cache, entry.cost, entry.counterfactual) == ("fr-1:large", "result", 0, D("0.0000051"))
+    assert entry.savings == {"prompt_cache": D("0.0000051")}
+    assert not entry.paid
+
+
+def test_the_fast_serialisation_reads_back_as_the_same_entries():
+    from flows import catalog
+    from flows.ledger.entry import Reference
+    from flows.ledger.record import make_entries, record, rows
+    from flows.observers import RunInfo
+    from flows.results import NodeReport
+
+    small = {"model": "ollama/llama3.2:1b", "tier": "small", "usage": {"input_tokens": 9, "output_tokens": 1}, "cost_usd": 0.0}
+    small["valid"] = False
+    large = {
+        "model": "anthropic/claude-sonnet-4-5",
+        "tier": "large",
+        "usage": {"input_tokens": 1203, "output_tokens": 1, "cached_input_tokens": 1200},
+        "cost_usd": 0.000384,
+        "uncached_cost_usd": 0.003624,
+    }
+    stored = {"model": "openai/gpt-test", "route": "large", "usage": {"input_tokens": 10, "output_tokens": 6}}
+    run = RunInfo(pipeline=catalog.load("answer"), mode="inline", inputs={"namespace": "tenant-a"})
+    nodes = [
+        (
+            "lookup",
+            {"hit": True, "cache": "hit", "answer": stored},
+            NodeReport(uses="cache_lookup", status="cache_hit", duration_ms=1),
+        ),
+        ("small", small, NodeReport(uses="call_slm", status="ran", duration_ms=1, model=small["model"])),
+        ("large", large, NodeReport(uses="call_llm", status="ran", duration_ms=1, model=large["model"])),
+    ]
+    rec = record(run, nodes)
+    reference = Reference.of("openai/gpt-4o")
+    fast = [LedgerEntry.model_validate_json(text) for _, _, text in rows(rec, reference)]
+    slow = [ledger.settle(entry, reference) for entry in make_entries(rec)]
+    assert fast == slow and len(fast) == 3
+    assert [e.savings for e in fast] == [
+        {"prompt_cache": D("0.000085")},  # 10 * 2.50 + 6 * 10 per million
+        {"routing": D(0)},  # an unused answer at $0
+        {"provider_cache": D("0.00324"), "model_choice": D("-0.0006065")},  # (1203 * 2.5 + 10) / 1e6 - 0.003624
+    ]

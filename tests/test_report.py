@@ -243,3 +243,32 @@ async def test_orchestrated_run_that_fails_after_a_paid_call(peer, redis_cache, 
     assert (entry.mode, entry.flow_run_id, entry.cost) == ("orchestrated", str(state.state_details.flow_run_id), D("0.00000195"))
     [artifact] = await _artifacts(state.state_details.flow_run_id)
     assert "failed after spending $0.00000195" in artifact.description
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect")
+async def test_orchestrated_batch_table_has_every_item_and_a_row_per_model(peer, redis_cache, monkeypatch, tmp_path):
+    from flows.ledger import read_entries
+    from flows.pipeline_flow import run_pipeline
+    from flows.report import plain
+
+    monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-4o-mini")
+    monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "4")
+    peer.responder = lambda protocol, body: "A short summary."
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(10):
+        (source / f"doc{i}.txt").write_text(f"Document {i}. " + " ".join(f"w{i}x{j}" for j in range(12)))
+    inputs = {"source": str(source), "destination": str(tmp_path / "out")}
+    state = await run_pipeline("nightly-summaries", inputs, return_state=True)
+    assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
+    [artifact] = await _artifacts(flow_run_id)
+    assert artifact.key == "cost-nightly-summaries"
+    rows = {r["route"]: r for r in json.loads(artifact.data)}
+    assert rows["small"]["calls"] == 10 and rows["model: ollama/llama3.2:1b"]["calls"] == 10
+    # the items ran inline inside the flow run: their entries name it, and add up to its table
+    items = [e for e in read_entries() if e.flow_run_id == str(flow_run_id)]
+    assert len(items) == 10 and {e.pipeline for e in items} == {"summarise-document"}
+    assert rows["total"]["counterfactual ($)"] == plain(sum((e.counterfactual for e in items), D(0)))
+    assert rows["total"]["saved ($)"] == rows["total"]["counterfactual ($)"] != "0"  # all on the free small model

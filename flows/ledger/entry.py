@@ -23,6 +23,7 @@ Money is `Decimal` US dollars, kept as strings in storage, so sums are exact.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
@@ -30,7 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.adapters.base import Usage
-from tasks.pricing import rates_for
+from tasks.pricing import Rates, rates_for
 
 Cause = Literal["prompt_cache", "routing", "provider_cache", "model_choice"]
 CAUSES: tuple[Cause, ...] = ("prompt_cache", "routing", "provider_cache", "model_choice")
@@ -90,33 +91,63 @@ class LedgerEntry(BaseModel):
         )
 
 
-def counterfactual(reference: str | None, entry: LedgerEntry) -> Decimal | None:
-    """The reference model's price for the entry's tokens, at full input price; $0 for an unused answer."""
-    if not entry.valid:
-        return ZERO
-    if reference is None:
-        return None
-    rates = rates_for(reference)
-    if rates is None:  # said once when the run ended (`flows.ledger.observer.config`)
-        return None
-    tokens = Usage(input_tokens=entry.input_tokens, output_tokens=entry.output_tokens)
-    return rates.full_cost(tokens)
+@dataclass(frozen=True)
+class Reference:
+    """The reference model and its rates, resolved when a run ends (not later, in the writer's thread)."""
+
+    model: str | None
+    rates: Rates | None
+
+    @classmethod
+    def of(cls, model: str | None) -> Reference:
+        return cls(model, rates_for(model) if model else None)
 
 
-def settle(entry: LedgerEntry, reference: str | None) -> LedgerEntry:
-    """Fill in the counterfactual and the savings by cause (in place; returns the entry)."""
-    entry.reference_model = reference
-    cf = entry.counterfactual = counterfactual(reference, entry)
-    cost = entry.cost
-    if cf is None or cost is None:
-        entry.savings = None
-    elif entry.kind == "hit" or entry.cache == "result":
-        entry.savings = {"prompt_cache": cf - cost}
-    elif entry.route == "small":
-        entry.savings = {"routing": cf - cost}
+def figures(
+    reference: Reference,
+    kind: str,
+    route: str,
+    cache: str,
+    valid: bool,
+    cost: Decimal | None,
+    uncached: Decimal | None,
+    input_tokens: int,
+    output_tokens: int,
+) -> tuple[Decimal | None, dict[Cause, Decimal] | None]:
+    """(counterfactual, savings by cause) of one entry; see the module's docstring."""
+    if not valid:
+        cf: Decimal | None = ZERO  # an unused answer: the answer that was used carries the request's counterfactual
+    elif reference.rates is None:  # said once when the run ended (`flows.ledger.observer.config`)
+        cf = None
     else:
-        uncached = entry.uncached_cost if entry.uncached_cost is not None else cost
-        entry.savings = {"provider_cache": uncached - cost}
-        if cf != uncached:
-            entry.savings["model_choice"] = cf - uncached
+        cf = reference.rates.list_price(input_tokens, output_tokens)
+    if cf is None or cost is None:
+        return cf, None
+    if kind == "hit" or cache == "result":
+        return cf, {"prompt_cache": cf - cost}
+    if route == "small":
+        return cf, {"routing": cf - cost}
+    uncached = uncached if uncached is not None else cost
+    savings: dict[Cause, Decimal] = {"provider_cache": uncached - cost}
+    if cf != uncached:
+        savings["model_choice"] = cf - uncached
+    return cf, savings
+
+
+def settle(entry: LedgerEntry, reference: Reference | str | None) -> LedgerEntry:
+    """Fill in the counterfactual and the savings by cause (in place; returns the entry)."""
+    if not isinstance(reference, Reference):
+        reference = Reference.of(reference)
+    entry.reference_model = reference.model
+    entry.counterfactual, entry.savings = figures(
+        reference,
+        entry.kind,
+        entry.route,
+        entry.cache,
+        entry.valid,
+        entry.cost,
+        entry.uncached_cost,
+        entry.input_tokens,
+        entry.output_tokens,
+    )
     return entry

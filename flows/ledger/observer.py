@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from flows import cost_artifact
 from flows.errors import CacheError, FrugalError
-from flows.ledger.entry import LedgerEntry, settle
+from flows.ledger.entry import LedgerEntry, Reference, settle
 from flows.ledger.record import RunRecord, make_entries, record
 from flows.ledger.stores import Target, open_ledger, target_for
-from flows.ledger.writer import WRITER, Batch
+from flows.ledger.writer import PREPARE_EVERY, WRITER, Batch
 from flows.settings import Settings, get_settings
-from tasks.pricing import rates_for, reference_model
+from tasks.pricing import reference_model
 
 if TYPE_CHECKING:
     from flows.observers import RunInfo
@@ -33,15 +33,15 @@ log = logging.getLogger("frugal")
 
 _STATE_KEY = "ledger"
 #: inner runs (batch items) kept in memory per flow run for its cost table; beyond, it is read from the store
-MAX_CHILDREN = 50_000
-MAX_FLOW_RUNS = 256
+MAX_CHILDREN = 20_000
+MAX_FLOW_RUNS = 8
 
 
 @dataclass(frozen=True)
 class _Config:
     enabled: bool
     target: Target
-    reference: str | None
+    reference: Reference
     retention_days: int
 
 
@@ -53,12 +53,12 @@ def config() -> _Config:
     global _config
     s = get_settings()
     if _config is None or _config[0] is not s:
-        reference = reference_model()
-        if s.ledger.enabled and rates_for(reference) is None:
+        reference = Reference.of(reference_model())
+        if s.ledger.enabled and reference.rates is None:
             log.warning(
                 "cost ledger: the reference model '%s' has no price, so savings are recorded as null; set "
                 "FRUGAL_REFERENCE_MODEL to a priced model (e.g. openai/gpt-4o) or price it in FRUGAL_PRICE_OVERRIDES",
-                reference,
+                reference.model,
             )
         _config = (s, _Config(s.ledger.enabled, target_for(s.cache, s.engine), reference, s.ledger.retention_days))
     return _config[1]
@@ -94,8 +94,9 @@ class LedgerObserver:
         if run.mode == "inline" and rec.flow_run_id is not None and rec.seen:
             self._adopt(rec)  # a batch item or a sub-pipeline: its flow run's cost table shows it
         if run.mode == "inline" and error is None:
-            if rec.seen:  # the writer thread makes, settles and stores the entries
-                WRITER.submit(Batch(cfg.target, cfg.reference, cfg.retention_days, record=rec))
+            # stored within LINGER seconds; prepared here, PREPARE_EVERY runs at a time (see writer.py)
+            if rec.seen and WRITER.submit(Batch(cfg.target, cfg.reference, cfg.retention_days, record=rec)) >= PREPARE_EVERY:
+                WRITER.prepare_queued()
             return
         made = [settle(entry, cfg.reference) for entry in make_entries(rec)]
         if made:

@@ -10,6 +10,7 @@ once for orchestrated and failed runs.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 import uuid
@@ -21,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from prefect.context import FlowRunContext
 
-from flows.ledger.entry import LedgerEntry
+from flows.ledger.entry import ENTRY_VERSION, ZERO, LedgerEntry, Reference, figures
 
 if TYPE_CHECKING:
+    from flows.ledger.stores import Row
     from flows.observers import RunInfo
     from flows.results import NodeReport
 
@@ -173,4 +175,54 @@ def make_entries(rec: RunRecord) -> list[LedgerEntry]:
                 uncached_cost=_money(s.uncached_cost),
             )
         )
+    return out
+
+
+def rows(rec: RunRecord, reference: Reference) -> list[Row]:
+    """The run's entries, settled and serialised as stored, without building `LedgerEntry` objects:
+    the same JSON `LedgerEntry` reads back (a test holds them equal), at a third of the cost."""
+    if not rec.seen:
+        return []
+    # the time as a Unix timestamp: LedgerEntry reads it as a UTC datetime, and it is cheaper than ISO text
+    head: dict[str, Any] = {"v": ENTRY_VERSION, "ts": rec.ts, "run_id": rec.run_id, "pipeline": rec.pipeline}
+    head["version"] = rec.version
+    head["mode"] = rec.mode
+    if rec.deployment_id is not None:
+        head["deployment_id"] = rec.deployment_id
+    if rec.flow_run_id is not None:
+        head["flow_run_id"] = rec.flow_run_id
+    head["namespace"] = rec.namespace
+    if reference.model is not None:
+        head["reference_model"] = reference.model
+    out: list[Row] = []
+    for seq, s in enumerate(rec.seen):
+        tokens_in, tokens_out, cached_in, cache_write, estimated = s.usage
+        cost, uncached = (ZERO, ZERO) if s.kind == "hit" else (_money(s.cost), _money(s.uncached_cost))
+        cf, savings = figures(reference, s.kind, s.route, s.cache, s.valid, cost, uncached, tokens_in, tokens_out)
+        entry_id = f"{rec.run_id}:{s.node}"
+        data = {
+            **head,
+            "id": entry_id,
+            "node": s.node,
+            "seq": seq,
+            "kind": s.kind,
+            "model": s.model,
+            "route": s.route,
+            "cache": s.cache,
+            "valid": s.valid,
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "cached_input_tokens": cached_in,
+            "cache_write_tokens": cache_write,
+            "estimated": estimated,
+        }
+        if cost is not None:
+            data["cost"] = str(cost)
+        if uncached is not None:
+            data["uncached_cost"] = str(uncached)
+        if cf is not None:
+            data["counterfactual"] = str(cf)
+        if savings is not None:
+            data["savings"] = {cause: str(amount) for cause, amount in savings.items()}
+        out.append((entry_id, rec.ts, json.dumps(data, separators=(",", ":"))))
     return out

@@ -88,6 +88,9 @@ def _ordered(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
     return sorted(entries, key=lambda e: (e.ts, e.run_id, e.seq))
 
 
+CHUNK = 256
+
+
 class RedisLedger:
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -96,13 +99,14 @@ class RedisLedger:
     def append(self, rows: list[Row], retention_days: int) -> None:
         if not rows:
             return
-        members = {text: ts for _, ts, text in rows}
         try:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.zadd(self.target.key, members)
-            if retention_days:
-                pipe.zremrangebyscore(self.target.key, "-inf", f"({time.time() - retention_days * 86400}")
-            pipe.execute()
+            # one ZADD per CHUNK entries: packing a huge command holds the GIL for milliseconds
+            for start in range(0, len(rows), CHUNK):
+                pipe = self._client.pipeline(transaction=False)
+                pipe.zadd(self.target.key, {text: ts for _, ts, text in rows[start : start + CHUNK]})
+                if retention_days and start + CHUNK >= len(rows):
+                    pipe.zremrangebyscore(self.target.key, "-inf", f"({time.time() - retention_days * 86400}")
+                pipe.execute()
         except (RedisError, OSError) as exc:
             raise CacheError(f"ledger in {self.target.describe()} cannot be written: {exc}") from exc
 
@@ -110,7 +114,7 @@ class RedisLedger:
         low = since.timestamp() if since else "-inf"
         high = until.timestamp() if until else "+inf"
         try:
-            raw = self._client.zrangebyscore(self.target.key, low, high)
+            raw: list[bytes] = self._client.zrangebyscore(self.target.key, low, high)  # type: ignore[assignment]
         except (RedisError, OSError) as exc:
             raise CacheError(f"ledger in {self.target.describe()} cannot be read: {exc}") from exc
         return _ordered(e for e in map(_parse, raw) if e is not None)

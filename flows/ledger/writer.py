@@ -1,10 +1,16 @@
 """The ledger's writer: entries reach their store off the request path, and are not lost.
 
 A run's entries are handed over when it ends. `submit` only appends them to a
-queue (about a microsecond: an inline cache hit must cost what Redis costs); a
-background thread then settles them (counterfactual and savings, see
-`flows.ledger.entry`) and writes everything queued for a store in one round
-trip or one transaction, at most every `LINGER` seconds. `write` is the same
+queue (about a microsecond: an inline cache hit must cost what Redis costs).
+Making, settling (counterfactual and savings, see `flows.ledger.entry`) and
+serialising them (`Batch.prepare`, ~8 µs a run) is Python work that holds the
+GIL, so it is not done by the background thread while requests run: any thread
+that takes the GIL makes the request path wait for it back, measurably. Instead
+the request path prepares the queued runs itself, `PREPARE_EVERY` at a time (one
+request in that many pays ~2 ms), and the thread does the rest only when traffic
+is too low to reach that count within `LINGER` seconds. The thread then writes
+everything queued for a store, already serialised, in one round trip or one
+transaction. `write` is the same
 but waits until the batch is stored: orchestrated runs and failed runs use it,
 so the entries of a run that failed after a paid call are stored before the
 failure goes further. A store that cannot be reached keeps its entries queued
@@ -26,8 +32,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from flows.errors import CacheError
-from flows.ledger.entry import LedgerEntry, settle
-from flows.ledger.record import RunRecord, make_entries
+from flows.ledger.entry import LedgerEntry, Reference, settle
+from flows.ledger.record import RunRecord, rows
 from flows.ledger.stores import Row, Target, open_ledger, row
 
 log = logging.getLogger("frugal")
@@ -38,6 +44,11 @@ LINGER = 0.25
 RETRY_SECONDS = 5.0
 #: entries kept in memory for a store that is down; older ones are dropped beyond this, with an error
 MAX_PENDING = 100_000
+#: queued runs the request path prepares at once
+PREPARE_EVERY = 256
+#: pause after the thread prepares a run: long enough for a thread waiting for the GIL (the request
+#: path) to take it; a mere sleep(0) hands the GIL back to this thread before the other one wakes up
+YIELD_SECONDS = 0.00005
 
 
 @dataclass
@@ -45,7 +56,7 @@ class Batch:
     """One run's entries, and where they go."""
 
     target: Target
-    reference: str | None
+    reference: Reference
     retention_days: int
     entries: list[LedgerEntry] = field(default_factory=list)
     #: or the run's raw record, turned into entries by the thread (off the request path)
@@ -54,6 +65,31 @@ class Batch:
     #: the entries as stored, once made (kept for a retry)
     rows: list[Row] | None = None
     done: concurrent.futures.Future[bool] | None = field(default=None, repr=False)
+    queued_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def size(self) -> int:
+        if self.rows is not None:
+            return len(self.rows)
+        return len(self.record.seen) if self.record is not None else len(self.entries)
+
+    def prepare(self, wait: bool = True) -> None:
+        """Make, settle and serialise the entries, once (`wait=False`: unless another thread is at it)."""
+        if self.rows is not None or not self._lock.acquire(blocking=wait):
+            return
+        try:
+            if self.rows is None:
+                if self.record is not None:
+                    self.rows = rows(self.record, self.reference)
+                else:
+                    if not self.settled:
+                        for entry in self.entries:
+                            settle(entry, self.reference)
+                        self.settled = True
+                    self.rows = [row(entry) for entry in self.entries]
+        finally:
+            self._lock.release()
 
 
 class LedgerWriter:
@@ -62,6 +98,7 @@ class LedgerWriter:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._pending: deque[Batch] = deque()
+        self._unprepared: list[Batch] = []  # queued by the request path, not prepared yet
         self._failed: list[Batch] = []
         self._urgent = False
         self._busy = False
@@ -73,8 +110,9 @@ class LedgerWriter:
 
     # -- the caller's side -----------------------------------------------------------
 
-    def submit(self, batch: Batch) -> None:
-        """Queue a batch; it is written within about `LINGER` seconds."""
+    def submit(self, batch: Batch) -> int:
+        """Queue a batch; it is written within about `LINGER` seconds. Returns how many queued runs
+        are not prepared yet: at `PREPARE_EVERY`, the caller should `prepare_queued`."""
         with self._cond:
             if self._pid != os.getpid():  # a forked child: the parent writes what it queued
                 self._reset()
@@ -82,11 +120,25 @@ class LedgerWriter:
                 self._thread = threading.Thread(target=self._run, name="frugal-ledger-writer", daemon=True)
                 self._thread.start()
             was_idle = not self._pending
+            batch.queued_at = time.monotonic()
             self._pending.append(batch)
+            if batch.rows is None and batch.done is None:
+                self._unprepared.append(batch)
             if batch.done is not None:
                 self._urgent = True
             if was_idle or batch.done is not None:
                 self._cond.notify_all()
+            return len(self._unprepared)
+
+    def prepare_queued(self) -> None:
+        """Prepare the queued runs on the calling thread (the request path), so the writer thread only writes."""
+        with self._cond:
+            batches, self._unprepared = self._unprepared, []
+        for batch in batches:
+            try:
+                batch.prepare(wait=False)
+            except Exception as exc:  # never fail a request: the writer thread tries again and reports it
+                log.debug("cost ledger: entries left to the writer thread: %s", exc)
 
     async def write(self, batch: Batch) -> bool:
         """Queue a batch and wait until it is stored; False if its store could not be written (it is retried)."""
@@ -124,6 +176,7 @@ class LedgerWriter:
 
     def _reset(self) -> None:
         self._pending.clear()
+        self._unprepared = []
         self._failed.clear()
         self._thread = None
         self._busy = self._urgent = False
@@ -141,12 +194,29 @@ class LedgerWriter:
                 deadline = time.monotonic() + LINGER
                 while not self._urgent and (left := deadline - time.monotonic()) > 0:
                     self._cond.wait(left)
-                batches = [*self._failed, *self._pending]
+                # runs the request path will prepare soon stay queued (see the module's docstring)
+                ripe = time.monotonic() - LINGER
+                stay = [] if self._urgent else [b for b in self._pending if b.rows is None and b.queued_at > ripe]
+                if stay:
+                    staying = set(map(id, stay))
+                    batches = [*self._failed, *(b for b in self._pending if id(b) not in staying)]
+                    self._pending = deque(stay)
+                    self._unprepared = [b for b in self._unprepared if id(b) in staying]
+                else:
+                    batches = [*self._failed, *self._pending]
+                    self._pending.clear()
+                    self._unprepared = []
                 self._failed.clear()
-                self._pending.clear()
                 self._urgent = False
                 self._busy = True
-            failed = self._write(batches)
+            try:
+                failed = self._write(batches)
+            except Exception as exc:  # a bug must not stop the writer: say it, drop what cannot be written
+                self._say(f"{sum(b.size for b in batches)} entries dropped: {type(exc).__name__}: {exc}")
+                failed = []
+                for batch in batches:
+                    if batch.done is not None and not batch.done.done():
+                        _resolve(batch.done, False)
             with self._cond:
                 self._failed.extend(failed)
                 self._busy = False
@@ -157,25 +227,18 @@ class LedgerWriter:
         """Make, settle, serialise and store `batches`; return those whose store could not be written."""
         by_target: dict[Target, list[Batch]] = {}
         for batch in batches:
-            if batch.rows is None:
-                if batch.record is not None:
-                    batch.entries, batch.record = make_entries(batch.record), None
-                rows = []
-                for entry in batch.entries:
-                    if not batch.settled:
-                        settle(entry, batch.reference)
-                    rows.append(row(entry))
-                    time.sleep(0)  # one entry at a time: the request path gets the GIL back within microseconds
-                batch.rows, batch.settled = rows, True
+            if batch.rows is None:  # traffic too low to reach PREPARE_EVERY: the request path hardly waits
+                batch.prepare()
+                time.sleep(YIELD_SECONDS)
             by_target.setdefault(batch.target, []).append(batch)
         failed: list[Batch] = []
         for target, group in by_target.items():
-            rows = [r for b in group for r in b.rows or ()]
+            stored = [r for b in group for r in b.rows or ()]
             try:
-                open_ledger(target).append(rows, max(b.retention_days for b in group))
+                open_ledger(target).append(stored, max(b.retention_days for b in group))
                 ok = True
             except CacheError as exc:
-                self._say(f"{len(rows)} entries not written yet, retried every {RETRY_SECONDS:g} s: {exc}")
+                self._say(f"{len(stored)} entries not written yet, retried every {RETRY_SECONDS:g} s: {exc}")
                 ok = False
                 failed.extend(group)
             for batch in group:
@@ -189,11 +252,11 @@ class LedgerWriter:
                 self._problems.append(problem)
 
     def _bounded(self, failed: list[Batch]) -> list[Batch]:
-        total = sum(len(b.rows or ()) for b in failed)
+        total = sum(b.size for b in failed)
         while failed and total > MAX_PENDING:
             dropped = failed.pop(0)
-            total -= len(dropped.rows or ())
-            self._say(f"{dropped.target.describe()} unreachable too long: {len(dropped.rows or ())} entries dropped")
+            total -= dropped.size
+            self._say(f"{dropped.target.describe()} unreachable too long: {dropped.size} entries dropped")
         return failed
 
 

@@ -28,6 +28,12 @@ class AnswerStore(Protocol):
 
     async def set(self, key: str, value: bytes, ttl: int) -> None: ...
 
+    async def claim(self, key: str, seconds: float) -> bool:
+        """Take the lease to answer `key` (True), unless another caller holds it."""
+        ...
+
+    async def release(self, key: str) -> None: ...
+
 
 def open_store(cache: CacheSettings | None = None, engine: EngineSettings | None = None) -> AnswerStore:
     cache = cache or get_settings().cache

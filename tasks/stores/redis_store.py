@@ -55,6 +55,19 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
 
+    async def claim(self, key: str, seconds: float) -> bool:
+        """Take the lease on `key` unless someone holds it (SET NX PX)."""
+        try:
+            return bool(await self._client.set(f"{key}:lease", b"1", nx=True, px=max(int(seconds * 1000), 1)))
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
+
+    async def release(self, key: str) -> None:
+        try:
+            await self._client.delete(f"{key}:lease")
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

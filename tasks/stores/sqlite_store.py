@@ -30,6 +30,7 @@ class SqliteStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL NOT NULL)"
             )
+            self._db.execute("CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)")
         except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"embedded cache {path} cannot be opened: {exc}; check FRUGAL_DATA_DIR") from exc
 
@@ -51,6 +52,25 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO answers (key, value, expires_at) VALUES (?, ?, ?)",
                     (key, value, time.time() + ttl),
                 )
+        except sqlite3.Error as exc:
+            raise CacheError(f"embedded cache {self.path} failed: {exc}") from exc
+
+
+    async def claim(self, key: str, seconds: float) -> bool:
+        """Take the lease on `key` unless someone holds an unexpired one."""
+        now = time.time()
+        try:
+            with self._lock:
+                self._db.execute("DELETE FROM leases WHERE key = ? AND expires_at < ?", (key, now))
+                cursor = self._db.execute("INSERT OR IGNORE INTO leases (key, expires_at) VALUES (?, ?)", (key, now + seconds))
+                return cursor.rowcount == 1
+        except sqlite3.Error as exc:
+            raise CacheError(f"embedded cache {self.path} failed: {exc}") from exc
+
+    async def release(self, key: str) -> None:
+        try:
+            with self._lock:
+                self._db.execute("DELETE FROM leases WHERE key = ?", (key,))
         except sqlite3.Error as exc:
             raise CacheError(f"embedded cache {self.path} failed: {exc}") from exc
 

@@ -81,6 +81,21 @@ def make_documents(folder: Path, n: int, long_every: int = 50) -> int:
     return long_docs
 
 
+def file_create_cost(folder: Path, n: int = 300) -> tuple[float, float]:
+    """Microseconds of wall and CPU time to create, write, close and rename a small file in `folder`
+    (what writing one summary costs the file system)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    started, cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        tmp = folder / f".f{i}.tmp"
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write("# a summary\n" * 10)
+        os.replace(tmp, folder / f"f{i}.md")
+    wall, cpu = (time.perf_counter() - started) / n * 1e6, (time.process_time() - cpu) / n * 1e6
+    shutil.rmtree(folder)
+    return wall, cpu
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -275,10 +290,16 @@ GROUPS = (
     ("asyncio event loop, the rest", ("(asyncio/", "(uvloop/", "(selectors.py", "(contextvars")),
     ("Redis client (redis-py)", ("(redis/",)),
     ("pydantic validation / dumps", ("(pydantic/", "(pydantic_core/")),
-    ("templates (jinja2, flows/templates, fast_eval)", ("(jinja2/", "(flows/templates.py", "(flows/fast_eval.py", "(markupsafe/")),
+    (
+        "templates (jinja2, flows/templates, fast_eval)",
+        ("(jinja2/", "(flows/templates.py", "(flows/fast_eval.py", "(markupsafe/"),
+    ),
     ("json", ("(json/", "(orjson")),
     ("Prefect", ("(prefect/",)),
-    ("files, paths (pathlib, os, tempfile)", ("(pathlib.py", "(os.py", "(tempfile.py", "(genericpath.py", "(posixpath.py", "(shutil.py", "(tasks/files.py")),
+    (
+        "files, paths (pathlib, os, tempfile)",
+        ("(pathlib.py", "(os.py", "(tempfile.py", "(genericpath.py", "(posixpath.py", "(shutil.py", "(tasks/files.py"),
+    ),
     ("cost ledger (background thread)", ("(flows/ledger/",)),
     ("logging", ("(logging/",)),
     ("hashing", ("(hashlib", "(tasks/canonical.py", "(tasks/hash_prompt.py")),
@@ -366,7 +387,9 @@ async def client_ceiling(url: str, concurrency: int, n: int) -> tuple[float, flo
 
     async def one(i: int) -> None:
         async with semaphore:
-            await call_slm.ollama_client(url, 60.0).chat(model="bench", messages=[{"role": "user", "content": f"ceiling {i}"}], stream=False)
+            await call_slm.ollama_client(url, 60.0).chat(
+                model="bench", messages=[{"role": "user", "content": f"ceiling {i}"}], stream=False
+            )
 
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -381,16 +404,17 @@ def sharded_clients(k: int, concurrency: int) -> Iterator[None]:
     getpeername and a poll per idle connection); at 32 connections that costs ~2 ms of CPU per
     request. With k clients each scan covers concurrency / k connections.
     """
+    import importlib
     import itertools
 
     import httpx
     import ollama
 
-    import importlib
-
     call_slm = importlib.import_module("tasks.call_slm")  # the package attribute of that name is the task
     call_llm = importlib.import_module("tasks.call_llm")
-    limits = httpx.Limits(max_connections=max(2, -(-concurrency // k) * 2), max_keepalive_connections=max(2, -(-concurrency // k) * 2))
+    limits = httpx.Limits(
+        max_connections=max(2, -(-concurrency // k) * 2), max_keepalive_connections=max(2, -(-concurrency // k) * 2)
+    )
     rings: dict[tuple[Any, ...], Iterator[Any]] = {}
 
     def ollama_client(host: str, timeout: float) -> Any:
@@ -509,7 +533,7 @@ async def run_all(args: argparse.Namespace, docs: Path, work: Path, peer: str, p
         k = args.sharded_clients
         with sharded_clients(k, args.concurrency):
             rate, cpu_ms = await client_ceiling(peer, args.concurrency, args.ceiling_n)
-            print(f"  experiment: the stand-in through {k} HTTP clients per endpoint: {rate:,.0f} requests/s, {cpu_ms:.2f} ms CPU each")
+            print(f"  experiment: the stand-in through {k} HTTP clients per endpoint: {rate:,.0f} req/s, {cpu_ms:.2f} ms CPU/req")
             with measure(f"inline, cold, {k} HTTP clients", n, peer, results, profile("inline-cold-sharded")) as m:
                 out = (await run_inline("nightly-summaries", batch_inputs(docs, work / "out-sharded"))).output
                 m.cache = check(out, n, m.name)
@@ -528,7 +552,9 @@ def report(args: argparse.Namespace, results: list[Measured]) -> None:
     for name in ("inline, all cached", "orchestrated, all cached"):
         if name in by:
             r = by[name]
-            print(f"  {name:<36} {r.seconds:7.2f} s for {r.items} items, {r.ms_per_item:.3f} ms/item (target <= 10 s, <= 1 ms/item)")
+            print(
+                f"  {name:<36} {r.seconds:7.2f} s for {r.items} items, {r.ms_per_item:.3f} ms/item (target <= 10 s, <= 1 ms/item)"
+            )
             if naive is not None:
                 print(f"  {'':<36} {naive.ms_per_item / r.ms_per_item:7.1f}x faster per item than the naive .map (target >= 25x)")
     if naive is not None:
@@ -555,7 +581,11 @@ def main() -> None:
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="do not sample the runs with py-spy")
     parser.add_argument("--skip", default="", help="comma-separated: orchestrated, naive")
     parser.add_argument(
-        "--sharded-clients", type=int, default=0, metavar="K", help="also run inline cold with K HTTP clients per endpoint (an experiment)"
+        "--sharded-clients",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also run inline cold with K HTTP clients per endpoint (an experiment)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -571,6 +601,8 @@ def main() -> None:
         f"Redis {args.redis}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    wall, cpu = file_create_cost(work / "calibrate")
+    print(f"this machine: creating + renaming one small file in {work} costs {wall:.0f} us ({cpu:.0f} us CPU)", flush=True)
     import redis
 
     skip = set(args.skip.split(",")) if args.skip else set()

@@ -137,7 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     url = f"http://{args.host}:{sock.getsockname()[1]}"
     # uvloop and httptools when installed (dev extras): the stand-in must not be the bottleneck
     config = uvicorn.Config(
-        app, loop="auto", http="auto", ws="none", lifespan="off", log_config=None, log_level="warning", access_log=False, backlog=1024
+        app,
+        loop="auto",
+        http="auto",
+        ws="none",
+        lifespan="off",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        backlog=1024,
     )
     server = uvicorn.Server(config)
 

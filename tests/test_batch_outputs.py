@@ -1,0 +1,46 @@
+"""`write_summary`: atomic, and a file that already says the same is left as it is (a re-run writes nothing)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tasks.batch_outputs import SummaryRequest, write_summary
+from tasks.files import holds
+
+
+async def summarise(destination: Path, doc_id: str, text: str) -> Path:
+    written = await write_summary.fn(SummaryRequest(destination=str(destination), id=doc_id, text=text, source="in/a.txt"))
+    return Path(written["path"])
+
+
+async def test_a_rerun_with_the_same_summary_leaves_the_file_alone(tmp_path: Path) -> None:
+    path = await summarise(tmp_path, "sub/a", "The summary.")
+    assert path == tmp_path / "sub" / "a.md"
+    assert path.read_text() == "# sub/a\n\nThe summary.\n\n<!-- source: in/a.txt -->\n"
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = path.stat()
+
+    assert await summarise(tmp_path, "sub/a", "The summary.") == path
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert [p.name for p in path.parent.iterdir()] == ["a.md"]  # no temporary file left behind
+
+
+async def test_a_changed_summary_replaces_the_file(tmp_path: Path) -> None:
+    path = await summarise(tmp_path, "a", "Old summary.")
+    before = path.stat()
+    await summarise(tmp_path, "a", "New summary.")
+    assert "New summary." in path.read_text()
+    assert path.stat().st_ino != before.st_ino  # renamed over, never written in place
+    assert [p.name for p in tmp_path.iterdir()] == ["a.md"]
+
+
+def test_holds_is_false_for_missing_shorter_longer_or_directory(tmp_path: Path) -> None:
+    path = tmp_path / "f.md"
+    assert not holds(path, b"abc")
+    path.write_bytes(b"abc")
+    assert holds(path, b"abc")
+    assert not holds(path, b"ab")
+    assert not holds(path, b"abcd")
+    assert not holds(tmp_path, b"abc")
