@@ -8,14 +8,15 @@ the test's own, two `prefect worker start` processes (one flow run at a time
 each), and the model stand-in (`tests.peers.serve_peer`), which counts the model
 calls it answers per prompt. Runs are created over Prefect's REST API.
 
-- Runs over overlapping document sets, run one wave after another (runs at the
-  same time have disjoint sets): every distinct document costs exactly one model
-  call, and both workers ran flow runs.
-- Two runs over the same new documents at the same time: both miss the cache and
-  both pay. The prompt cache is shared, but nothing stops two processes from
-  calling the model for the same key while neither has stored the answer yet
-  (single-flight is per process). Marked xfail(strict) until a cross-process lease
-  (e.g. Redis SET NX on the key) exists: it then passes, and strict makes it say so.
+- Runs over overlapping document sets, one wave after another (runs in one wave
+  have disjoint sets): every distinct document costs exactly one model call, and
+  both workers ran flow runs.
+- Two runs over the same new documents at the same time, one per worker: still
+  one model call per document. Single-flight only covers one process; what
+  covers two is the lease a miss takes on its request key in Redis (tasks/leases.py):
+  the second run waits for the first one's answer. The stand-in holds each answer
+  until the same prompt is asked twice (or a few seconds pass), so without the
+  lease both runs would certainly ask, and pay, twice.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -232,16 +234,12 @@ def test_two_workers_share_one_redis_and_pay_once_per_document(cluster: Cluster,
     assert ran_on == set(WORKERS), {run["id"]: run["labels"] for run in finished}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a known gap: two processes that miss the cache for the same key at the same time both call the model "
-    "(single-flight is per process); a Redis lease on the key (SET NX with a TTL, others wait for the answer) closes it",
-)
 def test_concurrent_runs_over_the_same_new_documents_pay_once(cluster: Cluster, tmp_path: Path) -> None:
-    # The stand-in holds each answer until the same prompt was asked twice (at most 20 s): if the two
-    # runs can both miss, they are sure to overlap; with a cross-process lease the second run waits
-    # for the first one's answer instead of asking, and the hold simply times out.
-    cluster.configure(hold_until=2, hold_seconds=20)
+    # Each answer is held until its prompt was asked twice, at most HOLD seconds: without a
+    # cross-process lease both runs miss and ask (and the hold releases both at once); with it, the
+    # second run waits on the first one's lease and never asks, and the hold times out.
+    hold = 8.0
+    cluster.configure(hold_until=2, hold_seconds=hold)
     try:
         source = cluster.source("same", range(100, 106))
         before = cluster.stand_in()
@@ -250,7 +248,16 @@ def test_concurrent_runs_over_the_same_new_documents_pay_once(cluster: Cluster, 
     finally:
         cluster.configure(hold_until=0)
     assert_completed(done, cluster)
-    after = cluster.stand_in()
     assert {run["labels"].get("prefect.worker.name") for run in done} == set(WORKERS)
+    after = cluster.stand_in()
     paid = after["answered"] - before["answered"]
     assert paid == 6, f"6 new documents cost {paid} model calls: {after['duplicates']}"
+
+    # Paying once proves something only if the second run looked while the first one's answers were
+    # held: it then waited on the lease, so the runs overlapped by most of the hold.
+    started = max(datetime.fromisoformat(run["start_time"]) for run in done)
+    ended = min(datetime.fromisoformat(run["end_time"]) for run in done)
+    if (ended - started).total_seconds() < hold / 2:
+        pytest.skip(f"the second run started {started}, too late to race the first (it ended {ended})")
+    cache = sorted(row["cache"] for name in ("x", "y") for row in index_rows(tmp_path / name))
+    assert cache == ["hit"] * 6 + ["miss"] * 6  # one run paid, the other waited and was served its answers

@@ -1,8 +1,9 @@
 """The cost ledger: what every model call and every cache hit cost, and what it saved.
 
     entry.py     the entry, its counterfactual and its savings by cause
+    record.py    what a run's end copies out of its outputs, and the entries made from it
     stores.py    Redis (beside a Redis cache) or SQLite (beside the embedded cache)
-    writer.py    the background writer: appends off the request path, nothing lost
+    writer.py    the queue and background writer: cheap appends, nothing lost
     observer.py  the run observer that makes the entries
 
 The observer is registered by `flows.pipeline_flow` (every entry point imports

@@ -33,8 +33,8 @@ log = logging.getLogger("frugal")
 
 _STATE_KEY = "ledger"
 #: inner runs (batch items) kept in memory per flow run for its cost table; beyond, it is read from the store
-MAX_CHILDREN = 20_000
-MAX_FLOW_RUNS = 8
+MAX_CHILDREN = 10_000
+MAX_FLOW_RUNS = 32
 
 
 @dataclass(frozen=True)

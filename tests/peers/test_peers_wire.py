@@ -437,3 +437,45 @@ def test_failing_responder_gives_provider_500(peer: ModelPeer, oai: openai.OpenA
         oai.chat.completions.create(model="m", messages=user("x"))
     assert info.value.status_code == 500 and info.value.type == "server_error"
     assert "responder raised ValueError: boom" in info.value.message
+
+
+# -- the providers' prompt caches (peer.prompt_cache) -----------------------------------
+
+
+def test_anthropic_prompt_cache_usage_read_by_the_official_client(peer: ModelPeer, claude: anthropic.Anthropic) -> None:
+    peer.prompt_cache = True
+    peer.responder = lambda protocol, body: "ok"
+    document = " ".join(["clause"] * 1500)
+    system: Any = [{"type": "text", "text": document, "cache_control": {"type": "ephemeral"}}]
+    first = claude.messages.create(model="claude-test", max_tokens=8, system=system, messages=user("one two"))
+    second = claude.messages.create(model="claude-test", max_tokens=8, system=system, messages=user("three"))
+    # input_tokens leaves out what was written to or read from the cache, as the real API reports it
+    assert (first.usage.input_tokens, first.usage.cache_creation_input_tokens, first.usage.cache_read_input_tokens) == (
+        2,
+        1500,
+        0,
+    )
+    assert first.usage.cache_creation.ephemeral_5m_input_tokens == 1500
+    assert (second.usage.input_tokens, second.usage.cache_creation_input_tokens, second.usage.cache_read_input_tokens) == (
+        1,
+        0,
+        1500,
+    )
+    short = claude.messages.create(
+        model="c", max_tokens=8, system=[{**system[0], "text": "too short"}], messages=user("x")
+    )  # below peer.cache_min_tokens: not cached, no error (as the API does)
+    assert (short.usage.cache_creation_input_tokens, short.usage.input_tokens) == (0, 3)
+
+
+def test_openai_prompt_cache_usage_read_by_the_official_client(peer: ModelPeer, oai: openai.OpenAI) -> None:
+    peer.prompt_cache = True
+    peer.responder = lambda protocol, body: "ok"
+    manual = " ".join(["rule"] * 1300)
+    messages: Any = [{"role": "system", "content": manual}, *user("question one")]
+    first = oai.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    second = oai.chat.completions.create(model="gpt-4o-mini", messages=[messages[0], *user("question two")])
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    # 1,301 shared tokens, cached in steps of 128 from 1,024; prompt_tokens includes them
+    assert (second.usage.prompt_tokens, second.usage.prompt_tokens_details.cached_tokens) == (1302, 1280)
+    small = oai.chat.completions.create(model="gpt-4o-mini", messages=user("short prompt"))
+    assert small.usage.prompt_tokens_details.cached_tokens == 0
