@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from flows.errors import ModelAuthError, ModelError, ModelRequestError
+from flows.errors import ModelError
 from tasks.adapters.base import Completion, Usage
-from tasks.adapters.openai_chat import error_text
-from tasks.adapters.redact import redact
-from tasks.adapters.retry import RetryPolicy, send_with_retries
+from tasks.adapters.http_call import post_json
+from tasks.adapters.retry import RetryPolicy
 from tasks.tokens import count_tokens
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -106,24 +104,9 @@ async def chat(
         mark_cache_prefix(body, model)
     headers = {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
     url = base_url.rstrip("/") + "/v1/messages"
-    started = time.perf_counter()
-    response = await send_with_retries(
-        lambda: http.post(url, json=body, headers=headers), policy, "anthropic", lambda r: redact(error_text(r), api_key)
+    response, latency = await post_json(
+        http, url, body, headers, provider="anthropic", api_key=api_key, key_variable="ANTHROPIC_API_KEY", policy=policy
     )
-    latency = (time.perf_counter() - started) * 1000
-    if response.status_code in (401, 403):
-        raise ModelAuthError(
-            f"anthropic refused the credentials ({response.status_code}): {redact(error_text(response), api_key)}; "
-            "check ANTHROPIC_API_KEY",
-            provider="anthropic",
-            status=response.status_code,
-        )
-    if response.status_code >= 400:
-        raise ModelRequestError(
-            f"anthropic refused the request ({response.status_code}): {redact(error_text(response), api_key)}",
-            provider="anthropic",
-            status=response.status_code,
-        )
     try:
         parsed = _Response.model_validate_json(response.content)
     except ValidationError as exc:

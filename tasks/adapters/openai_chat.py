@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from flows.errors import ModelAuthError, ModelError, ModelRequestError
+from flows.errors import ModelError
 from tasks.adapters.base import Completion, Usage
-from tasks.adapters.redact import redact
-from tasks.adapters.retry import RetryPolicy, send_with_retries
+from tasks.adapters.http_call import post_json
+from tasks.adapters.retry import RetryPolicy
 from tasks.tokens import count_tokens
 
 
@@ -45,20 +44,6 @@ class _Response(BaseModel):
     usage: _Usage | None = None
 
 
-def error_text(response: httpx.Response) -> str:
-    """The provider's own error message, from OpenAI's error object if present."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    if isinstance(error, str):
-        return error
-    return response.text[:300]
-
-
 async def chat(
     http: httpx.AsyncClient,
     *,
@@ -79,24 +64,9 @@ async def chat(
         }
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = base_url.rstrip("/") + "/chat/completions"
-    started = time.perf_counter()
-    response = await send_with_retries(
-        lambda: http.post(url, json=body, headers=headers), policy, "openai", lambda r: redact(error_text(r), api_key)
+    response, latency = await post_json(
+        http, url, body, headers, provider="openai", api_key=api_key, key_variable="OPENAI_API_KEY", policy=policy
     )
-    latency = (time.perf_counter() - started) * 1000
-    if response.status_code in (401, 403):
-        raise ModelAuthError(
-            f"openai refused the credentials ({response.status_code}): {redact(error_text(response), api_key)}; "
-            "check OPENAI_API_KEY",
-            provider="openai",
-            status=response.status_code,
-        )
-    if response.status_code >= 400:
-        raise ModelRequestError(
-            f"openai refused the request ({response.status_code}): {redact(error_text(response), api_key)}",
-            provider="openai",
-            status=response.status_code,
-        )
     try:
         parsed = _Response.model_validate_json(response.content)
         choice = parsed.choices[0]
