@@ -29,7 +29,6 @@ from flows.templates import TemplateProblem, evaluate
 from tasks.log import step_logger
 from tasks.providers import public_settings
 
-
 T = TypeVar("T")
 
 
@@ -129,9 +128,7 @@ async def run_batch_node(
     return value, report
 
 
-async def execute(
-    pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Runner, run: RunInfo | None = None
-) -> RunResult:
+async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Runner, run: RunInfo | None = None) -> RunResult:
     """Validate the inputs, run every node in order, evaluate the output.
 
     Observers (`flows.observers`) hear of every finished node and of the end of the run.

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
@@ -32,7 +32,7 @@ async def call_with_retries(node: Node, request: BaseModel) -> Any:
             if spec.timeout_seconds is None:
                 return await coro
             return await asyncio.wait_for(coro, spec.timeout_seconds)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             error: Exception = StepError(node.id, f"timed out after {spec.timeout_seconds:g}s")
             error.__cause__ = exc
         except Exception as exc:  # retried like Prefect retries any task failure

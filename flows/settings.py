@@ -216,13 +216,16 @@ def get_settings() -> Settings:
     global _snapshot
     fingerprint = _fingerprint()
     if _snapshot is None or _snapshot[0] != fingerprint:
-        _snapshot = (fingerprint, Settings(
-            cache=CacheSettings(),
-            engine=EngineSettings(),
-            slm=SlmSettings(),
-            llm=LlmSettings(),
-            batch=BatchSettings(),
-            prices=PriceSettings(),
-            ledger=LedgerSettings(),
-        ))
+        _snapshot = (
+            fingerprint,
+            Settings(
+                cache=CacheSettings(),
+                engine=EngineSettings(),
+                slm=SlmSettings(),
+                llm=LlmSettings(),
+                batch=BatchSettings(),
+                prices=PriceSettings(),
+                ledger=LedgerSettings(),
+            ),
+        )
     return _snapshot[1]

@@ -12,23 +12,44 @@ mostly rewrites what is already there.
 
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+_made: set[Path] = set()
+_serial = itertools.count()
+_serial_lock = threading.Lock()
+
 
 def write_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write to a temporary file beside `path`, then rename it over `path`.
+
+    The temporary name is unique to this process and call (pid + a counter),
+    created with O_EXCL; folders already made are remembered, so a batch pays
+    one open, one write and one rename per file.
+    """
+    folder = path.parent
+    if folder not in _made:
+        folder.mkdir(parents=True, exist_ok=True)
+        _made.add(folder)
+    with _serial_lock:
+        serial = next(_serial)
+    tmp = folder / f".{path.name}.{os.getpid()}.{serial}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:  # the folder went away since we made it
+        _made.discard(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n") as out:
             for line in lines:
                 out.write(line)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -55,7 +55,6 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise CacheError(f"embedded cache {self.path} failed: {exc}") from exc
 
-
     async def claim(self, key: str, seconds: float) -> bool:
         """Take the lease on `key` unless someone holds an unexpired one."""
         now = time.time()
