@@ -48,6 +48,21 @@ WORKERS = ("worker-a", "worker-b")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
+def api(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One call to the test's Prefect server, retried like Prefect's own client retries.
+
+    A loaded SQLite-backed server answers 503 while its database is locked; Prefect's
+    client retries those (PREFECT_CLIENT_RETRY_EXTRA_CODES aside, 429/502/503 are retried).
+    """
+    for attempt in range(8):
+        response = httpx.request(method, url, timeout=30, **kwargs)
+        if response.status_code not in (429, 502, 503) or attempt == 7:
+            response.raise_for_status()
+            return response
+        time.sleep(0.25 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def doc_text(i: int) -> str:
     return f"Document {i}. " + " ".join(f"w{i}x{j}" for j in range(15)) + "."
 
@@ -70,18 +85,17 @@ class Cluster:
 
     def start_run(self, source: Path, destination: Path) -> str:
         inputs = {"source": str(source), "destination": str(destination), "namespace": "workers"}
-        response = httpx.post(
+        response = api(
+            "POST",
             f"{self.prefect.api_url}/deployments/{self.deployment_id}/create_flow_run",
             json={"parameters": {"pipeline": "nightly-summaries", "inputs": inputs}},
-            timeout=30,
         )
-        response.raise_for_status()
         return str(response.json()["id"])
 
     def wait(self, runs: list[str], timeout: float = 90) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
-            found = [httpx.get(f"{self.prefect.api_url}/flow_runs/{run}", timeout=30).json() for run in runs]
+            found = [api("GET", f"{self.prefect.api_url}/flow_runs/{run}").json() for run in runs]
             if all((r.get("state") or {}).get("type") in TERMINAL for r in found):
                 return found
             if time.monotonic() > deadline:
