@@ -159,7 +159,7 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
         if not in_memory:
             await runner.progress(pipeline, node, tally.total, total)
 
-    pending: set[asyncio.Task[list[dict[str, Any]]]] = set()
+    pending: set[asyncio.Future[list[dict[str, Any]]]] = set()
 
     async def run_chunk(chunk_index: int, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
         return await runner.run_chunk(node, chunk_index, len(chunk), lambda: chunk_work(chunk_index, chunk))

@@ -72,13 +72,18 @@ def compile_node(node: nodes.Node, env: SandboxedEnvironment) -> Fn | None:
 
         return load
     if isinstance(node, nodes.Getattr):
-        inner, attr = compile_node(node.node, env), node.attr
-        return None if inner is None else (lambda ctx: _lookup(env, inner(ctx), attr))
-    if isinstance(node, nodes.Getitem):
-        inner, arg = compile_node(node.node, env), compile_node(node.arg, env)
-        if inner is None or arg is None:
+        obj, attr = compile_node(node.node, env), node.attr
+        if obj is None:
             return None
-        return lambda ctx: _lookup(env, inner(ctx), arg(ctx))
+        getattr_fn: Fn = obj
+        return lambda ctx: _lookup(env, getattr_fn(ctx), attr)
+    if isinstance(node, nodes.Getitem):
+        container, key = compile_node(node.node, env), compile_node(node.arg, env)
+        if container is None or key is None:
+            return None
+        container_fn: Fn = container
+        key_fn: Fn = key
+        return lambda ctx: _lookup(env, container_fn(ctx), key_fn(ctx))
     if isinstance(node, nodes.Not):
         inner = compile_node(node.node, env)
         return None if inner is None else (lambda ctx: not inner(ctx))
@@ -128,6 +133,10 @@ def _compare(node: nodes.Compare, env: SandboxedEnvironment) -> Fn | None:
     return compare
 
 
+def _constant(value: Any) -> Fn:
+    return lambda ctx: value
+
+
 def compile_text(template: nodes.Template, env: SandboxedEnvironment) -> Fn | None:
     """Text with expressions inside (``"{{ a }}/{{ b }}"``), rendered like Jinja renders it."""
     if len(template.body) != 1 or not isinstance(template.body[0], nodes.Output):
@@ -135,8 +144,7 @@ def compile_text(template: nodes.Template, env: SandboxedEnvironment) -> Fn | No
     parts: list[Fn] = []
     for node in template.body[0].nodes:
         if isinstance(node, nodes.TemplateData):
-            text = node.data
-            parts.append(lambda ctx, text=text: text)
+            parts.append(_constant(node.data))
             continue
         fn = compile_node(node, env)
         if fn is None:

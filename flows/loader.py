@@ -9,10 +9,10 @@ how to fix it. All errors of a file are reported together (`SpecErrors`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from flows.errors import SpecError, SpecErrors
 from flows.spec import InputSpec, NodeSpec, PipelineSpec
@@ -82,7 +82,7 @@ def _where(loc: Path_) -> tuple[str | None, str | None, str]:
     return node, ".".join(str(p) for p in field_path) or None, kind
 
 
-def _error_from(err: dict[str, Any], file: str, lines: dict[Path_, int]) -> SpecError:
+def _error_from(err: ErrorDetails, file: str, lines: dict[Path_, int]) -> SpecError:
     loc: Path_ = tuple(err["loc"])
     node, field, kind = _where(loc)
     line = _line_of(lines, loc)

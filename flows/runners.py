@@ -132,4 +132,4 @@ class OrchestratedRunner:
         skip = self._skips.get(id(node))
         if skip is None:
             skip = self._skips[id(node)] = _skipped.with_options(name=node.id, task_run_name=node.id)
-        self._states[node.id] = await skip(reason, return_state=True, wait_for=self._upstream(node))
+        self._states[node.id] = await skip(reason, return_state=True, wait_for=self._upstream(node))  # type: ignore[misc]

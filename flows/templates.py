@@ -68,12 +68,14 @@ ENV = _Env(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=Tr
 def _check_safe(tree: nodes.Node) -> None:
     for node in tree.find_all(_FORBIDDEN_NODES):
         raise TemplateProblem(f"'{type(node).__name__.lower()}' is not allowed in pipeline templates")
-    for node in tree.find_all((nodes.Getattr,)):
-        if node.attr.startswith("_"):
-            raise TemplateProblem(f"access to '{node.attr}' is not allowed (names starting with '_' are private)")
-    for node in tree.find_all((nodes.Getitem,)):
-        if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) and node.arg.value.startswith("_"):
-            raise TemplateProblem(f"access to '{node.arg.value}' is not allowed (names starting with '_' are private)")
+    for attr in tree.find_all((nodes.Getattr,)):
+        assert isinstance(attr, nodes.Getattr)
+        if attr.attr.startswith("_"):
+            raise TemplateProblem(f"access to '{attr.attr}' is not allowed (names starting with '_' are private)")
+    for item in tree.find_all((nodes.Getitem,)):
+        assert isinstance(item, nodes.Getitem)
+        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str) and item.arg.value.startswith("_"):
+            raise TemplateProblem(f"access to '{item.arg.value}' is not allowed (names starting with '_' are private)")
 
 
 def _attrs(tree: nodes.Node) -> frozenset[tuple[str, str]]:

@@ -149,7 +149,7 @@ def make_entries(rec: RunRecord) -> list[LedgerEntry]:
     for seq, s in enumerate(rec.seen):
         tokens_in, tokens_out, cached_in, cache_write, estimated = s.usage
         out.append(
-            LedgerEntry.model_construct(
+            LedgerEntry.model_construct(  # mode, kind and route hold those Literals by construction
                 id=f"{run_id}:{s.node}",
                 ts=ts,
                 run_id=run_id,
@@ -157,13 +157,13 @@ def make_entries(rec: RunRecord) -> list[LedgerEntry]:
                 version=rec.version,
                 node=s.node,
                 seq=seq,
-                mode=rec.mode,
+                mode=rec.mode,  # type: ignore[arg-type]
                 deployment_id=rec.deployment_id,
                 flow_run_id=rec.flow_run_id,
                 namespace=rec.namespace,
-                kind=s.kind,
+                kind=s.kind,  # type: ignore[arg-type]
                 model=s.model,
-                route=s.route,
+                route=s.route,  # type: ignore[arg-type]
                 cache=s.cache,
                 valid=s.valid,
                 input_tokens=tokens_in,

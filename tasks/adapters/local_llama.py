@@ -184,7 +184,7 @@ def _schema_validator(schema: Any) -> Any | None:
         raise ModelRequestError("json_schema must be a JSON object (a dict)", provider=PROVIDER)
     cls = jsonschema.validators.validator_for(schema)
     try:
-        cls.check_schema(schema)
+        cls.check_schema(schema)  # type: ignore[arg-type]  # a bool is a valid JSON schema
     except jsonschema.SchemaError as exc:
         raise ModelRequestError(
             f"json_schema is not a valid JSON Schema: {exc.message}; fix the schema", provider=PROVIDER

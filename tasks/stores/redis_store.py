@@ -47,7 +47,9 @@ class RedisStore:
             value = await self._client.get(key)
         except (RedisError, OSError) as exc:
             raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
-        return value if value is None or isinstance(value, bytes) else bytes(value)
+        if value is None or isinstance(value, bytes):
+            return value
+        return str(value).encode("utf-8")
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         try:
