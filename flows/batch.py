@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import shutil
 import time
 import uuid
@@ -31,6 +32,7 @@ from flows.errors import StepError
 from flows.settings import get_settings
 from flows.sources import count_items, iter_items
 from flows.templates import TemplateProblem, evaluate
+from tasks.canonical import sha256_of
 
 if TYPE_CHECKING:
     from flows.compiler import Node
@@ -123,6 +125,39 @@ def remove_run_directory(run_id: str | None) -> None:
         shutil.rmtree(run_directory(run_id), ignore_errors=True)
 
 
+def _item_identity(item: Any) -> Any:
+    """An item as it affects the result: a file's size and modification time stand for its text."""
+    if isinstance(item, dict) and item.get("text") is None and isinstance(item.get("source"), str):
+        try:
+            stat = os.stat(item["source"])
+        except OSError:
+            return item
+        return {**item, "stat": [stat.st_size, stat.st_mtime_ns]}
+    return item
+
+
+def chunk_key(node: Node, context: dict[str, Any], chunk: list[tuple[int, Any]]) -> str | None:
+    """The Prefect result-cache key of a chunk: same pipeline, node, inputs, settings and items, same records.
+
+    A chunk that finished in an earlier run (even one that was killed later) is then
+    served from Prefect's persisted results and costs nothing, not even cache look-ups.
+    """
+    try:
+        return "chunk-" + sha256_of(
+            {
+                "pipeline": context["pipeline"],
+                "node": node.id,
+                "with": node.spec.with_,
+                "inputs": context["inputs"],
+                "settings": context["settings"],
+                "upstream": {dep: context.get(dep) for dep in node.deps},
+                "items": [[index, _item_identity(item)] for index, item in chunk],
+            }
+        )
+    except (TypeError, ValueError):  # something that is not JSON: no result caching for this chunk
+        return None
+
+
 async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id: str) -> Any:
     """Run a `for_each:` node; returns its summary (or the item outputs, for a list source)."""
     pipeline = str(context["pipeline"]["name"])
@@ -145,11 +180,8 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
         async with semaphore:
             return await run_item(node, context, item, index)
 
-    async def chunk_work(chunk_index: int, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
-        records = list(await asyncio.gather(*(limited(item, index) for index, item in chunk)))
-        if spool is not None:
-            spool.write(chunk_index, records)
-        return records
+    async def chunk_work(chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(limited(item, index) for index, item in chunk)))
 
     async def finished(records: list[dict[str, Any]]) -> None:
         for record in records:
@@ -162,7 +194,11 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     pending: set[asyncio.Future[list[dict[str, Any]]]] = set()
 
     async def run_chunk(chunk_index: int, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
-        return await runner.run_chunk(node, chunk_index, len(chunk), lambda: chunk_work(chunk_index, chunk))
+        key = None if in_memory else chunk_key(node, context, chunk)
+        records = await runner.run_chunk(node, chunk_index, len(chunk), lambda: chunk_work(chunk), key)
+        if spool is not None:  # written here, so a chunk served from Prefect's result cache is spooled too
+            spool.write(chunk_index, records)
+        return records
 
     if not in_memory:  # a small in-memory fan-out (e.g. a document's parts) is not worth a progress display
         await runner.progress(pipeline, node, 0, total)

@@ -41,8 +41,8 @@ class Runner(Protocol):
 
     async def skip(self, node: Node, reason: str) -> None: ...
 
-    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]]) -> T:
-        """Run one chunk of a for_each node (a task run when orchestrated)."""
+    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
+        """Run one chunk of a for_each node (a task run when orchestrated, its result cached under `key`)."""
         ...
 
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None: ...

@@ -11,13 +11,14 @@ from uuid import UUID
 
 from prefect import Task, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.states import Completed, State
 from pydantic import BaseModel
 
 from flows import progress
 from flows.compiler import Node
 from flows.errors import StepError
+from flows.settings import get_settings
 from tasks.log import step_logger
 
 T = TypeVar("T")
@@ -55,7 +56,7 @@ class InlineRunner:
     async def skip(self, node: Node, reason: str) -> None:
         return None
 
-    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]]) -> T:
+    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
         return await work()
 
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
@@ -69,9 +70,13 @@ async def _skipped(reason: str) -> State[None]:
 
 
 @task(name="chunk", cache_policy=NO_CACHE, persist_result=False)
-async def _chunk(work: Callable[[], Awaitable[Any]], items: int) -> Any:
+async def _chunk(work: Callable[[], Awaitable[Any]], items: int, key: str | None = None) -> Any:
     """A chunk of a `for_each:` node: `items` items run as plain async code."""
     return await work()
+
+
+#: a chunk's result is cached under the key the batch computed (None: not cached)
+CHUNK_KEY = CachePolicy.from_cache_key_fn(lambda ctx, parameters: parameters.get("key"))
 
 
 class OrchestratedRunner:
@@ -112,10 +117,20 @@ class OrchestratedRunner:
         value = await state.aresult()
         return value, state.name == "Cached"
 
-    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]]) -> T:
-        """One task run per chunk, named `node[index]`: never one per item."""
-        chunk = _chunk.with_options(name=node.id, task_run_name=f"{node.id}[{index}]")
-        return await chunk(work, size)
+    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
+        """One task run per chunk, named `node[index]`: never one per item.
+
+        With a key, the chunk's records persist as a Prefect result: a re-run (after a
+        kill, say) gets a finished chunk back as *Cached* without running its items.
+        """
+        options: dict[str, Any] = {"name": node.id, "task_run_name": f"{node.id}[{index}]"}
+        if key is not None:
+            options |= {
+                "cache_policy": CHUNK_KEY,
+                "persist_result": True,
+                "cache_expiration": timedelta(seconds=get_settings().cache.ttl),
+            }
+        return await _chunk.with_options(**options)(work, size, key)
 
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
         progress.report(pipeline, node.id, done, total)

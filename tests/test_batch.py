@@ -266,3 +266,44 @@ def test_a_killed_run_resumes_without_paying_again(tmp_path, peer):
     for doc_id in answered:
         assert texts[doc_id] not in sent_after, f"{doc_id} was answered before the kill and paid again"
     assert len(sent_after) == 30 - len(answered)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect")
+async def test_finished_chunks_come_back_from_prefect_results_even_with_the_prompt_cache_down(tmp_path, peer, monkeypatch):
+    """Resume's second layer: a chunk that finished is not run again, even when the prompt cache is gone."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "4")
+    monkeypatch.setenv("FRUGAL_CACHE_URL", f"redis://127.0.0.1:{_free_port()}/0")  # nothing can be cached there
+    peer.responder = lambda protocol, body: SUMMARY
+    source = write_docs(tmp_path / "in", docs(8))
+    out = tmp_path / "out"
+    inputs = {"source": str(source), "destination": str(out)}
+    first = await run_pipeline("nightly-summaries", inputs, return_state=True)
+    assert first.is_completed()
+    assert peer.count() == 8
+    index = (out / "index.jsonl").read_bytes()
+
+    second = await run_pipeline("nightly-summaries", inputs, return_state=True)
+    assert second.is_completed()
+    assert peer.count() == 8, "finished chunks must come back from Prefect's results, not from the model"
+    assert (out / "index.jsonl").read_bytes() == index
+    async with get_client() as client:
+        for _ in range(100):
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[second.state_details.flow_run_id]))
+            )
+            chunks = [r for r in runs if r.name.startswith("summaries[")]
+            if len(chunks) == 2 and all(r.state and r.state.is_final() for r in chunks):
+                break
+            await asyncio.sleep(0.1)
+    assert sorted(r.state.name for r in chunks) == ["Cached", "Cached"]
+
+    (source / "doc002.txt").write_text("Document 2 changed overnight.")
+    third = await run_pipeline("nightly-summaries", inputs, return_state=True)
+    assert third.is_completed()
+    # only the chunk holding the changed document runs again; with the prompt cache down, its
+    # 4 documents are paid again (with a prompt cache, only the changed one would be)
+    assert peer.count() == 12
