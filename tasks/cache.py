@@ -19,7 +19,7 @@ from flows.settings import CacheSettings, get_settings
 from tasks.leases import claim_or_wait, release
 from tasks.log import step_logger
 from tasks.pricing import Money
-from tasks.records import CachedAnswer, ModelAnswer
+from tasks.records import CACHE_VALUE_VERSION, CachedAnswer, ModelAnswer
 from tasks.stores import open_store
 
 
@@ -87,29 +87,34 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
         return Lookup(hit=False, cache="bypass")
     settings = settings or get_settings().cache
     log = step_logger()
+    key = cache_key(settings.prefix, request.namespace, request.key)
     try:
         store = open_store(settings)
-        raw = await store.get(cache_key(settings.prefix, request.namespace, request.key))
+        raw = await store.get(key)
     except CacheError as exc:
         log.warning("prompt cache unavailable, treating as a miss: %s", exc)
         return Lookup(hit=False, cache="error")
     if raw is None:
-        raw = await claim_or_wait(store, cache_key(settings.prefix, request.namespace, request.key), settings.lease_seconds)
+        raw = await claim_or_wait(store, key, settings.lease_seconds)
         if raw is None:
             return Lookup(hit=False, cache="miss")
     try:
         answer = CachedAnswer.model_validate_json(raw)
     except ValidationError:
-        log.warning("cache value for %s is not a v%d answer; treating as a miss", request.key[:12], 1)
+        log.warning("cache value for %s is not a v%d answer; treating as a miss", request.key[:12], CACHE_VALUE_VERSION)
         return Lookup(hit=False, cache="miss")
     return Lookup(hit=True, cache="hit", answer=answer)
 
 
 async def store(request: StoreRequest, settings: CacheSettings | None = None) -> Stored:
-    """Store a valid answer; in every case release the request's lease (see tasks.leases)."""
+    """Store a valid answer; in every case release the request's lease (see tasks.leases).
+
+    Storing releases the lease in the same round trip; an answer that is not
+    stored (none, invalid) releases it here.
+    """
     settings = settings or get_settings().cache
     stored = await _store(request, settings)
-    if not request.bypass and stored.cache != "error":
+    if stored.cache == "skipped":
         try:
             backend = open_store(settings)
         except CacheError:

@@ -216,3 +216,23 @@ async def test_missing_anthropic_key_is_a_config_error(monkeypatch):
     monkeypatch.setenv("FRUGAL_LLM_PROVIDER", "anthropic")
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
         await answer_large(LlmRequest(prompt="hi"))
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "not a number", "retry-after": "1"}, 1.0),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_header_forms(headers, expected):
+    """A malformed Retry-After falls back to our own backoff instead of failing the call."""
+    import httpx
+
+    from tasks.adapters.retry import retry_after_seconds
+
+    assert retry_after_seconds(httpx.Headers(headers)) == expected

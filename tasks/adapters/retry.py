@@ -33,21 +33,27 @@ class RetryPolicy:
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
     """The wait a server asked for, in seconds, or None."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+    ms = _number(headers.get("retry-after-ms"))
+    if ms is not None:
+        return max(ms / 1000.0, 0.0)
     value = headers.get("retry-after")
-    if value is None:
+    if not value:
         return None
+    seconds = _number(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
     try:
-        return max(float(value), 0.0)
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):  # neither seconds nor an HTTP date: use our own backoff
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(parsed.timestamp() - time.time(), 0.0)
+        return None
 
 
 def backoff(policy: RetryPolicy, attempt: int) -> float:

@@ -26,7 +26,9 @@ class AnswerStore(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl: int) -> None: ...
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        """Store `value` under `key` for `ttl` seconds, and release the key's lease."""
+        ...
 
     async def claim(self, key: str, seconds: float) -> bool:
         """Take the lease to answer `key` (True), unless another caller holds it."""

@@ -52,8 +52,12 @@ class RedisStore:
         return str(value).encode("utf-8")
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
+        """Store the value and release the key's lease, in one round trip."""
         try:
-            await self._client.set(key, value, ex=ttl)
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(key, value, ex=ttl)
+                pipe.delete(f"{key}:lease")
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
 

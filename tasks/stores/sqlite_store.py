@@ -46,12 +46,14 @@ class SqliteStore:
         return None if row is None else bytes(row[0])
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
+        """Store the value and release the key's lease."""
         try:
             with self._lock:
                 self._db.execute(
                     "INSERT OR REPLACE INTO answers (key, value, expires_at) VALUES (?, ?, ?)",
                     (key, value, time.time() + ttl),
                 )
+                self._db.execute("DELETE FROM leases WHERE key = ?", (key,))
         except sqlite3.Error as exc:
             raise CacheError(f"embedded cache {self.path} failed: {exc}") from exc
 
