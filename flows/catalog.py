@@ -2,13 +2,17 @@
 
 The folder is ``FRUGAL_PIPELINES_DIR`` when set, else the project's
 `deployments/`. Compiled pipelines are kept per file and modification time, so
-a long-lived worker picks up an edited file and pays compilation once.
+a long-lived worker picks up an edited file and pays compilation once. The
+file is looked at (one `stat`) at most every `RECHECK_SECONDS` per name: a
+cache hit costs about as much as that system call, so it is not paid on every
+request; an edit is seen within that time.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from flows.compiler import Pipeline, load_pipeline_file
@@ -17,6 +21,8 @@ from flows.errors import PipelineNotFound
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 _compiled: dict[Path, tuple[int, Pipeline]] = {}
 _lock = threading.Lock()
+#: seconds between two looks at a pipeline file's modification time
+RECHECK_SECONDS = 1.0
 
 
 def pipelines_dir() -> Path:
@@ -46,11 +52,23 @@ def resolve(name_or_path: str) -> Path:
 
 
 _resolved: dict[tuple[str, str], Path] = {}
+#: the pipeline last loaded under a name, and until when it is served without a look at its file
+_recent: dict[tuple[str, str], tuple[float, Pipeline]] = {}
 
 
 def load(name_or_path: str) -> Pipeline:
-    """The compiled pipeline, from cache unless its file changed (one stat per call)."""
+    """The compiled pipeline, from cache unless its file changed (seen within RECHECK_SECONDS)."""
     where = (name_or_path, os.environ.get("FRUGAL_PIPELINES_DIR", ""))
+    now = time.monotonic()
+    recent = _recent.get(where)
+    if recent is not None and now < recent[0]:
+        return recent[1]
+    pipeline = _load(where, name_or_path)
+    _recent[where] = (now + RECHECK_SECONDS, pipeline)
+    return pipeline
+
+
+def _load(where: tuple[str, str], name_or_path: str) -> Pipeline:
     path = _resolved.get(where)
     try:
         if path is None:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from flows.batch import remove_run_directory, run_batch
 from flows.compiler import Node, Pipeline
 from flows.errors import StepError
-from flows.observers import RunInfo, notify_node, notify_run, observers
+from flows.observers import RunInfo, notify_node, notify_run, observers_for
 from flows.results import NodeReport, RunResult
 from flows.templates import TemplateProblem, evaluate
 from tasks.log import step_logger
@@ -50,7 +50,7 @@ class Runner(Protocol):
 
 def jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.__pydantic_serializer__.to_python(value, mode="json")  # model_dump without its Python wrapper
     return value
 
 
@@ -138,15 +138,16 @@ async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Run
     if run is None:
         run = RunInfo(pipeline=pipeline, mode=runner.mode, inputs=values)
     run.inputs = values
-    run_id = run.flow_run_id or uuid.uuid4().hex
+    batched = pipeline.batched
+    # a batch spools to a folder named after the run; other runs need no id (uuid4 is a system call)
+    run_id = (run.flow_run_id or uuid.uuid4().hex) if batched else ""
     context: dict[str, Any] = {
         "inputs": values,
         "settings": public_settings(),
         "pipeline": {"name": pipeline.spec.name, "version": pipeline.spec.version},
     }
     reports: dict[str, NodeReport] = {}
-    watched = bool(observers())
-    batched = pipeline.batched
+    watching = observers_for(runner.mode)
     try:
         for level in pipeline.levels:
             if len(level) == 1:
@@ -156,8 +157,8 @@ async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Run
             for node_id, (value, report) in zip(level, done, strict=True):
                 context[node_id] = value
                 reports[node_id] = report
-                if watched:
-                    notify_node(run, node_id, value, report)
+                if watching:
+                    notify_node(run, node_id, value, report, watching)
         try:
             output = evaluate(pipeline.output, context)
         except TemplateProblem as exc:
@@ -173,11 +174,11 @@ async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Run
     except BaseException as exc:
         if batched:
             remove_run_directory(run_id)
-        if watched:
-            await notify_run(run, None, exc)
+        if watching:
+            await notify_run(run, None, exc, watching)
         raise
     if batched:
         remove_run_directory(run_id)
-    if watched:
-        await notify_run(run, result, None)
+    if watching:
+        await notify_run(run, result, None, watching)
     return result

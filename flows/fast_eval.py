@@ -71,6 +71,9 @@ def compile_node(node: nodes.Node, env: SandboxedEnvironment) -> Fn | None:
                 raise UndefinedError(f"'{name}' is undefined") from None
 
         return load
+    path = _path(node)
+    if path is not None:
+        return _walk(path[0], path[1], env)
     if isinstance(node, nodes.Getattr):
         obj, attr = compile_node(node.node, env), node.attr
         if obj is None:
@@ -113,6 +116,44 @@ def compile_node(node: nodes.Node, env: SandboxedEnvironment) -> Fn | None:
             return None
         return lambda ctx: {k(ctx): v(ctx) for k, v in pairs}  # type: ignore[misc]
     return None
+
+
+def _path(node: nodes.Node) -> tuple[str, tuple[Any, ...]] | None:
+    """``name.a['b'].c`` as ("name", ("a", "b", "c")); None for anything else."""
+    keys: list[Any] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            keys.append(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            keys.append(node.arg.value)
+        else:
+            break
+        node = node.node
+    if not keys or not isinstance(node, nodes.Name) or node.ctx != "load":
+        return None
+    return node.name, tuple(reversed(keys))
+
+
+def _walk(name: str, keys: tuple[Any, ...], env: SandboxedEnvironment) -> Fn:
+    """One closure for a whole path (the common case: ``inputs.prompt``, ``settings.slm.model``),
+    with the meaning of the nested look-ups it replaces."""
+
+    def walk(ctx: dict[str, Any]) -> Any:
+        try:
+            obj = ctx[name]
+        except KeyError:
+            raise UndefinedError(f"'{name}' is undefined") from None
+        for key in keys:
+            if type(obj) is dict:
+                value = obj.get(key, _MISSING)
+                if value is _MISSING:
+                    raise UndefinedError(f"'dict object' has no attribute '{key}'")
+                obj = value
+            else:
+                obj = _lookup(env, obj, key)
+        return obj
+
+    return walk
 
 
 def _compare(node: nodes.Compare, env: SandboxedEnvironment) -> Fn | None:

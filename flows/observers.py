@@ -7,6 +7,10 @@ artifacts). An observer that raises is logged and never fails the run.
 
     from flows.observers import add_observer
     add_observer(MyObserver())
+
+An observer that only cares for one kind of run says so with a `modes`
+attribute (e.g. ``modes = frozenset({"orchestrated"})``); the engine then does
+not call it for the others (an inline cache hit is counted in microseconds).
 """
 
 from __future__ import annotations
@@ -42,32 +46,45 @@ class RunObserver(Protocol):
 
 
 _observers: list[RunObserver] = []
+_by_mode: dict[str, list[RunObserver]] = {}
 
 
 def add_observer(observer: RunObserver) -> None:
     if observer not in _observers:
         _observers.append(observer)
+        _by_mode.clear()
 
 
 def remove_observer(observer: RunObserver) -> None:
     if observer in _observers:
         _observers.remove(observer)
+        _by_mode.clear()
 
 
 def observers() -> list[RunObserver]:
     return _observers
 
 
-def notify_node(run: RunInfo, node_id: str, value: Any, report: NodeReport) -> None:
-    for observer in _observers:
+def observers_for(mode: str) -> list[RunObserver]:
+    """The observers of runs of this mode (inline or orchestrated)."""
+    chosen = _by_mode.get(mode)
+    if chosen is None:
+        chosen = _by_mode[mode] = [o for o in _observers if mode in getattr(o, "modes", (mode,))]
+    return chosen
+
+
+def notify_node(run: RunInfo, node_id: str, value: Any, report: NodeReport, to: list[RunObserver] | None = None) -> None:
+    for observer in _observers if to is None else to:
         try:
             observer.node_done(run, node_id, value, report)
         except Exception:  # an observer must never fail a request
             log.exception("run observer %r failed on node %s", observer, node_id)
 
 
-async def notify_run(run: RunInfo, result: RunResult | None, error: BaseException | None) -> None:
-    for observer in _observers:
+async def notify_run(
+    run: RunInfo, result: RunResult | None, error: BaseException | None, to: list[RunObserver] | None = None
+) -> None:
+    for observer in _observers if to is None else to:
         try:
             await observer.run_done(run, result, error)
         except Exception:  # an observer must never fail a request

@@ -107,6 +107,8 @@ def markdown(pipeline: Pipeline, reports: dict[str, NodeReport], failed: str | N
 class RunArtifactObserver:
     """Publishes the Markdown run artifact at the end of each orchestrated run, successful or not."""
 
+    modes = frozenset({"orchestrated"})
+
     def node_done(self, run: RunInfo, node_id: str, value: Any, report: NodeReport) -> None:
         if run.mode == "orchestrated":
             run.state.setdefault(_STATE_KEY, {})[node_id] = report

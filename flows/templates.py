@@ -158,11 +158,13 @@ def compile_value(value: Any) -> Compiled:
 def compile_mapping(items: dict[str, Compiled]) -> Compiled:
     """A mapping of compiled values; a value that fails names its key."""
 
+    parts = [(key, part.evaluate) for key, part in items.items()]
+
     def run(ctx: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key, part in items.items():
+        for key, part in parts:
             try:
-                out[key] = part.evaluate(ctx)
+                out[key] = part(ctx)
             except TemplateProblem as exc:
                 raise TemplateProblem(exc.message, f"{key}.{exc.key}" if exc.key else key) from exc
             except _RUNTIME_ERRORS as exc:

@@ -86,13 +86,12 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
     if request.bypass:
         return Lookup(hit=False, cache="bypass")
     settings = settings or get_settings().cache
-    log = step_logger()
     key = cache_key(settings.prefix, request.namespace, request.key)
     try:
         store = open_store(settings)
         raw = await store.get(key)
     except CacheError as exc:
-        log.warning("prompt cache unavailable, treating as a miss: %s", exc)
+        step_logger().warning("prompt cache unavailable, treating as a miss: %s", exc)
         return Lookup(hit=False, cache="error")
     if raw is None:
         raw = await claim_or_wait(store, key, settings.lease_seconds)
@@ -101,7 +100,7 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
     try:
         answer = CachedAnswer.model_validate_json(raw)
     except ValidationError:
-        log.warning("cache value for %s is not a v%d answer; treating as a miss", request.key[:12], CACHE_VALUE_VERSION)
+        step_logger().warning("cache value for %s is not a v%d answer; treating as a miss", request.key[:12], CACHE_VALUE_VERSION)
         return Lookup(hit=False, cache="miss")
     return Lookup(hit=True, cache="hit", answer=answer)
 

@@ -10,7 +10,6 @@ once for orchestrated and failed runs.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 import uuid
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from prefect.context import FlowRunContext
 
 from flows.ledger.entry import ENTRY_VERSION, ZERO, LedgerEntry, Reference, figures
@@ -224,5 +224,5 @@ def rows(rec: RunRecord, reference: Reference) -> list[Row]:
             data["counterfactual"] = str(cf)
         if savings is not None:
             data["savings"] = {cause: str(amount) for cause, amount in savings.items()}
-        out.append((entry_id, rec.ts, json.dumps(data, separators=(",", ":"))))
+        out.append((entry_id, rec.ts, orjson.dumps(data).decode()))
     return out

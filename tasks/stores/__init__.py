@@ -17,6 +17,7 @@ from typing import Protocol
 
 from flows.errors import ConfigError
 from flows.settings import CacheSettings, EngineSettings, get_settings
+from tasks.stores.redis_store import redis_store
 
 
 class AnswerStore(Protocol):
@@ -41,8 +42,6 @@ def open_store(cache: CacheSettings | None = None, engine: EngineSettings | None
     cache = cache or get_settings().cache
     url = cache.url.strip()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from tasks.stores.redis_store import redis_store
-
         return redis_store(url, cache.timeout)
     if url.startswith("sqlite:///"):
         from tasks.stores.sqlite_store import sqlite_store

@@ -4,6 +4,11 @@ redis-py's asyncio clients belong to the loop that created them, so clients are
 kept per loop (weakly, so a closed loop takes its clients with it). Timeouts
 are short and retries minimal: a cache that is down must cost a request
 milliseconds, not seconds.
+
+The timeout bounds each whole operation (`asyncio.timeout`) rather than being
+redis-py's `socket_timeout` (5 s by default since redis-py 6): that one wraps
+every write in `asyncio.wait_for`, which starts a task per command. A cancelled
+command makes redis-py drop its connection, so no reply is read out of turn.
 """
 
 from __future__ import annotations
@@ -34,19 +39,21 @@ class RedisStore:
 
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
+        self.timeout = timeout
         self._client = aioredis.Redis.from_url(
             url,
             socket_connect_timeout=timeout,
-            socket_timeout=timeout,
+            socket_timeout=None,  # bounded per operation below; redis-py's default (5 s) would wrap each write in wait_for
             retry=Retry(NoBackoff(), 1),
             max_connections=64,
         )
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value = await self._client.get(key)
+            async with asyncio.timeout(self.timeout):
+                value = await self._client.get(key)
         except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
+            raise self._unreachable(exc) from exc
         if value is None or isinstance(value, bytes):
             return value
         return str(value).encode("utf-8")
@@ -54,25 +61,31 @@ class RedisStore:
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         """Store the value and release the key's lease, in one round trip."""
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with asyncio.timeout(self.timeout), self._client.pipeline(transaction=False) as pipe:
                 pipe.set(key, value, ex=ttl)
                 pipe.delete(f"{key}:lease")
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
+            raise self._unreachable(exc) from exc
 
     async def claim(self, key: str, seconds: float) -> bool:
         """Take the lease on `key` unless someone holds it (SET NX PX)."""
         try:
-            return bool(await self._client.set(f"{key}:lease", b"1", nx=True, px=max(int(seconds * 1000), 1)))
+            async with asyncio.timeout(self.timeout):
+                return bool(await self._client.set(f"{key}:lease", b"1", nx=True, px=max(int(seconds * 1000), 1)))
         except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
+            raise self._unreachable(exc) from exc
 
     async def release(self, key: str) -> None:
         try:
-            await self._client.delete(f"{key}:lease")
+            async with asyncio.timeout(self.timeout):
+                await self._client.delete(f"{key}:lease")
         except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis at {_redact(self.url)} is unreachable: {exc}") from exc
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: Exception) -> CacheError:
+        reason = str(exc) or (f"no reply within {self.timeout:g}s" if isinstance(exc, TimeoutError) else type(exc).__name__)
+        return CacheError(f"Redis at {_redact(self.url)} is unreachable: {reason}")
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -80,7 +93,9 @@ class RedisStore:
 
 def redis_store(url: str, timeout: float) -> RedisStore:
     loop = asyncio.get_running_loop()
-    per_loop = _clients.setdefault(loop, {})
+    per_loop = _clients.get(loop)
+    if per_loop is None:
+        per_loop = _clients[loop] = {}
     store = per_loop.get((url, timeout))
     if store is None:
         store = per_loop[(url, timeout)] = RedisStore(url, timeout)
