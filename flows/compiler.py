@@ -39,6 +39,11 @@ class Node:
     deps: tuple[str, ...]
     for_each: Compiled | None = None
 
+    @cached_property
+    def skip_reason(self) -> str:
+        """What a skipped run of this node reports."""
+        return f"if: {self.condition_source} was false"
+
 
 @dataclass
 class Pipeline:

@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 class Runner(Protocol):
     mode: Any
+    #: whether `skip` does anything (a visible task run): if not, the engine does not call it
+    shows_skips: bool
 
     async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
         """Run the node's step; return (value, served from Prefect's result cache)."""
@@ -94,8 +96,9 @@ async def run_node(node: Node, context: dict[str, Any], runner: Runner, run_id: 
         except TemplateProblem as exc:
             raise StepError(node.id, f"if: {exc}") from exc
         if not go:
-            reason = f"if: {node.condition_source} was false"
-            await runner.skip(node, reason)
+            reason = node.skip_reason
+            if runner.shows_skips:
+                await runner.skip(node, reason)
             elapsed = (time.perf_counter() - started) * 1000
             return None, NodeReport(uses=node.step.name, status="skipped", duration_ms=round(elapsed, 3), reason=reason)
     request = build_request(node, context)

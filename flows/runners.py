@@ -51,6 +51,7 @@ class InlineRunner:
     """Calls the step function directly: no task runs, same retries and timeouts."""
 
     mode: Literal["inline"] = "inline"
+    shows_skips = False
 
     async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
         return await call_with_retries(node, request), False
@@ -85,6 +86,7 @@ class OrchestratedRunner:
     """Each node is a Prefect task run named after its node id."""
 
     mode: Literal["orchestrated"] = "orchestrated"
+    shows_skips = True
 
     def __init__(self) -> None:
         self._tasks: dict[int, Task[Any, Any]] = {}

@@ -10,7 +10,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.adapters.base import Usage
 from tasks.pricing import Money
@@ -18,7 +18,7 @@ from tasks.pricing import Money
 Tier = Literal["small", "large"]
 
 #: Version of the cached-answer layout. A stored value with another version is a miss.
-CACHE_VALUE_VERSION = 1
+CACHE_VALUE_VERSION: Literal[1] = 1
 
 
 class Message(BaseModel):
@@ -80,7 +80,7 @@ class CachedAnswer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    v: int = CACHE_VALUE_VERSION
+    v: Literal[1] = CACHE_VALUE_VERSION  # another version fails validation (in pydantic's core): a miss
     text: str
     model: str
     route: Tier
@@ -89,13 +89,6 @@ class CachedAnswer(BaseModel):
     label: str | None = None
     data: Any = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-
-    @field_validator("v")
-    @classmethod
-    def _current_version(cls, v: int) -> int:
-        if v != CACHE_VALUE_VERSION:
-            raise ValueError(f"cached answer version {v} is not the current version {CACHE_VALUE_VERSION}")
-        return v
 
     @classmethod
     def from_answer(cls, answer: ModelAnswer) -> CachedAnswer:
