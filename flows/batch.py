@@ -116,12 +116,17 @@ class Spool:
         tmp.replace(final)
 
 
+#: runs whose spool folder this process made (the others have nothing to remove)
+_spooled: set[str] = set()
+
+
 def run_directory(run_id: str | None) -> Path:
     return get_settings().engine.data_dir / "runs" / (run_id or uuid.uuid4().hex)
 
 
 def remove_run_directory(run_id: str | None) -> None:
-    if run_id:
+    if run_id and run_id in _spooled:
+        _spooled.discard(run_id)
         shutil.rmtree(run_directory(run_id), ignore_errors=True)
 
 
@@ -165,6 +170,8 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
         source = evaluate(node.for_each, context) if node.for_each is not None else None
     except TemplateProblem as exc:
         raise StepError(node.id, f"for_each: {exc}") from exc
+    if source is None:  # nothing to fan out over (e.g. the parts of a document that needs no parts)
+        return []
     settings = get_settings().batch
     chunk_size = node.spec.chunk_size or settings.chunk_size
     semaphore = asyncio.Semaphore(node.spec.concurrency or settings.concurrency)
@@ -172,6 +179,8 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     total = count_items(source)
     in_memory = source is None or isinstance(source, list)
     outputs: dict[int, Any] = {}
+    if not in_memory:
+        _spooled.add(run_id)
     spool = None if in_memory else Spool(run_directory(run_id) / node.id)
     tally = Tally()
     started = time.perf_counter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.errors import BatchFailed, InputError
 from flows.sources import iter_items
+from tasks.file_writer import write_file
 from tasks.files import holds, write_atomic
 
 INDEX_FIELDS = ("id", "source", "summary_path", "route", "model", "cache", "tokens", "status")
@@ -84,13 +84,14 @@ def index_line(record: dict[str, Any]) -> dict[str, Any]:
 async def write_summary(request: SummaryRequest) -> dict[str, str]:
     """Write DESTINATION/ID.md atomically; a file that already says the same is left as it is.
 
-    A new file is written on a worker thread: creating and renaming a file is
-    mostly kernel time, which then runs beside the event loop instead of in it.
+    A new file is written by the file-writing thread (`tasks.file_writer`):
+    creating and renaming a file is mostly kernel time, which then runs beside
+    the event loop instead of in it.
     """
     path = summary_path(request.destination, request.id)
     text = "".join(render_summary(request.id, request.text, request.source))
     if not holds(path, text.encode("utf-8")):
-        await asyncio.to_thread(write_atomic, path, (text,))
+        await write_file(path, text)
     return {"path": str(path)}
 
 

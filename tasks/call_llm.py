@@ -58,8 +58,7 @@ def _policy(s: LlmSettings) -> RetryPolicy:
 async def answer_large(request: LlmRequest, http: httpx.AsyncClient | None = None) -> ModelAnswer:
     """Answer with the large model; identical requests in flight share one call."""
     key = "llm-" + sha256_of(llm_identity(request))
-    answer = await single_flight(key, lambda: _answer_large(request, http))
-    return answer.model_copy(deep=True)
+    return await single_flight(key, lambda: _answer_large(request, http), copy=lambda answer: answer.model_copy(deep=True))
 
 
 async def _answer_large(request: LlmRequest, http: httpx.AsyncClient | None) -> ModelAnswer:

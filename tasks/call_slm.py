@@ -49,8 +49,7 @@ def slm_identity(request: SlmRequest) -> dict[str, Any]:
 async def answer_small(request: SlmRequest) -> ModelAnswer:
     """Answer with the small model; identical requests in flight share one call."""
     key = "slm-" + sha256_of(slm_identity(request))
-    answer = await single_flight(key, lambda: _answer_small(request))
-    return answer.model_copy(deep=True)
+    return await single_flight(key, lambda: _answer_small(request), copy=lambda answer: answer.model_copy(deep=True))
 
 
 async def _answer_small(request: SlmRequest) -> ModelAnswer:

@@ -71,13 +71,21 @@ async def close_clients() -> None:
             await oclient._client.aclose()
 
 
-async def single_flight(key: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run `call` once for all callers asking for `key` at the same time."""
-    inflight = _inflight.setdefault(asyncio.get_running_loop(), {})
+async def single_flight(key: str, call: Callable[[], Awaitable[T]], copy: Callable[[T], T] | None = None) -> T:
+    """Run `call` once for all callers asking for `key` at the same time.
+
+    The caller that made the call gets its result; the others get `copy(result)`
+    (when given), so no two callers share one mutable answer.
+    """
+    loop = asyncio.get_running_loop()
+    inflight = _inflight.get(loop)
+    if inflight is None:
+        inflight = _inflight[loop] = {}
     pending = inflight.get(key)
     if pending is not None:
-        return await asyncio.shield(pending)
-    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        shared = await asyncio.shield(pending)
+        return copy(shared) if copy is not None else shared
+    future: asyncio.Future[T] = loop.create_future()
     inflight[key] = future
     try:
         result = await call()
