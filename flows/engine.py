@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from flows.batch import remove_run_directory, run_batch
 from flows.compiler import Node, Pipeline
 from flows.errors import StepError
-from flows.observers import RunInfo, notify_node, notify_run, observers_for
+from flows.observers import RunInfo, node_observers_for, notify_node, notify_run, observers_for
 from flows.results import NodeReport, RunResult
 from flows.templates import TemplateProblem, evaluate
 from tasks.log import step_logger
@@ -86,21 +86,34 @@ def build_request(node: Node, context: dict[str, Any]) -> BaseModel:
         raise StepError(node.id, f"invalid arguments for '{node.step.name}': {problems}") from exc
 
 
+def skipped(node: Node, context: dict[str, Any]) -> NodeReport | None:
+    """The report of a node whose `if:` is false, or None if the node runs (for_each nodes test it per item).
+
+    Its duration is 0: evaluating a condition takes well under the report's unit (1 µs).
+    """
+    if node.condition is None or node.for_each is not None:
+        return None
+    try:
+        go = evaluate(node.condition, context)
+    except TemplateProblem as exc:
+        raise StepError(node.id, f"if: {exc}") from exc
+    return None if go else NodeReport(uses=node.step.name, status="skipped", duration_ms=0.0, reason=node.skip_reason)
+
+
+async def step_or_skip(node: Node, context: dict[str, Any], runner: Runner, run_id: str) -> tuple[Any, NodeReport]:
+    report = skipped(node, context)
+    if report is None:
+        return await run_node(node, context, runner, run_id)
+    if runner.shows_skips:
+        await runner.skip(node, node.skip_reason)
+    return None, report
+
+
 async def run_node(node: Node, context: dict[str, Any], runner: Runner, run_id: str = "") -> tuple[Any, NodeReport]:
+    """Run a node whose `if:` was true (see `skipped`)."""
     started = time.perf_counter()
     if node.for_each is not None:
         return await run_batch_node(node, context, runner, run_id, started)
-    if node.condition is not None:
-        try:
-            go = evaluate(node.condition, context)
-        except TemplateProblem as exc:
-            raise StepError(node.id, f"if: {exc}") from exc
-        if not go:
-            reason = node.skip_reason
-            if runner.shows_skips:
-                await runner.skip(node, reason)
-            elapsed = (time.perf_counter() - started) * 1000
-            return None, NodeReport(uses=node.step.name, status="skipped", duration_ms=round(elapsed, 3), reason=reason)
     request = build_request(node, context)
     try:
         value, cached = await runner.call(node, request)
@@ -151,17 +164,26 @@ async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Run
     }
     reports: dict[str, NodeReport] = {}
     watching = observers_for(runner.mode)
+    node_watchers = node_observers_for(runner.mode)
+    run.values, run.reports = context, reports  # what observers read at the end (or at a failure)
     try:
         for level in pipeline.levels:
             if len(level) == 1:
-                done = [await run_node(pipeline.nodes[level[0]], context, runner, run_id)]
+                node = pipeline.nodes[level[0]]
+                report = skipped(node, context)  # no coroutine for a skipped node: a cache hit skips four
+                if report is None:
+                    done = [await run_node(node, context, runner, run_id)]
+                else:
+                    if runner.shows_skips:
+                        await runner.skip(node, node.skip_reason)
+                    done = [(None, report)]
             else:
-                done = list(await asyncio.gather(*(run_node(pipeline.nodes[n], context, runner, run_id) for n in level)))
+                done = list(await asyncio.gather(*(step_or_skip(pipeline.nodes[n], context, runner, run_id) for n in level)))
             for node_id, (value, report) in zip(level, done, strict=True):
                 context[node_id] = value
                 reports[node_id] = report
-                if watching:
-                    notify_node(run, node_id, value, report, watching)
+                if node_watchers:
+                    notify_node(run, node_id, value, report, node_watchers)
         try:
             output = evaluate(pipeline.output, context)
         except TemplateProblem as exc:

@@ -11,6 +11,8 @@ artifacts). An observer that raises is logged and never fails the run.
 An observer that only cares for one kind of run says so with a `modes`
 attribute (e.g. ``modes = frozenset({"orchestrated"})``); the engine then does
 not call it for the others (an inline cache hit is counted in microseconds).
+`node_done` is optional: an observer without it reads the run's node outputs
+and reports at the end, from `RunInfo.values` and `RunInfo.reports`.
 """
 
 from __future__ import annotations
@@ -37,28 +39,35 @@ class RunInfo:
     deployment_id: str | None = None
     #: observers may keep per-run state here, under their own key
     state: dict[str, Any] = field(default_factory=dict)
+    #: the run's context as it stands: inputs, settings, and each finished node's output by node id
+    values: dict[str, Any] = field(default_factory=dict)
+    #: the report of each finished node, by node id
+    reports: dict[str, NodeReport] = field(default_factory=dict)
 
 
 class RunObserver(Protocol):
-    def node_done(self, run: RunInfo, node_id: str, value: Any, report: NodeReport) -> None: ...
+    """`node_done(run, node_id, value, report)` may be defined too: it is then called as each node finishes."""
 
     async def run_done(self, run: RunInfo, result: RunResult | None, error: BaseException | None) -> None: ...
 
 
 _observers: list[RunObserver] = []
 _by_mode: dict[str, list[RunObserver]] = {}
+_node_watchers: dict[str, list[RunObserver]] = {}
 
 
 def add_observer(observer: RunObserver) -> None:
     if observer not in _observers:
         _observers.append(observer)
         _by_mode.clear()
+        _node_watchers.clear()
 
 
 def remove_observer(observer: RunObserver) -> None:
     if observer in _observers:
         _observers.remove(observer)
         _by_mode.clear()
+        _node_watchers.clear()
 
 
 def observers() -> list[RunObserver]:
@@ -73,10 +82,18 @@ def observers_for(mode: str) -> list[RunObserver]:
     return chosen
 
 
+def node_observers_for(mode: str) -> list[RunObserver]:
+    """The observers of runs of this mode that want to hear of each node."""
+    chosen = _node_watchers.get(mode)
+    if chosen is None:
+        chosen = _node_watchers[mode] = [o for o in observers_for(mode) if hasattr(o, "node_done")]
+    return chosen
+
+
 def notify_node(run: RunInfo, node_id: str, value: Any, report: NodeReport, to: list[RunObserver] | None = None) -> None:
     for observer in _observers if to is None else to:
         try:
-            observer.node_done(run, node_id, value, report)
+            observer.node_done(run, node_id, value, report)  # type: ignore[attr-defined]
         except Exception:  # an observer must never fail a request
             log.exception("run observer %r failed on node %s", observer, node_id)
 

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("frugal")
 
 RESULT_TYPE = "result"
-_STATE_KEY = "run_artifact"
 
 
 async def publish_result(result: dict[str, Any], client: Any) -> None:
@@ -109,15 +108,11 @@ class RunArtifactObserver:
 
     modes = frozenset({"orchestrated"})
 
-    def node_done(self, run: RunInfo, node_id: str, value: Any, report: NodeReport) -> None:
-        if run.mode == "orchestrated":
-            run.state.setdefault(_STATE_KEY, {})[node_id] = report
-
     async def run_done(self, run: RunInfo, result: RunResult | None, error: BaseException | None) -> None:
         ctx = FlowRunContext.get()
         if run.mode != "orchestrated" or ctx is None or ctx.flow_run is None:
             return
-        reports = dict(result.nodes) if result is not None else run.state.get(_STATE_KEY, {})
+        reports = dict(result.nodes) if result is not None else dict(run.reports)
         failed = error.node if isinstance(error, StepError) else None
         text = markdown(run.pipeline, reports, failed if failed in run.pipeline.nodes else None, str(error) if error else None)
         client: Any = ctx.client  # the engine's async client: flows here are async

@@ -1,7 +1,7 @@
 """The run observer that turns a run's model calls and cache hits into ledger entries.
 
-`node_done` (on the request path) only keeps a reference to the outputs of
-`cache_lookup` nodes and model-call nodes. `run_done` makes the entries: an
+At the end of a run (or at its failure), `run_done` reads the outputs of its
+`cache_lookup` nodes and model-call nodes and makes the entries: an
 inline run that succeeded hands them to the writer's queue and returns at once;
 an orchestrated run, or a run that failed, waits until they are stored (so a
 paid call is on record before the failure goes further), and an orchestrated
@@ -14,7 +14,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flows import cost_artifact
 from flows.errors import CacheError, FrugalError
@@ -27,11 +27,10 @@ from tasks.pricing import reference_model
 
 if TYPE_CHECKING:
     from flows.observers import RunInfo
-    from flows.results import NodeReport, RunResult
+    from flows.results import RunResult
 
 log = logging.getLogger("frugal")
 
-_STATE_KEY = "ledger"
 #: inner runs (batch items) kept in memory per flow run for its cost table; beyond, it is read from the store
 MAX_CHILDREN = 10_000
 MAX_FLOW_RUNS = 32
@@ -71,16 +70,13 @@ class LedgerObserver:
         #: records of inline runs inside a flow run (batch items), by flow run id, for its cost table
         self._children: dict[str, list[RunRecord]] = {}
 
-    def node_done(self, run: RunInfo, node_id: str, value: Any, report: NodeReport) -> None:
-        if report.model is not None or report.uses == "cache_lookup":
-            seen = run.state.get(_STATE_KEY)
-            if seen is None:
-                run.state[_STATE_KEY] = [(node_id, value, report)]
-            else:
-                seen.append((node_id, value, report))
-
     async def run_done(self, run: RunInfo, result: RunResult | None, error: BaseException | None) -> None:
-        seen = run.state.pop(_STATE_KEY, None)
+        values = run.values
+        seen = [
+            (node_id, values.get(node_id), report)
+            for node_id, report in run.reports.items()
+            if report.model is not None or report.uses == "cache_lookup"
+        ]
         for problem in WRITER.problems():
             log.warning("cost ledger: %s", problem)
         try:

@@ -65,16 +65,23 @@ class RunRecord:
     seen: tuple[Seen, ...]
 
 
-_ids: tuple[int, str, Iterator[int]] | None = None
+_ids: tuple[str, Iterator[int]] | None = None
+
+
+def _new_ids() -> None:
+    global _ids
+    _ids = None
+
+
+os.register_at_fork(after_in_child=_new_ids)  # a forked child draws its own prefix
 
 
 def _new_run_id() -> str:
     """A unique id for a run without a flow run: a per-process random prefix and a counter (cheaper than uuid4)."""
     global _ids
-    pid = os.getpid()
-    if _ids is None or _ids[0] != pid:
-        _ids = (pid, uuid.uuid4().hex[:16], itertools.count(1))
-    return f"{_ids[1]}-{next(_ids[2])}"
+    if _ids is None:
+        _ids = (uuid.uuid4().hex[:16], itertools.count(1))
+    return f"{_ids[0]}-{next(_ids[1])}"
 
 
 def enclosing_flow_run() -> tuple[str | None, str | None]:

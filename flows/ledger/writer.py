@@ -114,8 +114,6 @@ class LedgerWriter:
         """Queue a batch; it is written within about `LINGER` seconds. Returns how many queued runs
         are not prepared yet: at `PREPARE_EVERY`, the caller should `prepare_queued`."""
         with self._cond:
-            if self._pid != os.getpid():  # a forked child: the parent writes what it queued
-                self._reset()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="frugal-ledger-writer", daemon=True)
                 self._thread.start()
@@ -175,6 +173,7 @@ class LedgerWriter:
         return said
 
     def _reset(self) -> None:
+        self._cond = threading.Condition()  # another thread may have held the old one at the fork
         self._pending.clear()
         self._unprepared = []
         self._failed.clear()
@@ -268,6 +267,8 @@ def _resolve(future: concurrent.futures.Future[bool], ok: bool) -> None:
 
 
 WRITER = LedgerWriter()
+# a forked child starts empty, without the parent's thread: the parent writes what it queued
+os.register_at_fork(after_in_child=WRITER._reset)
 
 
 @atexit.register
