@@ -25,6 +25,7 @@ from flows.compiler import Node, Pipeline
 from flows.errors import StepError
 from flows.observers import RunInfo, node_observers_for, notify_node, notify_run, observers_for
 from flows.results import NodeReport, RunResult
+from flows.settings import pin_settings, unpin_settings
 from flows.templates import TemplateProblem, evaluate
 from tasks.log import step_logger
 from tasks.providers import public_settings
@@ -150,6 +151,16 @@ async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Run
     Observers (`flows.observers`) hear of every finished node and of the end of the run.
     """
     started = time.perf_counter()
+    pinned = pin_settings()
+    try:
+        return await _execute(pipeline, inputs, runner, run, started)
+    finally:
+        unpin_settings(pinned)
+
+
+async def _execute(
+    pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Runner, run: RunInfo | None, started: float
+) -> RunResult:
     values = pipeline.validate_inputs(inputs)
     if run is None:
         run = RunInfo(pipeline=pipeline, mode=runner.mode, inputs=values)

@@ -9,6 +9,7 @@ sent. Pipeline templates see `tasks.providers.public_settings()` as
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -207,12 +208,29 @@ def _fingerprint() -> tuple[object, ...]:
     return tuple(os.environ.get(k) for k in WATCHED)
 
 
+#: the snapshot a pipeline run took when it started (`pin_settings`): its steps read that one
+_pinned: ContextVar[Settings | None] = ContextVar("frugal_settings", default=None)
+
+
+def pin_settings() -> Token[Settings | None]:
+    """Make the current snapshot the one `get_settings` returns in this context (a run and its steps):
+    a run sees one consistent set of settings, and its steps do not each compare the environment."""
+    return _pinned.set(get_settings())
+
+
+def unpin_settings(token: Token[Settings | None]) -> None:
+    _pinned.reset(token)
+
+
 def get_settings() -> Settings:
     """All settings, re-read only when one of the WATCHED variables changed.
 
     Reading the environment through pydantic-settings costs ~100 µs; a cache
-    hit must not pay that on every request.
+    hit must not pay that on every request. Inside a run, the run's snapshot.
     """
+    pinned = _pinned.get()
+    if pinned is not None:
+        return pinned
     global _snapshot
     fingerprint = _fingerprint()
     if _snapshot is None or _snapshot[0] != fingerprint:

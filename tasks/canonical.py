@@ -81,6 +81,25 @@ def _stdlib_plain(value: Any) -> Any:
     return value
 
 
+class NotPlain(ValueError):
+    """A value that `plain` cannot make plain for orjson (a key that is not a string)."""
+
+
+def plain(value: Any) -> Any:
+    """`value` as the canonical text writes it (see `sha256_of_plain`); raises NotPlain for non-string keys."""
+    try:
+        return _plain(value)
+    except _NotPlain:
+        raise NotPlain("a key that is not a string") from None
+
+
+def sha256_of_plain(value: Any) -> str:
+    """sha256 of a value whose parts are already plain: strings, bools, None, 64-bit ints, the results
+    of `plain`, and lists and string-keyed dicts of those. The same key `sha256_of` gives, without
+    walking the parts known to be plain (a 2 KB prompt's messages, on every request)."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def canonical_bytes(value: Any) -> bytes:
     """The canonical JSON of `value`, UTF-8 encoded."""
     try:

@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.canonical import KEY_SCHEMA, drop_none, sha256_of
+from tasks.canonical import KEY_SCHEMA, NotPlain, drop_none, plain, sha256_of, sha256_of_plain
 from tasks.records import Message, build_messages
 
 
@@ -54,7 +54,11 @@ def request_key(request: HashRequest) -> str:
         "pipeline": request.pipeline,
         "version": request.version,
     }
-    return sha256_of(projection)
+    try:  # only `params` may hold floats and the like: the rest is validated strings
+        projection["params"] = plain(projection["params"])
+    except NotPlain:
+        return sha256_of(projection)
+    return sha256_of_plain(projection)
 
 
 @task(name="hash_prompt", cache_policy=NO_CACHE, persist_result=False)

@@ -90,3 +90,24 @@ def test_nan_and_infinity_are_refused(bad):
 def test_objects_that_are_not_json_are_refused():
     with pytest.raises(TypeError):
         canonical_json({"x": object()})
+
+
+def test_the_request_key_skips_the_walk_but_not_the_text():
+    from tasks.hash_prompt import HashRequest, request_key
+    from tasks.records import build_messages
+
+    rng = random.Random(7)
+    for params in [{}, {"temperature": 0.0, "max_tokens": 256.0}, {"t": 1e-5, "big": 2**70}, {"schema": {1: "a"}}]:
+        params = {**params, "extra": _random_value(rng)}
+        request = HashRequest(namespace="n", models={"small": "a/b"}, system="s", prompt="p é", params=params)
+        projection = {
+            "k": 1,
+            "namespace": "n",
+            "tier": "auto",
+            "models": {"small": "a/b"},
+            "messages": build_messages("s", "p é", None),
+            "params": {k: v for k, v in sorted(params.items()) if v is not None},
+            "pipeline": "",
+            "version": "",
+        }
+        assert request_key(request) == sha256_of(projection), params
