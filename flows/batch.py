@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
+import pickle
 import shutil
 import time
 import uuid
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from flows.engine import Runner
 
 MAX_LISTED_FAILURES = 20
+log = logging.getLogger("frugal")
 
 
 @dataclass
@@ -163,6 +166,38 @@ def chunk_key(node: Node, context: dict[str, Any], chunk: list[tuple[int, Any]])
         return None
 
 
+class Remote:
+    """Sends chunks to the worker processes while one is free (see `flows.chunk_workers`)."""
+
+    def __init__(self, node: Node, context: dict[str, Any], workers: int, share: int) -> None:
+        self.node, self.context, self.share = node, context, share
+        self.workers = workers - 1
+        self.free = self.workers
+
+    async def run(self, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]] | None:
+        if self.workers <= 0 or self.free <= 0:
+            return None
+        from flows.chunk_workers import ChunkJob, WorkerFailed, caller_env, run_remote
+        from flows.ledger.observer import LEDGER
+        from flows.ledger.record import enclosing_flow_run
+
+        job = ChunkJob(self.node.file, self.node.id, self.context, chunk, self.share, caller_env(), enclosing_flow_run())
+        self.free -= 1
+        try:
+            done = await run_remote(job)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # the run's data cannot travel: here, from now on
+            log.warning("for_each %s: chunks run in this process only (%s: %s)", self.node.id, type(exc).__name__, exc)
+            self.workers = 0
+            return None
+        except (WorkerFailed, OSError) as exc:  # the chunk runs here; items answered already are cache hits
+            log.warning("for_each %s: a worker process failed, its chunk runs here: %s", self.node.id, exc)
+            return None
+        finally:
+            self.free += 1
+        LEDGER.adopt_records(done.ledger)
+        return done.records
+
+
 async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id: str) -> Any:
     """Run a `for_each:` node; returns its summary (or the item outputs, for a list source)."""
     pipeline = str(context["pipeline"]["name"])
@@ -174,10 +209,16 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
         return []
     settings = get_settings().batch
     chunk_size = node.spec.chunk_size or settings.chunk_size
-    semaphore = asyncio.Semaphore(node.spec.concurrency or settings.concurrency)
+    concurrency = node.spec.concurrency or settings.concurrency
     items = iter_items(node.id, source)
     total = count_items(source)
     in_memory = source is None or isinstance(source, list)
+    # chunks in worker processes (FRUGAL_BATCH_WORKERS > 1): each process gets its share of the concurrency
+    workers = settings.workers if not in_memory and node.file.endswith((".yaml", ".yml")) else 1
+    share = -(-concurrency // workers)
+    semaphore = asyncio.Semaphore(share)
+    remote = Remote(node, context, workers, share)
+    chunks_in_flight = max(settings.chunks_in_flight, workers + 1)
     outputs: dict[int, Any] = {}
     if not in_memory:
         _spooled.add(run_id)
@@ -190,7 +231,10 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
             return await run_item(node, context, item, index)
 
     async def chunk_work(chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(limited(item, index) for index, item in chunk)))
+        records = await remote.run(chunk)
+        if records is None:  # no worker free (or none): here
+            records = list(await asyncio.gather(*(limited(item, index) for index, item in chunk)))
+        return records
 
     async def finished(records: list[dict[str, Any]]) -> None:
         for record in records:
@@ -217,7 +261,7 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
         if not chunk:
             break
         pending.add(asyncio.create_task(run_chunk(chunk_index, chunk)))
-        if len(pending) >= settings.chunks_in_flight:
+        if len(pending) >= chunks_in_flight:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 await finished(task.result())

@@ -38,6 +38,8 @@ class Node:
     condition_source: str | None
     deps: tuple[str, ...]
     for_each: Compiled | None = None
+    #: the pipeline file the node comes from ("<pipeline>" when compiled from memory)
+    file: str = ""
 
     @cached_property
     def skip_reason(self) -> str:
@@ -294,7 +296,7 @@ class _Compiler:
             return None
         refs = args.refs | (condition.refs if condition else frozenset()) | (for_each.refs if for_each else frozenset())
         deps = tuple(sorted(refs & set(self.spec.nodes) - {node_id}))
-        return Node(node_id, spec, step, args, condition, condition_source, deps, for_each)
+        return Node(node_id, spec, step, args, condition, condition_source, deps, for_each, self.file)
 
     def compile(self) -> Pipeline:
         self.check_inputs()

@@ -59,6 +59,7 @@ class BatchSettings(BaseSettings):
     chunk_size: int = Field(200, ge=1, description="items per chunk: one Prefect task run each")
     concurrency: int = Field(4, ge=1, description="items in flight at once (a local model serves one at a time)")
     chunks_in_flight: int = Field(2, ge=1, description="chunks running at once, so the model never idles at a chunk's end")
+    workers: int = Field(1, ge=1, description="processes a batch runs its chunks in: this one and workers - 1 others")
     max_document_bytes: int = Field(1_000_000, ge=1, description="larger documents are item errors")
 
 
@@ -152,6 +153,11 @@ WATCHED = (
     "FRUGAL_CACHE_PREFIX",
     "FRUGAL_CACHE_TIMEOUT",
     "FRUGAL_DATA_DIR",
+    "FRUGAL_BATCH_CHUNK_SIZE",
+    "FRUGAL_BATCH_CONCURRENCY",
+    "FRUGAL_BATCH_CHUNKS_IN_FLIGHT",
+    "FRUGAL_BATCH_WORKERS",
+    "FRUGAL_BATCH_MAX_DOCUMENT_BYTES",
     "XDG_DATA_HOME",
     "FRUGAL_SLM_PROVIDER",
     "FRUGAL_SLM_MODEL",

@@ -230,3 +230,15 @@ async def test_a_sync_task_is_refused_at_registration_or_runs(tmp_path):
         assert result.output == "hi"
     finally:
         _forget(name)
+
+
+def test_every_setting_is_watched():
+    """A variable the settings read but do not watch would be ignored once a snapshot exists."""
+    from flows.settings import WATCHED, BatchSettings, CacheSettings, LedgerSettings, LlmSettings, SlmSettings
+
+    for model in (CacheSettings, BatchSettings, SlmSettings, LlmSettings, LedgerSettings):
+        prefix = model.model_config["env_prefix"]
+        for name, info in model.model_fields.items():
+            aliases = getattr(info.validation_alias, "choices", None)
+            names = list(aliases) if aliases else [prefix + name]
+            assert any(str(n).upper() in WATCHED for n in names), f"{model.__name__}.{name}"

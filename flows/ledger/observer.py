@@ -101,6 +101,16 @@ class LedgerObserver:
             inner = await self._children_of(run.flow_run_id, cfg)
             await cost_artifact.publish(run.pipeline.spec.name, made + inner, failed=error is not None, per_model=bool(inner))
 
+    def take_children(self, flow_run_id: str) -> list[RunRecord]:
+        """The inner runs kept for `flow_run_id`, handed over (a chunk worker returns them to the flow's process)."""
+        return self._children.pop(flow_run_id, [])
+
+    def adopt_records(self, records: list[RunRecord]) -> None:
+        """Inner runs of a flow run that ran in another process (their entries are stored already)."""
+        for rec in records:
+            if rec.flow_run_id is not None:
+                self._adopt(rec)
+
     def _adopt(self, rec: RunRecord) -> None:
         assert rec.flow_run_id is not None
         children = self._children.get(rec.flow_run_id)

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/benchmarks/bench_batch.py [--n 10000] [--baseline-n 1000] [--concurrency 32]
         [--chunk-size 500] [--delay 0.02] [--redis redis://127.0.0.1:6379/15] [--prefect-api-url URL]
-        [--no-profile] [--skip orchestrated,naive] [--sharded-clients K]
+        [--workers 2] [--no-profile] [--skip orchestrated,naive] [--sharded-clients K]
 
 Not a test: it prints figures and asserts nothing. What it does, in one process:
 
@@ -14,14 +14,16 @@ Not a test: it prints figures and asserts nothing. What it does, in one process:
    it also measures what the project's HTTP client (httpx) gets out of it at that concurrency, with
    nothing else to do, which is the ceiling a batch can reach on this machine.
 3. Runs `nightly-summaries` on the documents, the prompt cache on Redis under a fresh prefix:
-   inline (`run_inline`) cold, then again (every document a cache hit); then orchestrated (the
-   `run_pipeline` Prefect flow, one task run per chunk) cold under another fresh prefix, then again.
+   inline (`run_inline`) cold in one process, then again (every document a cache hit); inline cold
+   again under a fresh prefix with FRUGAL_BATCH_WORKERS=--workers (this process and workers - 1
+   chunk workers, started during that run); then orchestrated (the `run_pipeline` Prefect flow, one
+   task run per chunk, with the same workers) cold under another fresh prefix, then again.
 4. Last (its threads and Prefect client state stay resident, raising later peaks), runs the
    baseline: a naive Prefect flow that `.map`s one task per document (each runs
    `summarise-document` inline for its document) over the first --baseline-n documents, all cached,
    with 32 threads, and extrapolates its per-item cost to N items.
-5. Prints, per run: wall time, items/s, wall time per item, CPU time per item, model calls, peak RSS
-   (each run's own high-water mark); the ratios against the targets; and where each run's CPU time
+5. Prints, per run: wall time, items/s, wall time per item, CPU time per item (the chunk workers'
+   included), model calls, peak RSS (each run's own high-water mark; the workers' apart); the ratios against the targets; and where each run's CPU time
    went (py-spy, sampling the process from outside; --no-profile to skip).
 6. With --sharded-clients K, before the baseline, an experiment: the cold inline run again with each model endpoint served
    by K HTTP clients in turn instead of one (tasks/clients.py keeps one), to show what the pool's
@@ -203,6 +205,41 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def worker_pids() -> list[int]:
+    """This process's chunk workers (FRUGAL_BATCH_WORKERS > 1)."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == me:
+                    if b"flows.chunk_workers" in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+    return found
+
+
+def workers_cpu_seconds() -> float:
+    """CPU time (user + system) the chunk workers have used so far."""
+    total = 0.0
+    for pid in worker_pids():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def workers_peak_rss_mb(reset: bool = False) -> float:
+    peak = 0.0
+    for pid in worker_pids():
+        with contextlib.suppress(OSError, ValueError):
+            if reset:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+                continue
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+    return peak
+
+
 def peer_stats(url: str) -> dict[str, Any]:
     import httpx
 
@@ -220,6 +257,7 @@ class Measured:
     cache: dict[str, int] = field(default_factory=dict)
     note: str = ""
     profile: Path | None = None
+    workers_peak_rss_mb: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -238,7 +276,9 @@ class Measured:
         return (
             f"{self.name:<34} {self.items:>6} items {self.seconds:8.2f} s {self.rate:8.0f} items/s "
             f"{self.ms_per_item:7.3f} ms/item  cpu {self.cpu_ms_per_item:6.3f} ms/item  "
-            f"model calls {self.model_calls:>6}  peak RSS {self.peak_rss_mb:5.0f} MB  cache: {cache}{self.note}"
+            f"model calls {self.model_calls:>6}  peak RSS {self.peak_rss_mb:5.0f} MB"
+            + (f" (each worker {self.workers_peak_rss_mb:.0f} MB)" if self.workers_peak_rss_mb else "")
+            + f"  cache: {cache}{self.note}"
         )
 
 
@@ -249,11 +289,13 @@ def measure(name: str, items: int, peer_url: str, out: list[Measured], profile: 
     with py_spy(profile):
         before = peer_stats(peer_url)["answered"]
         reset_peak_rss()
-        started, cpu = time.perf_counter(), time.process_time()
+        workers_peak_rss_mb(reset=True)
+        started, cpu, workers_cpu = time.perf_counter(), time.process_time(), workers_cpu_seconds()
         yield result
         result.seconds = time.perf_counter() - started
-        result.cpu_seconds = time.process_time() - cpu
+        result.cpu_seconds = time.process_time() - cpu + workers_cpu_seconds() - workers_cpu  # the workers' too
         result.peak_rss_mb = peak_rss_mb()
+        result.workers_peak_rss_mb = workers_peak_rss_mb()
         result.model_calls = peer_stats(peer_url)["answered"] - before
     out.append(result)
     print(result.line(), flush=True)
@@ -506,15 +548,23 @@ async def run_all(args: argparse.Namespace, docs: Path, work: Path, peer: str, p
 
     inline_inputs = batch_inputs(docs, work / "out-inline")
     os.environ["FRUGAL_CACHE_PREFIX"] = prefixes[0]
-    with measure("inline, cold", n, peer, results, profile("inline-cold")) as m:
+    os.environ["FRUGAL_BATCH_WORKERS"] = "1"
+    with measure("inline, cold, 1 process", n, peer, results, profile("inline-cold")) as m:
         m.cache = check((await run_inline("nightly-summaries", inline_inputs)).output, n, m.name)
     with measure("inline, all cached", n, peer, results, profile("inline-hit")) as m:
         m.cache = check((await run_inline("nightly-summaries", inline_inputs)).output, n, m.name)
+    processes = f"{args.workers} processes"
+    os.environ["FRUGAL_BATCH_WORKERS"] = str(args.workers)
+    if args.workers > 1:  # the workers start in this run: their start-up (~2 s) is part of it
+        os.environ["FRUGAL_CACHE_PREFIX"] = prefixes[3]
+        with measure(f"inline, cold, {processes}", n, peer, results, profile("inline-cold-workers")) as m:
+            out = (await run_inline("nightly-summaries", batch_inputs(docs, work / "out-workers"))).output
+            m.cache = check(out, n, m.name)
 
     if "orchestrated" not in skip:
         flow_inputs = batch_inputs(docs, work / "out-flow")
         os.environ["FRUGAL_CACHE_PREFIX"] = prefixes[1]
-        with measure("orchestrated (Prefect flow), cold", n, peer, results, profile("flow-cold")) as m:
+        with measure(f"orchestrated (Prefect flow), cold, {processes}", n, peer, results, profile("flow-cold")) as m:
             m.cache = check((await run_pipeline("nightly-summaries", flow_inputs))["output"], n, m.name)
         with measure("orchestrated, all cached", n, peer, results, profile("flow-hit")) as m:
             m.cache = check((await run_pipeline("nightly-summaries", flow_inputs))["output"], n, m.name)
@@ -578,6 +628,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000, help="documents")
     parser.add_argument("--baseline-n", type=int, default=1_000, help="documents through the naive .map (extrapolated to --n)")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="FRUGAL_BATCH_WORKERS for the multi-process cold runs")
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--delay", type=float, default=0.02, help="seconds the stand-in takes per answer")
     parser.add_argument("--ceiling-n", type=int, default=2_000, help="requests for the HTTP-client ceiling")
@@ -599,7 +650,7 @@ def main() -> None:
     docs = work / "docs"
     long_docs = make_documents(docs, args.n)
     run_tag = uuid.uuid4().hex[:8]
-    prefixes = [f"benchbatch{run_tag}i", f"benchbatch{run_tag}o", f"benchbatch{run_tag}s"]
+    prefixes = [f"benchbatch{run_tag}i", f"benchbatch{run_tag}o", f"benchbatch{run_tag}s", f"benchbatch{run_tag}w"]
     print(
         f"nightly-summaries on {args.n} documents ({args.n - long_docs} short -> small model, {long_docs} long -> large model), "
         f"concurrency {args.concurrency}, chunks of {args.chunk_size}, stand-in {args.delay * 1000:g} ms per answer, "
