@@ -23,8 +23,9 @@ Not a test: it prints figures and asserts nothing. What it does, in one process:
    `summarise-document` inline for its document) over the first --baseline-n documents, all cached,
    with 32 threads, and extrapolates its per-item cost to N items.
 5. Prints, per run: wall time, items/s, wall time per item, CPU time per item (the chunk workers'
-   included), model calls, peak RSS (each run's own high-water mark; the workers' apart); the ratios against the targets; and where each run's CPU time
-   went (py-spy, sampling the process from outside; --no-profile to skip).
+   included), model calls, peak RSS (each run's own high-water mark; the workers' apart); the
+   ratios against the targets; and where each run's CPU time went (py-spy, sampling the process
+   from outside; --no-profile to skip).
 6. With --sharded-clients K, before the baseline, an experiment: the cold inline run again with each model endpoint served
    by K HTTP clients in turn instead of one (tasks/clients.py keeps one), to show what the pool's
    per-request scan of its connections costs.
