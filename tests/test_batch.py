@@ -307,3 +307,27 @@ async def test_finished_chunks_come_back_from_prefect_results_even_with_the_prom
     # only the chunk holding the changed document runs again; with the prompt cache down, its
     # 4 documents are paid again (with a prompt cache, only the changed one would be)
     assert peer.count() == 12
+
+
+async def test_chunks_in_worker_processes_give_the_same_result(tmp_path, peer, monkeypatch):
+    from flows import chunk_workers
+
+    peer.responder = lambda protocol, body: SUMMARY
+    source = write_docs(tmp_path / "in", docs(24))
+    monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "4")
+    monkeypatch.setenv("FRUGAL_BATCH_WORKERS", "2")
+    out = tmp_path / "out"
+    first = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out)})
+    assert first.output["documents"] == 24 and first.output["ok"] == 24 and first.output["cache"] == {"miss": 24}
+    assert peer.count() == 24  # one model call per document, wherever its chunk ran
+    assert [r["id"] for r in index_rows(out)] == [f"doc{i:03d}" for i in range(24)]
+    assert all(SUMMARY in (out / f"doc{i:03d}.md").read_text() for i in range(24))
+    workers = chunk_workers._idle.get(asyncio.get_running_loop(), [])
+    assert workers and all(w.alive() for w in workers)  # a worker ran chunks and waits for more
+
+    for worker in workers:  # a worker that died: its next chunk runs here, nothing is lost
+        worker.proc.kill()
+        await worker.proc.wait()
+    again = await run_inline("nightly-summaries", {"source": str(source), "destination": str(tmp_path / "again")})
+    assert again.output["ok"] == 24 and again.output["cache"] == {"hit": 24}
+    assert peer.count() == 24
