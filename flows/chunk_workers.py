@@ -25,12 +25,14 @@ chunk runs again in the caller, where the items already answered are cache hits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import pickle
 import signal
+import subprocess
 import sys
-import weakref
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -82,61 +84,91 @@ class _Failure:
 
 
 class Worker:
-    """One worker process, talking length-prefixed pickles over its stdin and stdout."""
+    """One worker process, talking length-prefixed pickles over its stdin and stdout.
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
+    Plain pipes, read and written on a thread (one hop per chunk): a worker then
+    serves any event loop of this process, so a long-lived process (`frugal
+    serve`, a Prefect worker) starts its workers once.
+    """
 
-    @classmethod
-    async def start(cls) -> Worker:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "flows.chunk_workers",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.chunk_workers"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             cwd=str(PROJECT_DIR),
-            limit=2**20,
         )
-        return cls(proc)
 
-    async def run(self, job: ChunkJob) -> ChunkDone:
+    def run(self, job: ChunkJob) -> ChunkDone:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self.proc.stdin.write(len(data).to_bytes(8, "big") + data)
-            await self.proc.stdin.drain()
-            size = int.from_bytes(await self.proc.stdout.readexactly(8), "big")
-            answer = pickle.loads(await self.proc.stdout.readexactly(size))
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise WorkerFailed(f"worker process {self.proc.pid} ended ({self.proc.returncode})") from exc
+            self.proc.stdin.flush()
+            head = self.proc.stdout.read(8)
+            if len(head) < 8:
+                raise EOFError
+            body = self.proc.stdout.read(int.from_bytes(head, "big"))
+            answer = pickle.loads(body)
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            self.stop()
+            raise WorkerFailed(f"worker process {self.proc.pid} ended ({self.proc.poll()})") from exc
         if isinstance(answer, _Failure):
             raise WorkerFailed(answer.message)
         assert isinstance(answer, ChunkDone)
         return answer
 
     def alive(self) -> bool:
-        return self.proc.returncode is None
+        return self.proc.poll() is None
 
     def stop(self) -> None:
         if self.alive():
             self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
 
 
-#: idle workers per event loop (a subprocess's pipes belong to the loop that started it)
-_idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Worker]] = weakref.WeakKeyDictionary()
+_idle: list[Worker] = []
+_idle_lock = threading.Lock()
+_pid = os.getpid()
+
+
+def _take() -> Worker:
+    global _pid
+    with _idle_lock:
+        if _pid != os.getpid():  # a forked child does not own its parent's workers
+            _idle.clear()
+            _pid = os.getpid()
+        while _idle:
+            worker = _idle.pop()
+            if worker.alive():
+                return worker
+            worker.stop()
+    return Worker()
+
+
+def _give_back(worker: Worker) -> None:
+    with _idle_lock:
+        _idle.append(worker)
+
+
+def idle_workers() -> list[Worker]:
+    with _idle_lock:
+        return list(_idle)
 
 
 async def run_remote(job: ChunkJob) -> ChunkDone:
-    """Run `job` in an idle worker of this loop, or in a new one."""
-    idle = _idle.setdefault(asyncio.get_running_loop(), [])
-    worker = idle.pop() if idle else await Worker.start()
+    """Run `job` in an idle worker of this process, or in a new one."""
+    worker = await asyncio.to_thread(_take)
     try:
-        done = await worker.run(job)
+        done = await asyncio.to_thread(worker.run, job)
     except BaseException:
         worker.stop()  # cancelled or failed mid-chunk: its state is unknown
         raise
-    idle.append(worker)
+    _give_back(worker)
     return done
 
 

@@ -322,12 +322,12 @@ async def test_chunks_in_worker_processes_give_the_same_result(tmp_path, peer, m
     assert peer.count() == 24  # one model call per document, wherever its chunk ran
     assert [r["id"] for r in index_rows(out)] == [f"doc{i:03d}" for i in range(24)]
     assert all(SUMMARY in (out / f"doc{i:03d}.md").read_text() for i in range(24))
-    workers = chunk_workers._idle.get(asyncio.get_running_loop(), [])
+    workers = chunk_workers.idle_workers()
     assert workers and all(w.alive() for w in workers)  # a worker ran chunks and waits for more
 
     for worker in workers:  # a worker that died: its next chunk runs here, nothing is lost
         worker.proc.kill()
-        await worker.proc.wait()
+        worker.proc.wait()
     again = await run_inline("nightly-summaries", {"source": str(source), "destination": str(tmp_path / "again")})
     assert again.output["ok"] == 24 and again.output["cache"] == {"hit": 24}
     assert peer.count() == 24
