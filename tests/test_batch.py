@@ -224,15 +224,31 @@ async def test_redis_going_away_mid_run_loses_nothing(tmp_path, peer, monkeypatc
     assert peer.count() == 16
 
 
+def _processes_with(marker: str) -> list[int]:
+    """Processes whose environment holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 @pytest.mark.slow
-def test_a_killed_run_resumes_without_paying_again(tmp_path, peer):
-    """Kill a batch half-way; the next run re-sends nothing that was already answered."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_killed_run_resumes_without_paying_again(tmp_path, peer, workers):
+    """Kill a batch half-way; the next run re-sends nothing that was already answered, and the
+    killed run's chunk workers (FRUGAL_BATCH_WORKERS=2) died with it."""
     peer.responder = lambda protocol, body: SUMMARY
     peer.delay = 0.1
     source = write_docs(tmp_path / "in", docs(30))
     out = tmp_path / "out"
     env = {
         **os.environ,
+        "FRUGAL_BATCH_WORKERS": workers,
         "FRUGAL_BATCH_CONCURRENCY": "2",
         "FRUGAL_BATCH_CHUNK_SIZE": "4",
         "FRUGAL_CACHE_LEASE_SECONDS": "2",  # the killed run's in-flight leases expire quickly
@@ -254,6 +270,10 @@ def test_a_killed_run_resumes_without_paying_again(tmp_path, peer):
         time.sleep(0.02)
     first.kill()
     first.wait()
+    deadline = time.monotonic() + 5
+    while _processes_with(str(tmp_path / "prefect")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _processes_with(str(tmp_path / "prefect")), "a chunk worker outlived the killed run"
     answered = {p.stem for p in out.glob("*.md")}  # stored in the cache before their summary was written
     assert 0 < len(answered) < 30
     sent_before = [r.json["messages"][-1]["content"] for r in peer.requests]
