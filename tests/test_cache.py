@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,37 @@ async def test_redis_down_fails_open(monkeypatch, caplog):
     assert (kept.stored, kept.cache) == (False, "error")
     assert kept.answer is not None and kept.answer.text == "Paris"
     assert "answer not stored" in caplog.text
+
+
+async def test_redis_that_never_replies_is_a_miss_within_the_timeout(monkeypatch, caplog):
+    """A Redis that accepts connections and then says nothing (hung, or a black hole) costs a
+    request FRUGAL_CACHE_TIMEOUT, not forever; a cancelled request is still cancelled."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # keep the connection open, never answer
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("FRUGAL_CACHE_URL", f"redis://127.0.0.1:{port}/0")
+    monkeypatch.setenv("FRUGAL_CACHE_TIMEOUT", "0.3")
+    try:
+        for _ in range(2):  # a fresh connection, then one the pool dropped after the timeout
+            started = time.monotonic()
+            with caplog.at_level(logging.WARNING):
+                found = await lookup(LookupRequest(key=KEY))
+            assert (found.hit, found.cache) == (False, "error")
+            assert 0.25 < time.monotonic() - started < 1.5
+        assert "no reply within 0.3s" in caplog.text
+        pending = asyncio.ensure_future(lookup(LookupRequest(key=KEY)))
+        await asyncio.sleep(0.05)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
 
 
 async def test_redis_down_still_answers(peer, monkeypatch, caplog):
