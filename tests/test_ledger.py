@@ -3,6 +3,7 @@ every model call and every cache hit is one entry with exact cost, counterfactua
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import textwrap
@@ -384,3 +385,26 @@ def test_the_fast_serialisation_reads_back_as_the_same_entries():
         {"routing": D(0)},  # an unused answer at $0
         {"provider_cache": D("0.00324"), "model_choice": D("-0.0006065")},  # (1203 * 2.5 + 10) / 1e6 - 0.003624
     ]
+
+
+async def test_many_inline_hits_share_batches_and_none_is_lost(priced, redis_cache, monkeypatch):
+    """Inline runs join one open batch (no batch per run); the writer thread takes it while runs
+    keep coming, the request path prepares it every PREPARE_EVERY runs: every run is stored once."""
+    from flows.ledger import writer
+
+    monkeypatch.setattr(writer, "PREPARE_EVERY", 7)
+    monkeypatch.setattr(writer, "LINGER", 0.02)
+    from flows.ledger import observer
+
+    monkeypatch.setattr(observer, "PREPARE_EVERY", 7)
+    priced.responder = lambda protocol, body: "Paris."
+    await run_inline("answer", {"prompt": "Capital of France?"})  # the miss: one call entry
+    runs = 120
+    for i in range(runs):
+        await run_inline("answer", {"prompt": "Capital of France?"})
+        if i % 10 == 0:
+            await asyncio.sleep(0.03)  # the writer thread takes the open batch meanwhile
+    stored = entries()
+    hits = [e for e in stored if e.kind == "hit"]
+    assert len(hits) == runs and len({e.run_id for e in hits}) == runs
+    assert [e.kind for e in stored].count("call") == 1

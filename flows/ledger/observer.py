@@ -91,7 +91,7 @@ class LedgerObserver:
             self._adopt(rec)  # a batch item or a sub-pipeline: its flow run's cost table shows it
         if run.mode == "inline" and error is None:
             # stored within LINGER seconds; prepared here, PREPARE_EVERY runs at a time (see writer.py)
-            if rec.seen and WRITER.submit(Batch(cfg.target, cfg.reference, cfg.retention_days, record=rec)) >= PREPARE_EVERY:
+            if rec.seen and WRITER.submit_record(cfg.target, cfg.reference, cfg.retention_days, rec) >= PREPARE_EVERY:
                 WRITER.prepare_queued()
             return
         made = [settle(entry, cfg.reference) for entry in make_entries(rec)]

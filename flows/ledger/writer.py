@@ -1,7 +1,8 @@
 """The ledger's writer: entries reach their store off the request path, and are not lost.
 
-A run's entries are handed over when it ends. `submit` only appends them to a
-queue (about a microsecond: an inline cache hit must cost what Redis costs).
+A run's entries are handed over when it ends. An inline run's record joins the
+open batch (`submit_record`: one append, no batch of its own; an inline cache
+hit must cost what Redis costs); other runs `submit` a batch each.
 Making, settling (counterfactual and savings, see `flows.ledger.entry`) and
 serialising them (`Batch.prepare`, ~8 µs a run) is Python work that holds the
 GIL, so it is not done by the background thread while requests run: any thread
@@ -61,6 +62,8 @@ class Batch:
     entries: list[LedgerEntry] = field(default_factory=list)
     #: or the run's raw record, turned into entries by the thread (off the request path)
     record: RunRecord | None = None
+    #: or the raw records of many inline runs, gathered while the batch is open (`submit_record`)
+    records: list[RunRecord] | None = None
     settled: bool = False
     #: the entries as stored, once made (kept for a retry)
     rows: list[Row] | None = None
@@ -72,6 +75,8 @@ class Batch:
     def size(self) -> int:
         if self.rows is not None:
             return len(self.rows)
+        if self.records is not None:
+            return sum(len(rec.seen) for rec in self.records)
         return len(self.record.seen) if self.record is not None else len(self.entries)
 
     def prepare(self, wait: bool = True) -> None:
@@ -80,7 +85,9 @@ class Batch:
             return
         try:
             if self.rows is None:
-                if self.record is not None:
+                if self.records is not None:
+                    self.rows = [made for rec in self.records for made in rows(rec, self.reference)]
+                elif self.record is not None:
                     self.rows = rows(self.record, self.reference)
                 else:
                     if not self.settled:
@@ -99,6 +106,7 @@ class LedgerWriter:
         self._cond = threading.Condition()
         self._pending: deque[Batch] = deque()
         self._unprepared: list[Batch] = []  # queued by the request path, not prepared yet
+        self._open: Batch | None = None  # the batch `submit_record` adds runs to (queued already)
         self._failed: list[Batch] = []
         self._urgent = False
         self._busy = False
@@ -114,24 +122,42 @@ class LedgerWriter:
         """Queue a batch; it is written within about `LINGER` seconds. Returns how many queued runs
         are not prepared yet: at `PREPARE_EVERY`, the caller should `prepare_queued`."""
         with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="frugal-ledger-writer", daemon=True)
-                self._thread.start()
-            was_idle = not self._pending
-            batch.queued_at = time.monotonic()
-            self._pending.append(batch)
-            if batch.rows is None and batch.done is None:
-                self._unprepared.append(batch)
-            if batch.done is not None:
-                self._urgent = True
-            if was_idle or batch.done is not None:
-                self._cond.notify_all()
-            return len(self._unprepared)
+            return self._queue(batch)
+
+    def submit_record(self, target: Target, reference: Reference, retention_days: int, record: RunRecord) -> int:
+        """Queue one inline run's record into the open batch (no batch per run: this is the request
+        path of a cache hit). Returns how many runs the open batch holds: at `PREPARE_EVERY`, the
+        caller should `prepare_queued`, which closes it."""
+        with self._cond:
+            batch = self._open
+            if batch is None or batch.target is not target or batch.reference is not reference:
+                batch = self._open = Batch(target, reference, retention_days, records=[])
+                self._queue(batch)
+            assert batch.records is not None
+            batch.records.append(record)
+            return len(batch.records)
+
+    def _queue(self, batch: Batch) -> int:
+        """Queue `batch` (the caller holds `self._cond`); how many queued batches are not prepared yet."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="frugal-ledger-writer", daemon=True)
+            self._thread.start()
+        was_idle = not self._pending
+        batch.queued_at = time.monotonic()
+        self._pending.append(batch)
+        if batch.rows is None and batch.done is None:
+            self._unprepared.append(batch)
+        if batch.done is not None:
+            self._urgent = True
+        if was_idle or batch.done is not None:
+            self._cond.notify_all()
+        return len(self._unprepared)
 
     def prepare_queued(self) -> None:
         """Prepare the queued runs on the calling thread (the request path), so the writer thread only writes."""
         with self._cond:
             batches, self._unprepared = self._unprepared, []
+            self._open = None  # prepared below: later runs go to a new batch
         for batch in batches:
             try:
                 batch.prepare(wait=False)
@@ -176,6 +202,7 @@ class LedgerWriter:
         self._cond = threading.Condition()  # another thread may have held the old one at the fork
         self._pending.clear()
         self._unprepared = []
+        self._open = None
         self._failed.clear()
         self._thread = None
         self._busy = self._urgent = False
@@ -201,10 +228,13 @@ class LedgerWriter:
                     batches = [*self._failed, *(b for b in self._pending if id(b) not in staying)]
                     self._pending = deque(stay)
                     self._unprepared = [b for b in self._unprepared if id(b) in staying]
+                    if self._open is not None and id(self._open) not in staying:
+                        self._open = None  # taken: later runs go to a new batch
                 else:
                     batches = [*self._failed, *self._pending]
                     self._pending.clear()
                     self._unprepared = []
+                    self._open = None
                 self._failed.clear()
                 self._urgent = False
                 self._busy = True

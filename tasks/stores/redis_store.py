@@ -5,10 +5,12 @@ kept per loop (weakly, so a closed loop takes its clients with it). Timeouts
 are short and retries minimal: a cache that is down must cost a request
 milliseconds, not seconds.
 
-The timeout bounds each whole operation (`asyncio.timeout`) rather than being
-redis-py's `socket_timeout` (5 s by default since redis-py 6): that one wraps
-every write in `asyncio.wait_for`, which starts a task per command. A cancelled
-command makes redis-py drop its connection, so no reply is read out of turn.
+The timeout bounds each whole operation (`tasks.stores.deadlines`: one timer
+per loop for every call in flight) rather than being redis-py's
+`socket_timeout` (5 s by default since redis-py 6): that one wraps every write
+in `asyncio.wait_for`, which starts a task per command, and arms a timer per
+read. A cancelled command makes redis-py drop its connection, so no reply is
+read out of turn.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from flows.errors import CacheError
+from tasks.stores.deadlines import Deadlines
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float], RedisStore]] = weakref.WeakKeyDictionary()
 
@@ -40,6 +43,7 @@ class RedisStore:
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
+        self._deadlines = Deadlines(asyncio.get_running_loop(), timeout)
         self._client = aioredis.Redis.from_url(
             url,
             socket_connect_timeout=timeout,
@@ -50,8 +54,7 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         try:
-            async with asyncio.timeout(self.timeout):
-                value = await self._client.get(key)
+            value = await self._deadlines.bound(self._client.get(key))
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
         if value is None or isinstance(value, bytes):
@@ -61,30 +64,30 @@ class RedisStore:
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         """Store the value and release the key's lease, in one round trip."""
         try:
-            async with asyncio.timeout(self.timeout), self._client.pipeline(transaction=False) as pipe:
+            async with self._client.pipeline(transaction=False) as pipe:
                 pipe.set(key, value, ex=ttl)
                 pipe.delete(f"{key}:lease")
-                await pipe.execute()
+                await self._deadlines.bound(pipe.execute())
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
     async def claim(self, key: str, seconds: float) -> bool:
         """Take the lease on `key` unless someone holds it (SET NX PX)."""
         try:
-            async with asyncio.timeout(self.timeout):
-                return bool(await self._client.set(f"{key}:lease", b"1", nx=True, px=max(int(seconds * 1000), 1)))
+            return bool(
+                await self._deadlines.bound(self._client.set(f"{key}:lease", b"1", nx=True, px=max(int(seconds * 1000), 1)))
+            )
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
     async def release(self, key: str) -> None:
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._client.delete(f"{key}:lease")
+            await self._deadlines.bound(self._client.delete(f"{key}:lease"))
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
     def _unreachable(self, exc: Exception) -> CacheError:
-        reason = str(exc) or (f"no reply within {self.timeout:g}s" if isinstance(exc, TimeoutError) else type(exc).__name__)
+        reason = str(exc) or type(exc).__name__
         return CacheError(f"Redis at {_redact(self.url)} is unreachable: {reason}")
 
     async def aclose(self) -> None:
