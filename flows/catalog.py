@@ -17,6 +17,7 @@ from pathlib import Path
 
 from flows.compiler import Pipeline, load_pipeline_file
 from flows.errors import PipelineNotFound
+from flows.settings import env_value
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 _compiled: dict[Path, tuple[int, Pipeline]] = {}
@@ -52,19 +53,20 @@ def resolve(name_or_path: str) -> Path:
 
 
 _resolved: dict[tuple[str, str], Path] = {}
-#: the pipeline last loaded under a name, and until when it is served without a look at its file
-_recent: dict[tuple[str, str], tuple[float, Pipeline]] = {}
+#: the pipeline last loaded under a name (and FRUGAL_PIPELINES_DIR), and until when it is served without a look at its file
+_recent: dict[tuple[str, object], tuple[float, Pipeline]] = {}
+_DIR_VARIABLE = "FRUGAL_PIPELINES_DIR"
 
 
 def load(name_or_path: str) -> Pipeline:
     """The compiled pipeline, from cache unless its file changed (seen within RECHECK_SECONDS)."""
-    where = (name_or_path, os.environ.get("FRUGAL_PIPELINES_DIR", ""))
     now = time.monotonic()
-    recent = _recent.get(where)
+    recent = _recent.get((name_or_path, env_value(_DIR_VARIABLE)))
     if recent is not None and now < recent[0]:
         return recent[1]
-    pipeline = _load(where, name_or_path)
-    _recent[where] = (now + RECHECK_SECONDS, pipeline)
+    folder = os.environ.get(_DIR_VARIABLE, "")
+    pipeline = _load((name_or_path, folder), name_or_path)
+    _recent[(name_or_path, env_value(_DIR_VARIABLE))] = (now + RECHECK_SECONDS, pipeline)
     return pipeline
 
 

@@ -205,6 +205,15 @@ _snapshot: tuple[tuple[object, ...], Settings] | None = None
 _WATCHED_KEYS: tuple[object, ...] = tuple(os.fsencode(k) for k in WATCHED) if os.name == "posix" else WATCHED
 
 
+def env_value(name: str) -> object:
+    """The raw value of an environment variable, or None: cheaper than os.environ.get (no decoding);
+    for comparisons, not for use."""
+    data = getattr(os.environ, "_data", None)
+    if data is not None and os.name == "posix":
+        return data.get(os.fsencode(name))
+    return os.environ.get(name)
+
+
 def _fingerprint() -> tuple[object, ...]:
     # os.environ[k] encodes and decodes on every access (~1 µs each); its backing
     # mapping answers the same question without that, which matters on a cache hit.

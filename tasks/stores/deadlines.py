@@ -32,7 +32,7 @@ class Deadlines:
 
     async def bound(self, call: Awaitable[T]) -> T:
         """Await `call`, or raise TimeoutError when it outlives the deadline."""
-        task = asyncio.current_task()
+        task = asyncio.current_task(self.loop)  # the loop given: no look-up of the running loop (a getpid in 3.11)
         if task is None:  # not in a task (cannot be cancelled): unbounded
             return await call
         due = self._due
