@@ -123,4 +123,4 @@ def sha256_of(value: Any) -> str:
 
 def drop_none(params: dict[str, Any]) -> dict[str, Any]:
     """Parameters left unset do not change the output, so they do not change the key."""
-    return {k: v for k, v in sorted(params.items()) if v is not None}
+    return {k: v for k, v in params.items() if v is not None}  # no need to sort: the canonical text does

@@ -48,7 +48,7 @@ def request_key(request: HashRequest) -> str:
         "k": KEY_SCHEMA,
         "namespace": request.namespace,
         "tier": request.tier,
-        "models": dict(sorted(request.models.items())),
+        "models": request.models,  # the canonical text sorts keys
         "messages": build_messages(request.system, request.prompt, request.messages),
         "params": drop_none(request.params),
         "pipeline": request.pipeline,

@@ -54,7 +54,7 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value = await self._deadlines.bound(self._client.get(key))
+            value = await self._deadlines.bound(self._client.execute_command("GET", key))  # `get` adds a wrapper
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
         if value is None or isinstance(value, bytes):
