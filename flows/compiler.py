@@ -64,6 +64,11 @@ class Pipeline:
         return self.spec.name
 
     @cached_property
+    def identity(self) -> dict[str, str]:
+        """What templates read as ``pipeline``: its name and version (shared by its runs, read-only)."""
+        return {"name": self.spec.name, "version": self.spec.version}
+
+    @cached_property
     def batched(self) -> bool:
         """True when a node has for_each: such runs keep spool files until they end."""
         return any(n.for_each is not None for n in self.nodes.values())

@@ -148,73 +148,64 @@ async def run_batch_node(
 async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Runner, run: RunInfo | None = None) -> RunResult:
     """Validate the inputs, run every node in order, evaluate the output.
 
-    Observers (`flows.observers`) hear of every finished node and of the end of the run.
+    Observers (`flows.observers`) hear of the end of the run (and, if they ask, of every node).
+    The run and its steps see one snapshot of the settings (`pin_settings`).
     """
     started = time.perf_counter()
     pinned = pin_settings()
     try:
-        return await _execute(pipeline, inputs, runner, run, started)
-    finally:
-        unpin_settings(pinned)
-
-
-async def _execute(
-    pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Runner, run: RunInfo | None, started: float
-) -> RunResult:
-    values = pipeline.validate_inputs(inputs)
-    if run is None:
-        run = RunInfo(pipeline=pipeline, mode=runner.mode, inputs=values)
-    run.inputs = values
-    batched = pipeline.batched
-    # a batch spools to a folder named after the run; other runs need no id (uuid4 is a system call)
-    run_id = (run.flow_run_id or uuid.uuid4().hex) if batched else ""
-    context: dict[str, Any] = {
-        "inputs": values,
-        "settings": public_settings(),
-        "pipeline": {"name": pipeline.spec.name, "version": pipeline.spec.version},
-    }
-    reports: dict[str, NodeReport] = {}
-    watching = observers_for(runner.mode)
-    node_watchers = node_observers_for(runner.mode)
-    run.values, run.reports = context, reports  # what observers read at the end (or at a failure)
-    try:
-        for level in pipeline.levels:
-            if len(level) == 1:
-                node = pipeline.nodes[level[0]]
-                report = skipped(node, context)  # no coroutine for a skipped node: a cache hit skips four
-                if report is None:
-                    done = [await run_node(node, context, runner, run_id)]
-                else:
-                    if runner.shows_skips:
-                        await runner.skip(node, node.skip_reason)
-                    done = [(None, report)]
-            else:
-                done = list(await asyncio.gather(*(step_or_skip(pipeline.nodes[n], context, runner, run_id) for n in level)))
-            for node_id, (value, report) in zip(level, done, strict=True):
-                context[node_id] = value
-                reports[node_id] = report
-                if node_watchers:
-                    notify_node(run, node_id, value, report, node_watchers)
+        values = pipeline.validate_inputs(inputs)
+        context: dict[str, Any] = {"inputs": values, "settings": public_settings(), "pipeline": pipeline.identity}
+        reports: dict[str, NodeReport] = {}
+        if run is None:
+            run = RunInfo(pipeline=pipeline, mode=runner.mode, inputs=values, values=context, reports=reports)
+        else:
+            run.inputs, run.values, run.reports = values, context, reports  # what observers read at the end
+        batched = pipeline.batched
+        # a batch spools to a folder named after the run; other runs need no id (uuid4 is a system call)
+        run_id = (run.flow_run_id or uuid.uuid4().hex) if batched else ""
+        watching = observers_for(runner.mode)
+        node_watchers = node_observers_for(runner.mode)
         try:
-            output = evaluate(pipeline.output, context)
-        except TemplateProblem as exc:
-            raise StepError("output", str(exc)) from exc
-        result = RunResult(
-            pipeline=pipeline.spec.name,
-            version=pipeline.spec.version,
-            mode=runner.mode,
-            output=output,
-            nodes={n: reports[n] for n in pipeline.spec.nodes if n in reports},
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        )
-    except BaseException as exc:
+            for level in pipeline.levels:
+                if len(level) == 1:
+                    node = pipeline.nodes[level[0]]
+                    report = skipped(node, context)  # no coroutine for a skipped node: a cache hit skips four
+                    if report is None:
+                        done = [await run_node(node, context, runner, run_id)]
+                    else:
+                        if runner.shows_skips:
+                            await runner.skip(node, node.skip_reason)
+                        done = [(None, report)]
+                else:
+                    done = list(await asyncio.gather(*(step_or_skip(pipeline.nodes[n], context, runner, run_id) for n in level)))
+                for node_id, (value, report) in zip(level, done, strict=True):
+                    context[node_id] = value
+                    reports[node_id] = report
+                    if node_watchers:
+                        notify_node(run, node_id, value, report, node_watchers)
+            try:
+                output = evaluate(pipeline.output, context)
+            except TemplateProblem as exc:
+                raise StepError("output", str(exc)) from exc
+            result = RunResult(
+                pipeline=pipeline.spec.name,
+                version=pipeline.spec.version,
+                mode=runner.mode,
+                output=output,
+                nodes={n: reports[n] for n in pipeline.spec.nodes if n in reports},
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        except BaseException as exc:
+            if batched:
+                remove_run_directory(run_id)
+            if watching:
+                await notify_run(run, None, exc, watching)
+            raise
         if batched:
             remove_run_directory(run_id)
         if watching:
-            await notify_run(run, None, exc, watching)
-        raise
-    if batched:
-        remove_run_directory(run_id)
-    if watching:
-        await notify_run(run, result, None, watching)
-    return result
+            await notify_run(run, result, None, watching)
+        return result
+    finally:
+        unpin_settings(pinned)
