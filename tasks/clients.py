@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import httpx
 import ollama
+
+from tasks.loops import for_loop
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -25,11 +26,9 @@ C = TypeVar("C")
 #: clients per configuration and loop, handed out in turn: httpcore scans its whole pool on every
 #: request, so one client with many connections costs ~2.5 ms of CPU per call; 8 smaller ones ~0.7 ms
 RING = 8
-_http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Ring[httpx.AsyncClient]]] = weakref.WeakKeyDictionary()
-_ollama: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float], _Ring[ollama.AsyncClient]]] = (
-    weakref.WeakKeyDictionary()
-)
-_inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]] = weakref.WeakKeyDictionary()
+_http: dict[asyncio.AbstractEventLoop, dict[float, _Ring[httpx.AsyncClient]]] = {}
+_ollama: dict[asyncio.AbstractEventLoop, dict[tuple[str, float], _Ring[ollama.AsyncClient]]] = {}
+_inflight: dict[asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]] = {}
 
 #: 256 connections in all per configuration: enough for the batch concurrency a provider allows
 HTTP_LIMITS = httpx.Limits(max_connections=256 // RING, max_keepalive_connections=64 // RING)
@@ -45,7 +44,7 @@ class _Ring(Generic[C]):
 
 
 def http_client(timeout: float) -> httpx.AsyncClient:
-    per_loop = _http.setdefault(asyncio.get_running_loop(), {})
+    per_loop = for_loop(_http, asyncio.get_running_loop(), dict)
     ring = per_loop.get(timeout)
     if ring is None or ring.clients[0].is_closed:
         ring = per_loop[timeout] = _Ring(lambda: httpx.AsyncClient(timeout=timeout, limits=HTTP_LIMITS))
@@ -53,7 +52,7 @@ def http_client(timeout: float) -> httpx.AsyncClient:
 
 
 def ollama_client(host: str, timeout: float) -> ollama.AsyncClient:
-    per_loop = _ollama.setdefault(asyncio.get_running_loop(), {})
+    per_loop = for_loop(_ollama, asyncio.get_running_loop(), dict)
     ring = per_loop.get((host, timeout))
     if ring is None:
         ring = per_loop[(host, timeout)] = _Ring(lambda: ollama.AsyncClient(host=host, timeout=timeout, limits=HTTP_LIMITS))
@@ -78,9 +77,7 @@ async def single_flight(key: str, call: Callable[[], Awaitable[T]], copy: Callab
     (when given), so no two callers share one mutable answer.
     """
     loop = asyncio.get_running_loop()
-    inflight = _inflight.get(loop)
-    if inflight is None:
-        inflight = _inflight[loop] = {}
+    inflight = for_loop(_inflight, loop, dict)
     pending = inflight.get(key)
     if pending is not None:
         shared = await asyncio.shield(pending)

@@ -8,6 +8,9 @@ import logging
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ from tasks.adapters.base import Usage
 from tasks.cache import LookupRequest, StoreRequest, cache_key, lookup, store
 from tasks.records import CACHE_VALUE_VERSION, ModelAnswer
 from tests.conftest import API_KEY
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 KEY = "ab" * 32
 
@@ -254,3 +259,32 @@ async def test_unknown_cache_url_is_a_config_error(monkeypatch):
         await lookup(LookupRequest(key=KEY))
     with pytest.raises(ConfigError, match="FRUGAL_CACHE_URL"):
         await store(StoreRequest(key=KEY, answer=answer()))
+
+
+def test_clients_of_closed_event_loops_are_let_go(redis_cache):
+    """Many short event loops (a sync flow's tasks, a naive .map) must not keep their loops,
+    sockets and clients: each client refers to its loop, so a weak mapping alone would. In a
+    process of its own: pytest's record of ResourceWarnings would keep the sockets alive."""
+    script = textwrap.dedent(
+        """
+        import asyncio, gc, os
+        from tasks.cache import LookupRequest, lookup
+        from tasks.clients import http_client, ollama_client
+
+        async def one(n):
+            await lookup(LookupRequest(key=f"let-go-{n}"))  # a miss that claims its own lease
+            http_client(5.0)
+            ollama_client("http://127.0.0.1:9", 5.0)
+
+        for n in range(30):
+            asyncio.run(one(n))
+        gc.collect()
+        loops = sum(isinstance(o, asyncio.AbstractEventLoop) for o in gc.get_objects())
+        print(loops, len(os.listdir("/proc/self/fd")))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loops, fds = map(int, done.stdout.split())
+    assert loops <= 1  # the last loop's clients are kept until another loop comes
+    assert fds < 20

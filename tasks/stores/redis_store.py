@@ -1,7 +1,7 @@
 """Redis backend: one pooled asyncio client per URL and event loop.
 
 redis-py's asyncio clients belong to the loop that created them, so clients are
-kept per loop (weakly, so a closed loop takes its clients with it). Timeouts
+kept per loop, and let go when their loop is closed (`tasks.loops`). Timeouts
 are short and retries minimal: a cache that is down must cost a request
 milliseconds, not seconds.
 
@@ -16,7 +16,6 @@ read out of turn.
 from __future__ import annotations
 
 import asyncio
-import weakref
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -24,9 +23,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from flows.errors import CacheError
+from tasks.loops import for_loop
 from tasks.stores.deadlines import Deadlines
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float], RedisStore]] = weakref.WeakKeyDictionary()
+_clients: dict[asyncio.AbstractEventLoop, dict[tuple[str, float], RedisStore]] = {}
 
 
 def _redact(url: str) -> str:
@@ -96,9 +96,7 @@ class RedisStore:
 
 def redis_store(url: str, timeout: float) -> RedisStore:
     loop = asyncio.get_running_loop()
-    per_loop = _clients.get(loop)
-    if per_loop is None:
-        per_loop = _clients[loop] = {}
+    per_loop = for_loop(_clients, loop, dict)
     store = per_loop.get((url, timeout))
     if store is None:
         store = per_loop[(url, timeout)] = RedisStore(url, timeout)

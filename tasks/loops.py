@@ -1,0 +1,26 @@
+"""Things kept per event loop, and let go when their loop is closed.
+
+Clients of redis-py, httpx and ollama belong to the loop that made them, so they
+are kept per loop. A weak mapping alone does not let them go: each client's
+connections refer to their loop, so the loop never becomes garbage. A process
+that runs many short loops (Prefect runs a task of a sync flow, or of a naive
+`.map`, on a loop of its own) would keep every loop, its sockets and its
+clients. So a new loop's entry first drops the entries of loops already closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+V = TypeVar("V")
+
+
+def for_loop(per_loop: dict[asyncio.AbstractEventLoop, V], loop: asyncio.AbstractEventLoop, make: type[V]) -> V:
+    """`per_loop[loop]`, made with `make()` if missing (and then the closed loops' entries dropped)."""
+    found = per_loop.get(loop)
+    if found is None:
+        for closed in [other for other in per_loop if other.is_closed()]:
+            del per_loop[closed]
+        found = per_loop[loop] = make()
+    return found
