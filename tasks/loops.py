@@ -11,16 +11,19 @@ clients. So a new loop's entry first drops the entries of loops already closed.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import TypeVar
 
 V = TypeVar("V")
+_lock = threading.Lock()
 
 
 def for_loop(per_loop: dict[asyncio.AbstractEventLoop, V], loop: asyncio.AbstractEventLoop, make: type[V]) -> V:
     """`per_loop[loop]`, made with `make()` if missing (and then the closed loops' entries dropped)."""
     found = per_loop.get(loop)
     if found is None:
-        for closed in [other for other in per_loop if other.is_closed()]:
-            del per_loop[closed]
-        found = per_loop[loop] = make()
+        with _lock:  # loops of other threads (a thread pool's tasks) come and go at the same time
+            for closed in [other for other in list(per_loop) if other.is_closed()]:
+                per_loop.pop(closed, None)
+            found = per_loop.setdefault(loop, make())
     return found

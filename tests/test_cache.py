@@ -288,3 +288,16 @@ def test_clients_of_closed_event_loops_are_let_go(redis_cache):
     loops, fds = map(int, done.stdout.split())
     assert loops <= 1  # the last loop's clients are kept until another loop comes
     assert fds < 20
+
+
+def test_event_loops_of_many_threads_at_once(redis_cache, monkeypatch):
+    """A thread pool's tasks (Prefect's naive .map) each run a loop of their own, at the same time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("FRUGAL_CACHE_TIMEOUT", "10")  # 32 threads fight for the GIL: no time-outs here
+
+    def one(n: int) -> str:
+        return asyncio.run(lookup(LookupRequest(key=f"threads-{n}"))).cache
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        assert set(pool.map(one, range(1500))) == {"miss"}
