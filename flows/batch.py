@@ -181,7 +181,9 @@ class Remote:
         from flows.ledger.observer import LEDGER
         from flows.ledger.record import enclosing_flow_run
 
-        job = ChunkJob(self.node.file, self.node.id, self.context, chunk, self.share, caller_env(), enclosing_flow_run())
+        job = ChunkJob(
+            self.node.file, self.node.id, self.context, chunk, self.share, caller_env(), enclosing_flow_run(), os.getcwd()
+        )
         self.free -= 1
         try:
             done = await run_remote(job)

@@ -9,8 +9,8 @@ kept for later batches of the same event loop.
 A chunk sent to a worker travels as plain data (`ChunkJob`, pickled over the
 worker's stdin): the pipeline file, the node id, the run's context (JSON), the
 chunk's items, the `FRUGAL_*` and provider variables of the caller's
-environment, and the flow run the items belong to. The worker runs the items
-exactly as the caller would (`run_item`, bounded by its share of the
+environment, its working directory, and the flow run the items belong to.
+The worker runs the items exactly as the caller would (`run_item`, bounded by its share of the
 concurrency), stores their cost-ledger entries before answering, and returns
 the item records with the ledger records of the items (the caller's cost table
 counts them). Identical requests in two processes share one model call through
@@ -57,6 +57,8 @@ class ChunkJob:
     concurrency: int
     env: dict[str, str]
     flow_run: tuple[str | None, str | None]
+    #: the caller's working directory: relative paths (a destination, a source) mean the same there
+    cwd: str = "."
 
 
 @dataclass
@@ -92,11 +94,12 @@ class Worker:
     """
 
     def __init__(self) -> None:
+        path = os.environ.get("PYTHONPATH")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flows.chunk_workers"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            cwd=str(PROJECT_DIR),
+            env={**os.environ, "PYTHONPATH": PROJECT_DIR + (os.pathsep + path if path else "")},
         )
 
     def run(self, job: ChunkJob) -> ChunkDone:
@@ -223,6 +226,7 @@ def main() -> None:
             return
         job = pickle.loads(source.read(int.from_bytes(head, "big")))
         _use_env(job.env)
+        os.chdir(job.cwd)
         answer: ChunkDone | _Failure
         try:
             answer = loop.run_until_complete(_run(job))

@@ -336,8 +336,9 @@ async def test_chunks_in_worker_processes_give_the_same_result(tmp_path, peer, m
     source = write_docs(tmp_path / "in", docs(24))
     monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "4")
     monkeypatch.setenv("FRUGAL_BATCH_WORKERS", "2")
+    monkeypatch.chdir(tmp_path)  # a relative destination means the same in the workers
     out = tmp_path / "out"
-    first = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out)})
+    first = await run_inline("nightly-summaries", {"source": str(source), "destination": "out"})
     assert first.output["documents"] == 24 and first.output["ok"] == 24 and first.output["cache"] == {"miss": 24}
     assert peer.count() == 24  # one model call per document, wherever its chunk ran
     assert [r["id"] for r in index_rows(out)] == [f"doc{i:03d}" for i in range(24)]
