@@ -68,9 +68,15 @@ class ChunkDone:
     ledger: list[RunRecord]
 
 
+_WATCHED = frozenset(WATCHED)
+
+
+def _passed(name: str) -> bool:
+    return name in _WATCHED or name.startswith(PASSED_PREFIXES)
+
+
 def caller_env() -> dict[str, str]:
-    names = set(WATCHED)
-    return {k: v for k, v in os.environ.items() if k in names or k.startswith(PASSED_PREFIXES)}
+    return {k: v for k, v in os.environ.items() if _passed(k)}
 
 
 # -- the caller's side -------------------------------------------------------------------------
@@ -188,7 +194,7 @@ def _die_with_parent() -> None:
 
 
 def _use_env(env: dict[str, str]) -> None:
-    for name in [k for k in os.environ if (k in WATCHED or k.startswith(PASSED_PREFIXES)) and k not in env]:
+    for name in [k for k in os.environ if _passed(k) and k not in env]:
         del os.environ[name]
     os.environ.update(env)
 

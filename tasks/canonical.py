@@ -26,8 +26,9 @@ KEY_SCHEMA = 1
 _INT64 = 2**63
 
 
-class _NotPlain(Exception):
-    """The value has a non-string key: the standard library writes it."""
+class NotPlain(ValueError):
+    """A value that `plain` cannot make plain for orjson (a key that is not a string): the
+    standard library writes it."""
 
 
 def _float(value: float) -> Any:
@@ -51,7 +52,7 @@ def _plain(value: Any) -> Any:
         out = {}
         for k, v in value.items():
             if type(k) is not str:
-                raise _NotPlain
+                raise NotPlain(f"a key that is not a string: {k!r}")
             out[k] = _plain(v)
         return out
     if kind is list or kind is tuple:
@@ -81,16 +82,9 @@ def _stdlib_plain(value: Any) -> Any:
     return value
 
 
-class NotPlain(ValueError):
-    """A value that `plain` cannot make plain for orjson (a key that is not a string)."""
-
-
 def plain(value: Any) -> Any:
     """`value` as the canonical text writes it (see `sha256_of_plain`); raises NotPlain for non-string keys."""
-    try:
-        return _plain(value)
-    except _NotPlain:
-        raise NotPlain("a key that is not a string") from None
+    return _plain(value)
 
 
 def sha256_of_plain(value: Any) -> str:
@@ -104,7 +98,7 @@ def canonical_bytes(value: Any) -> bytes:
     """The canonical JSON of `value`, UTF-8 encoded."""
     try:
         return orjson.dumps(_plain(value), option=orjson.OPT_SORT_KEYS)
-    except _NotPlain:
+    except NotPlain:
         return canonical_json_stdlib(value).encode("utf-8")
 
 

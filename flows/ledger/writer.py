@@ -60,9 +60,8 @@ class Batch:
     reference: Reference
     retention_days: int
     entries: list[LedgerEntry] = field(default_factory=list)
-    #: or the run's raw record, turned into entries by the thread (off the request path)
-    record: RunRecord | None = None
-    #: or the raw records of many inline runs, gathered while the batch is open (`submit_record`)
+    #: or the raw records of inline runs, gathered while the batch is open (`submit_record`), made
+    #: into entries later (off the request path)
     records: list[RunRecord] | None = None
     settled: bool = False
     #: the entries as stored, once made (kept for a retry)
@@ -77,7 +76,7 @@ class Batch:
             return len(self.rows)
         if self.records is not None:
             return sum(len(rec.seen) for rec in self.records)
-        return len(self.record.seen) if self.record is not None else len(self.entries)
+        return len(self.entries)
 
     def prepare(self, wait: bool = True) -> None:
         """Make, settle and serialise the entries, once (`wait=False`: unless another thread is at it)."""
@@ -87,8 +86,6 @@ class Batch:
             if self.rows is None:
                 if self.records is not None:
                     self.rows = [made for rec in self.records for made in rows(rec, self.reference)]
-                elif self.record is not None:
-                    self.rows = rows(self.record, self.reference)
                 else:
                     if not self.settled:
                         for entry in self.entries:
