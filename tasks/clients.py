@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 import ollama
 
+from tasks.adapters.http_transport import lean_mounts
 from tasks.loops import for_loop
 
 T = TypeVar("T")
@@ -47,7 +48,7 @@ def http_client(timeout: float) -> httpx.AsyncClient:
     per_loop = for_loop(_http, asyncio.get_running_loop(), dict)
     ring = per_loop.get(timeout)
     if ring is None or ring.clients[0].is_closed:
-        ring = per_loop[timeout] = _Ring(lambda: httpx.AsyncClient(timeout=timeout, limits=HTTP_LIMITS))
+        ring = per_loop[timeout] = _Ring(lambda: httpx.AsyncClient(timeout=timeout, limits=HTTP_LIMITS, mounts=lean_mounts(HTTP_LIMITS)))
     return ring.next()
 
 
@@ -55,7 +56,8 @@ def ollama_client(host: str, timeout: float) -> ollama.AsyncClient:
     per_loop = for_loop(_ollama, asyncio.get_running_loop(), dict)
     ring = per_loop.get((host, timeout))
     if ring is None:
-        ring = per_loop[(host, timeout)] = _Ring(lambda: ollama.AsyncClient(host=host, timeout=timeout, limits=HTTP_LIMITS))
+        ring = per_loop[(host, timeout)] = _Ring(lambda: ollama.AsyncClient(host=host, timeout=timeout, limits=HTTP_LIMITS, mounts=lean_mounts(HTTP_LIMITS))
+        )
     return ring.next()
 
 
