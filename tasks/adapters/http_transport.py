@@ -23,12 +23,14 @@ import asyncio
 import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator
+
 import httptools
 import httpx
 
 __all__ = ["LeanTransport", "lean_mounts"]
 
 Origin = tuple[str, int]
+_DEFAULT_LIMITS = httpx.Limits()
 
 
 def lean_mounts(limits: httpx.Limits) -> dict[str, httpx.AsyncBaseTransport]:
@@ -195,8 +197,12 @@ class _Pool:
             try:
                 async with asyncio.timeout(timeout):
                     await waiter
-            except TimeoutError:
-                raise httpx.PoolTimeout("no connection to the server came free in time") from None
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_next()  # woken for a free slot, yet leaving (cancelled, timed out): the next one gets it
+                if isinstance(exc, TimeoutError):
+                    raise httpx.PoolTimeout("no connection to the server came free in time") from None
+                raise
             finally:
                 if waiter in self.waiters:
                     self.waiters.remove(waiter)
@@ -210,11 +216,14 @@ class _Pool:
             else:
                 self.idle.append(connection)
         self.open -= 1
+        self._wake_next()
+
+    def _wake_next(self) -> None:
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                break
+                return
 
     def take_idle(self) -> _Connection | None:
         while self.idle:
@@ -257,7 +266,7 @@ class _Body(httpx.AsyncByteStream):
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over asyncio for `http://` URLs; everything else goes to httpx's own transport."""
 
-    def __init__(self, limits: httpx.Limits = httpx.Limits()) -> None:
+    def __init__(self, limits: httpx.Limits = _DEFAULT_LIMITS) -> None:
         self._limit = limits.max_connections
         self._keep = limits.max_keepalive_connections if limits.max_keepalive_connections is not None else 1 << 30
         self._pools: dict[Origin, _Pool] = {}
@@ -301,6 +310,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except BaseException:
             pool.release(connection)
             raise
+        assert connection is not None  # the loop above ends with a connection's answer, or raises
         return httpx.Response(
             connection.status,
             headers=connection.headers,
