@@ -202,6 +202,23 @@ async def test_official_openai_client_chats_through_it(peer: ModelPeer) -> None:
         await client.close()
 
 
+def test_it_runs_on_uvloop_too(peer: ModelPeer) -> None:
+    """uvloop calls connection_made later than asyncio does, with transports of its own classes."""
+    import uvloop
+
+    peer.responder = lambda protocol, body: "on uvloop"
+
+    async def chat() -> list[str | None]:
+        client = ollama.AsyncClient(host=os.environ["OLLAMA_HOST"], mounts=lean_mounts(httpx.Limits(max_connections=2)))
+        try:
+            messages = [{"role": "user", "content": "which loop?"}]
+            return [(await client.chat(model="llama3.2:1b", messages=messages)).message.content for _ in range(3)]
+        finally:
+            await client._client.aclose()
+
+    assert uvloop.run(chat()) == ["on uvloop"] * 3
+
+
 # -- keep-alive ----------------------------------------------------------------------------------
 
 

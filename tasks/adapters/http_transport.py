@@ -23,6 +23,7 @@ import asyncio
 import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import cast
 
 import httptools
 import httpx
@@ -64,8 +65,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -353,9 +353,10 @@ async def _connect(origin: Origin, timeout: float | None) -> _Connection:
     host, port = origin
     try:
         async with asyncio.timeout(timeout):
-            _, protocol = await loop.create_connection(lambda: _Connection(loop), host, port)
+            transport, protocol = await loop.create_connection(lambda: _Connection(loop), host, port)
     except TimeoutError:
         raise httpx.ConnectTimeout(f"no connection to {host}:{port} in time") from None
     except OSError as exc:
         raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
-    return protocol  # asyncio sets TCP_NODELAY on TCP connections itself
+    protocol.transport = transport  # uvloop may call connection_made only after this returns
+    return protocol  # asyncio and uvloop set TCP_NODELAY on TCP connections themselves
