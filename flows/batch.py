@@ -21,7 +21,6 @@ import itertools
 import json
 import logging
 import os
-import pickle
 import shutil
 import time
 import uuid
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from flows.errors import StepError
 from flows.settings import get_settings
 from flows.sources import count_items, iter_items
+from flows.spread import Spread
 from flows.templates import TemplateProblem, evaluate
 from tasks.canonical import sha256_of
 
@@ -166,40 +166,6 @@ def chunk_key(node: Node, context: dict[str, Any], chunk: list[tuple[int, Any]])
         return None
 
 
-class Remote:
-    """Sends chunks to the worker processes while one is free (see `flows.chunk_workers`)."""
-
-    def __init__(self, node: Node, context: dict[str, Any], workers: int, share: int) -> None:
-        self.node, self.context, self.share = node, context, share
-        self.workers = workers - 1
-        self.free = self.workers
-
-    async def run(self, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]] | None:
-        if self.workers <= 0 or self.free <= 0:
-            return None
-        from flows.chunk_workers import ChunkJob, WorkerFailed, caller_env, run_remote
-        from flows.ledger.observer import LEDGER
-        from flows.ledger.record import enclosing_flow_run
-
-        job = ChunkJob(
-            self.node.file, self.node.id, self.context, chunk, self.share, caller_env(), enclosing_flow_run(), os.getcwd()
-        )
-        self.free -= 1
-        try:
-            done = await run_remote(job)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # the run's data cannot travel: here, from now on
-            log.warning("for_each %s: chunks run in this process only (%s: %s)", self.node.id, type(exc).__name__, exc)
-            self.workers = 0
-            return None
-        except (WorkerFailed, OSError) as exc:  # the chunk runs here; items answered already are cache hits
-            log.warning("for_each %s: a worker process failed, its chunk runs here: %s", self.node.id, exc)
-            return None
-        finally:
-            self.free += 1
-        LEDGER.adopt_records(done.ledger)
-        return done.records
-
-
 async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id: str) -> Any:
     """Run a `for_each:` node; returns its summary (or the item outputs, for a list source)."""
     pipeline = str(context["pipeline"]["name"])
@@ -219,7 +185,7 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     workers = settings.workers if not in_memory and node.file.endswith((".yaml", ".yml")) else 1
     share = -(-concurrency // workers)
     semaphore = asyncio.Semaphore(share)
-    remote = Remote(node, context, workers, share)
+    spread = Spread(node, context, workers, share)
     chunks_in_flight = max(settings.chunks_in_flight, workers + 1)
     outputs: dict[int, Any] = {}
     if not in_memory:
@@ -228,15 +194,12 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     tally = Tally()
     started = time.perf_counter()
 
-    async def limited(item: Any, index: int) -> dict[str, Any]:
-        async with semaphore:
-            return await run_item(node, context, item, index)
+    async def run_one(indexed_item: tuple[int, Any]) -> dict[str, Any]:
+        index, item = indexed_item
+        return await run_item(node, context, item, index)
 
     async def chunk_work(chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
-        records = await remote.run(chunk)
-        if records is None:  # no worker free (or none): here
-            records = list(await asyncio.gather(*(limited(item, index) for index, item in chunk)))
-        return records
+        return await spread.run(chunk, semaphore, run_one)
 
     async def finished(records: list[dict[str, Any]]) -> None:
         for record in records:
@@ -258,17 +221,20 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     if not in_memory:  # a small in-memory fan-out (e.g. a document's parts) is not worth a progress display
         await runner.progress(pipeline, node, 0, total)
     indexed = enumerate(items)
-    for chunk_index in itertools.count():
-        chunk = list(itertools.islice(indexed, chunk_size))
-        if not chunk:
-            break
-        pending.add(asyncio.create_task(run_chunk(chunk_index, chunk)))
-        if len(pending) >= chunks_in_flight:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                await finished(task.result())
-    for task in asyncio.as_completed(pending):
-        await finished(await task)
+    try:
+        for chunk_index in itertools.count():
+            chunk = list(itertools.islice(indexed, chunk_size))
+            if not chunk:
+                break
+            pending.add(asyncio.create_task(run_chunk(chunk_index, chunk)))
+            if len(pending) >= chunks_in_flight:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    await finished(task.result())
+        for task in asyncio.as_completed(pending):
+            await finished(await task)
+    finally:
+        spread.close()
     if in_memory:
         return [outputs.get(i) for i in range(len(outputs))]
     assert spool is not None

@@ -1,25 +1,29 @@
-"""Chunks of a `for_each:` node in worker processes, so that a batch uses more than one CPU.
+"""Worker processes for the items of a `for_each:` node, so that a batch uses more than one CPU.
 
-One event loop spends ~1.5 ms of CPU on a cold batch item (most of it in the HTTP
-client), so one process tops out near 600 items/s whatever the model allows.
-With ``FRUGAL_BATCH_WORKERS=N`` (N > 1) a batch runs in N processes: this one
-and N - 1 workers (``python -m flows.chunk_workers``), started on first use and
-kept for later batches of the same event loop.
+One event loop spends ~1.7 ms of CPU on a cold batch item, so one process tops
+out near 600 items/s whatever the model allows. With ``FRUGAL_BATCH_WORKERS=N``
+(N > 1) a batch runs in N processes: this one and N - 1 workers (``python -m
+flows.chunk_workers``), leased when the batch starts and kept for the later
+batches of this process. How a chunk's items are spread over them is
+`flows.spread`'s business; this module is the processes and their protocol.
 
-A chunk sent to a worker travels as plain data (`ChunkJob`, pickled over the
-worker's stdin): the pipeline file, the node id, the run's context (JSON), the
-chunk's items, the `FRUGAL_*` and provider variables of the caller's
-environment, its working directory, and the flow run the items belong to.
-The worker runs the items exactly as the caller would (`run_item`, bounded by its share of the
-concurrency), stores their cost-ledger entries before answering, and returns
-the item records with the ledger records of the items (the caller's cost table
-counts them). Identical requests in two processes share one model call through
-the cache's leases, as across workers.
+A job (a part of a chunk) travels as plain data (`ChunkJob`, pickled over the
+worker's stdin, with its id): the pipeline file, the node id, the run's context
+(JSON), the items, the `FRUGAL_*` and provider variables of the caller's
+environment, its working directory, and the flow run the items belong to. A
+worker runs several jobs at once on one event loop, under one semaphore of the
+caller's share of the concurrency, exactly as the caller would (`run_item`); it
+stores the items' cost-ledger entries before answering, and returns the item
+records with the ledger records of the items (the caller's cost table counts
+them). Identical requests in two processes share one model call through the
+cache's leases, as across Prefect workers. A worker says it is ready once it
+has imported what a job needs (~1.5 s); until then the caller runs every item.
 
 A worker dies with the process that started it (Linux: PR_SET_PDEATHSIG; else
 at the end of its input), so a killed batch leaves nothing behind that goes on
-calling the model. A worker that dies mid-chunk costs nothing but time: the
-chunk runs again in the caller, where the items already answered are cache hits.
+calling the model. A worker that dies mid-job costs nothing but time: its
+items run in the caller, where the ones already answered are cache hits (a
+request it had in flight waits for its lease to run out, FRUGAL_CACHE_LEASE_SECONDS).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import itertools
 import os
 import pickle
 import signal
@@ -83,7 +88,7 @@ def caller_env() -> dict[str, str]:
 
 
 class WorkerFailed(RuntimeError):
-    """A worker could not run a chunk (it died, or its run raised): the caller runs the chunk itself."""
+    """A worker could not run a job (it died, or its run raised): the caller runs those items itself."""
 
 
 @dataclass
@@ -91,12 +96,30 @@ class _Failure:
     message: str
 
 
+READY = "ready"
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    """Settle `future` from another thread, on its own loop."""
+    try:
+        future.get_loop().call_soon_threadsafe(_settle, future, value)
+    except RuntimeError:  # that loop is closed: nobody waits any more
+        pass
+
+
 class Worker:
     """One worker process, talking length-prefixed pickles over its stdin and stdout.
 
-    Plain pipes, read and written on a thread (one hop per chunk): a worker then
-    serves any event loop of this process, so a long-lived process (`frugal
-    serve`, a Prefect worker) starts its workers once.
+    Several jobs can be in flight at once (each frame carries its job's id); a
+    thread reads the answers and settles each job's future on the loop that
+    sent it, so a worker serves any event loop of this process, and a
+    long-lived process (`frugal serve`, a Prefect worker) starts its workers once.
+    The worker says it is ready once it has imported what a job needs.
     """
 
     def __init__(self) -> None:
@@ -107,35 +130,98 @@ class Worker:
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": PROJECT_DIR + (os.pathsep + path if path else "")},
         )
+        self.items = 0  # items this worker has answered
+        self.dead = False
+        self._ready = False
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._jobs: dict[int, asyncio.Future[Any]] = {}
+        self._ready_waiters: list[asyncio.Future[Any]] = []
+        self._ids = itertools.count()
+        threading.Thread(target=self._read, name=f"frugal-chunk-worker-{self.proc.pid}", daemon=True).start()
 
-    def run(self, job: ChunkJob) -> ChunkDone:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
         try:
-            self.proc.stdin.write(len(data).to_bytes(8, "big") + data)
-            self.proc.stdin.flush()
-            head = self.proc.stdout.read(8)
-            if len(head) < 8:
-                raise EOFError
-            body = self.proc.stdout.read(int.from_bytes(head, "big"))
-            answer = pickle.loads(body)
-        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            while True:
+                head = stdout.read(16)
+                if len(head) < 16:
+                    break
+                job_id, size = int.from_bytes(head[:8], "big"), int.from_bytes(head[8:], "big")
+                answer = pickle.loads(stdout.read(size))
+                if answer == READY:
+                    with self._lock:
+                        self._ready, waiters, self._ready_waiters = True, self._ready_waiters, []
+                    for waiter in waiters:
+                        _resolve(waiter, True)
+                    continue
+                with self._lock:
+                    future = self._jobs.pop(job_id, None)
+                if future is not None:
+                    _resolve(future, answer)
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError):
+            pass
+        with self._lock:
+            self.dead = True
+            jobs, self._jobs = self._jobs, {}
+            waiters, self._ready_waiters = self._ready_waiters, []
+        failure = _Failure(f"worker process {self.proc.pid} ended ({self.proc.poll()})")
+        for future in jobs.values():
+            _resolve(future, failure)
+        for waiter in waiters:
+            _resolve(waiter, False)
+
+    async def ready(self) -> bool:
+        """Wait until the worker can take jobs; False if it died first."""
+        with self._lock:
+            if self._ready or self.dead:
+                return not self.dead
+            waiter = asyncio.get_running_loop().create_future()
+            self._ready_waiters.append(waiter)
+        return bool(await waiter)
+
+    async def run(self, job: ChunkJob) -> ChunkDone:
+        """Run `job` in the worker; raises WorkerFailed if it cannot (and pickling errors for data that cannot travel)."""
+        job_id = next(self._ids)
+        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self.dead:
+                raise WorkerFailed(f"worker process {self.proc.pid} ended ({self.proc.poll()})")
+            self._jobs[job_id] = future
+        assert self.proc.stdin is not None
+        try:
+            with self._write_lock:
+                self.proc.stdin.write(job_id.to_bytes(8, "big") + len(data).to_bytes(8, "big") + data)
+                self.proc.stdin.flush()
+        except OSError as exc:
             self.stop()
             raise WorkerFailed(f"worker process {self.proc.pid} ended ({self.proc.poll()})") from exc
+        try:
+            answer = await future
+        except BaseException:
+            self.stop()  # cancelled mid-job: what the worker does next is unknown
+            raise
         if isinstance(answer, _Failure):
             raise WorkerFailed(answer.message)
         assert isinstance(answer, ChunkDone)
+        self.items += len(job.chunk)
         return answer
 
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._jobs)
+
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return not self.dead and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.alive():
+        if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
         for pipe in (self.proc.stdin, self.proc.stdout):
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 if pipe is not None:
                     pipe.close()
 
@@ -145,40 +231,36 @@ _idle_lock = threading.Lock()
 _pid = os.getpid()
 
 
-def _take() -> Worker:
+def lease(n: int) -> list[Worker]:
+    """`n` workers for one batch: idle ones of this process first, new ones (starting now) for the rest."""
     global _pid
+    taken: list[Worker] = []
     with _idle_lock:
         if _pid != os.getpid():  # a forked child does not own its parent's workers
             _idle.clear()
             _pid = os.getpid()
-        while _idle:
+        while _idle and len(taken) < n:
             worker = _idle.pop()
             if worker.alive():
-                return worker
+                taken.append(worker)
+            else:
+                worker.stop()
+    return taken + [Worker() for _ in range(n - len(taken))]
+
+
+def give_back(workers: list[Worker]) -> None:
+    """The batch is over: workers alive and idle wait for the next one, the others are stopped."""
+    for worker in workers:
+        if worker.alive() and not worker.busy():
+            with _idle_lock:
+                _idle.append(worker)
+        else:
             worker.stop()
-    return Worker()
-
-
-def _give_back(worker: Worker) -> None:
-    with _idle_lock:
-        _idle.append(worker)
 
 
 def idle_workers() -> list[Worker]:
     with _idle_lock:
         return list(_idle)
-
-
-async def run_remote(job: ChunkJob) -> ChunkDone:
-    """Run `job` in an idle worker of this process, or in a new one."""
-    worker = await asyncio.to_thread(_take)
-    try:
-        done = await asyncio.to_thread(worker.run, job)
-    except BaseException:
-        worker.stop()  # cancelled or failed mid-chunk: its state is unknown
-        raise
-    _give_back(worker)
-    return done
 
 
 # -- the worker's side -------------------------------------------------------------------------
@@ -199,6 +281,9 @@ def _use_env(env: dict[str, str]) -> None:
     os.environ.update(env)
 
 
+_limits: dict[int, asyncio.Semaphore] = {}
+
+
 async def _run(job: ChunkJob) -> ChunkDone:
     from flows import catalog
     from flows.batch import run_item
@@ -207,7 +292,9 @@ async def _run(job: ChunkJob) -> ChunkDone:
     from flows.ledger.writer import WRITER
 
     node = catalog.load(job.pipeline_file).nodes[job.node_id]
-    limit = asyncio.Semaphore(job.concurrency)
+    limit = _limits.get(job.concurrency)  # shared by every job in flight: the caller's share of the concurrency
+    if limit is None:
+        limit = _limits[job.concurrency] = asyncio.Semaphore(job.concurrency)
 
     async def limited(item: Any, index: int) -> dict[str, Any]:
         async with limit:
@@ -215,32 +302,60 @@ async def _run(job: ChunkJob) -> ChunkDone:
 
     with working_for(job.flow_run):
         records = list(await asyncio.gather(*(limited(item, index) for index, item in job.chunk)))
-    await asyncio.to_thread(WRITER.flush)  # the items' cost entries are stored before the chunk counts as done
+    await asyncio.to_thread(WRITER.flush)  # the items' cost entries are stored before the job counts as done
     flow_run_id = job.flow_run[0]
     return ChunkDone(records, LEDGER.take_children(flow_run_id) if flow_run_id else [])
 
 
 def main() -> None:
-    """The worker: read a job, run it, write the answer; until the input ends."""
+    """The worker: take jobs as they come, run them at once on one event loop, answer each; until the input ends."""
     _die_with_parent()
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the answers
+    import flows.batch  # noqa: F401  what a job needs, imported before saying ready
+    import flows.catalog  # noqa: F401
+    import flows.ledger.observer  # noqa: F401
+    import flows.ledger.writer  # noqa: F401
+
     loop = asyncio.new_event_loop()
-    while True:
-        head = source.read(8)
-        if len(head) < 8:
-            return
-        job = pickle.loads(source.read(int.from_bytes(head, "big")))
-        _use_env(job.env)
-        os.chdir(job.cwd)
-        answer: ChunkDone | _Failure
+    asyncio.set_event_loop(loop)
+    write_lock = threading.Lock()
+    running: set[asyncio.Task[None]] = set()
+
+    def answer(job_id: int, message: Any) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        with write_lock:
+            sink.write(job_id.to_bytes(8, "big") + len(data).to_bytes(8, "big") + data)
+            sink.flush()
+
+    async def serve(job_id: int, data: bytes) -> None:
+        message: ChunkDone | _Failure
         try:
-            answer = loop.run_until_complete(_run(job))
-        except Exception as exc:  # the caller runs the chunk itself
-            answer = _Failure(f"{type(exc).__name__}: {exc}")
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        sink.write(len(data).to_bytes(8, "big") + data)
-        sink.flush()
+            job = pickle.loads(data)
+            _use_env(job.env)  # the jobs in flight at once are one batch's: the same variables, the same folder
+            os.chdir(job.cwd)
+            message = await _run(job)
+        except Exception as exc:  # the caller runs the job's items itself
+            message = _Failure(f"{type(exc).__name__}: {exc}")
+        answer(job_id, message)
+
+    def start(job_id: int, data: bytes) -> None:
+        task = loop.create_task(serve(job_id, data))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    def read() -> None:
+        while True:
+            head = source.read(16)
+            if len(head) < 16:
+                break
+            data = source.read(int.from_bytes(head[8:], "big"))
+            loop.call_soon_threadsafe(start, int.from_bytes(head[:8], "big"), data)
+        loop.call_soon_threadsafe(loop.stop)
+
+    answer(0, READY)
+    threading.Thread(target=read, name="frugal-chunk-jobs", daemon=True).start()
+    loop.run_forever()
 
 
 if __name__ == "__main__":

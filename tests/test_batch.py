@@ -344,11 +344,41 @@ async def test_chunks_in_worker_processes_give_the_same_result(tmp_path, peer, m
     assert [r["id"] for r in index_rows(out)] == [f"doc{i:03d}" for i in range(24)]
     assert all(SUMMARY in (out / f"doc{i:03d}.md").read_text() for i in range(24))
     workers = chunk_workers.idle_workers()
-    assert workers and all(w.alive() for w in workers)  # a worker ran chunks and waits for more
+    assert workers and all(w.alive() for w in workers)  # given back at the batch's end: it waits for the next one
 
-    for worker in workers:  # a worker that died: its next chunk runs here, nothing is lost
+    for worker in workers:  # a worker that died while idle is replaced by the next batch; nothing is lost
         worker.proc.kill()
         worker.proc.wait()
     again = await run_inline("nightly-summaries", {"source": str(source), "destination": str(tmp_path / "again")})
     assert again.output["ok"] == 24 and again.output["cache"] == {"hit": 24}
     assert peer.count() == 24
+
+    # a ready worker takes a share of every chunk (a slow model, one item at a time per process)
+    workers = chunk_workers.idle_workers()
+    peer.delay = 0.05
+    monkeypatch.setenv("FRUGAL_BATCH_CONCURRENCY", "2")
+    before = sum(w.items for w in workers)
+    more = write_docs(tmp_path / "more", {f"new{i:03d}.txt": f"another document, number {i}, of a few words" for i in range(24)})
+    second = await run_inline("nightly-summaries", {"source": str(more), "destination": "out-more"})
+    assert second.output["ok"] == 24 and second.output["cache"] == {"miss": 24}
+    assert peer.count() == 48
+    ran_there = sum(w.items for w in workers) - before
+    assert 0 < ran_there < 24, ran_there  # both processes ran items of the batch
+    assert [r["id"] for r in index_rows(tmp_path / "out-more")] == [f"new{i:03d}" for i in range(24)]  # input order
+
+    # a worker killed in the middle of its items: they run here; at most the one call it had in flight is paid twice
+    # (after its lease on that request ran out: shortened here)
+    monkeypatch.setenv("FRUGAL_CACHE_LEASE_SECONDS", "1")
+    workers = chunk_workers.idle_workers()
+    third = write_docs(tmp_path / "third", {f"third{i:03d}.txt": f"a third document, number {i}, in words" for i in range(24)})
+    run = asyncio.create_task(run_inline("nightly-summaries", {"source": str(third), "destination": "out-third"}))
+    async with asyncio.timeout(20):
+        while not any(w.busy() for w in workers):
+            await asyncio.sleep(0.005)
+    for worker in workers:
+        worker.proc.kill()
+    result = await run
+    assert result.output["ok"] == 24 and result.output["failed"] == 0
+    assert 72 <= peer.count() <= 73
+    assert [r["id"] for r in index_rows(tmp_path / "out-third")] == [f"third{i:03d}" for i in range(24)]
+    peer.delay = 0.0
