@@ -89,12 +89,14 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
     key = cache_key(settings.prefix, request.namespace, request.key)
     try:
         store = open_store(settings)
-        raw = await store.get(key)
+        raw, claimed = (
+            await store.get_or_claim(key, settings.lease_seconds) if settings.lease_seconds > 0 else (await store.get(key), None)
+        )
     except CacheError as exc:
         step_logger().warning("prompt cache unavailable, treating as a miss: %s", exc)
         return Lookup(hit=False, cache="error")
     if raw is None:
-        raw = await claim_or_wait(store, key, settings.lease_seconds)
+        raw = await claim_or_wait(store, key, settings.lease_seconds, claimed)
         if raw is None:
             return Lookup(hit=False, cache="miss")
     try:

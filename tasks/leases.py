@@ -21,15 +21,19 @@ from tasks.stores import AnswerStore
 FIRST_POLL, MAX_POLL = 0.02, 0.5
 
 
-async def claim_or_wait(store: AnswerStore, key: str, seconds: float) -> bytes | None:
-    """Claim `key` (return None: go and answer it) or wait for its holder's answer (return it)."""
-    if seconds <= 0:
+async def claim_or_wait(store: AnswerStore, key: str, seconds: float, claimed: bool | None = None) -> bytes | None:
+    """Claim `key` (return None: go and answer it) or wait for its holder's answer (return it).
+
+    `claimed`: what the look-up's own claim came to (`AnswerStore.get_or_claim`), None if it made none.
+    """
+    if seconds <= 0 or claimed:
         return None
     deadline = time.monotonic() + seconds
     poll = FIRST_POLL
     waited = False
     try:
-        while not await store.claim(key, seconds):
+        while claimed is False or not await store.claim(key, seconds):
+            claimed = None
             waited = True
             await asyncio.sleep(poll)
             poll = min(poll * 2, MAX_POLL)

@@ -31,6 +31,11 @@ class AnswerStore(Protocol):
         """Store `value` under `key` for `ttl` seconds, and release the key's lease."""
         ...
 
+    async def get_or_claim(self, key: str, seconds: float) -> tuple[bytes | None, bool | None]:
+        """`get`; on a miss, a store may also try to take the key's lease in the same step:
+        (value, True) it took it, False someone holds it, None it did not try."""
+        ...
+
     async def claim(self, key: str, seconds: float) -> bool:
         """Take the lease to answer `key` (True), unless another caller holds it."""
         ...

@@ -45,6 +45,9 @@ class SqliteStore:
             raise CacheError(f"embedded cache {self.path} failed: {exc}") from exc
         return None if row is None else bytes(row[0])
 
+    async def get_or_claim(self, key: str, seconds: float) -> tuple[bytes | None, bool | None]:
+        return await self.get(key), None
+
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         """Store the value and release the key's lease."""
         try:
