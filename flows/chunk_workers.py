@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import itertools
 import os
 import pickle
@@ -307,6 +308,15 @@ async def _run(job: ChunkJob) -> ChunkDone:
     return ChunkDone(records, LEDGER.take_children(flow_run_id) if flow_run_id else [])
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's where it is installed (its event loop costs less CPU per item), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def main() -> None:
     """The worker: take jobs as they come, run them at once on one event loop, answer each; until the input ends."""
     _die_with_parent()
@@ -317,7 +327,8 @@ def main() -> None:
     import flows.ledger.observer  # noqa: F401
     import flows.ledger.writer  # noqa: F401
 
-    loop = asyncio.new_event_loop()
+    gc.freeze()  # the ~140,000 objects of the imports stay: full collections need not walk them again
+    loop = _new_loop()
     asyncio.set_event_loop(loop)
     write_lock = threading.Lock()
     running: set[asyncio.Task[None]] = set()

@@ -23,7 +23,8 @@ Not a test: it prints figures and asserts nothing. What it does, in one process:
    `summarise-document` inline for its document) over the first --baseline-n documents, all cached,
    with 32 threads, and extrapolates its per-item cost to N items.
 5. Prints, per run: wall time, items/s, wall time per item, CPU time per item (the chunk workers'
-   included), model calls, peak RSS (each run's own high-water mark; the workers' apart); the
+   included; their part, and the stand-in's CPU per item, which is not ours but competes for the
+   same CPUs, in parentheses), model calls, peak RSS (each run's own high-water mark; the workers' apart); the
    ratios against the targets; and where each run's CPU time went (py-spy, sampling the process
    from outside; --no-profile to skip).
 6. With --sharded-clients K, before the baseline, an experiment: the cold inline run again with each model endpoint served
@@ -123,8 +124,10 @@ def stand_in(delay: float, folder: Path) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the model stand-in did not start: {(folder / 'peer.log').read_text()[-2000:]}")
             time.sleep(0.05)
+        PEER_PIDS[:] = [process.pid]
         yield port_file.read_text().strip()
     finally:
+        PEER_PIDS.clear()
         process.terminate()
         process.wait(10)
 
@@ -218,14 +221,30 @@ def worker_pids() -> list[int]:
     return found
 
 
-def workers_cpu_seconds() -> float:
-    """CPU time (user + system) the chunk workers have used so far."""
+def cpu_seconds_of(pids: list[int]) -> float:
+    """CPU time (user + system) these processes have used so far."""
     total = 0.0
-    for pid in worker_pids():
+    for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def workers_cpu_seconds() -> float:
+    """CPU time the chunk workers have used so far."""
+    return cpu_seconds_of(worker_pids())
+
+
+#: the model stand-in's process, whose CPU each run reports (on a machine of few CPUs it competes with the batch)
+PEER_PIDS: list[int] = []
+
+
+def items_in_workers() -> int:
+    """Items the chunk workers of this process have answered so far."""
+    from flows.chunk_workers import idle_workers
+
+    return sum(worker.items for worker in idle_workers())
 
 
 def workers_peak_rss_mb(reset: bool = False) -> float:
@@ -259,6 +278,8 @@ class Measured:
     note: str = ""
     profile: Path | None = None
     workers_peak_rss_mb: float = 0.0
+    workers_cpu_seconds: float = 0.0
+    peer_cpu_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -276,7 +297,9 @@ class Measured:
         cache = ", ".join(f"{k} {v}" for k, v in sorted(self.cache.items()))
         return (
             f"{self.name:<34} {self.items:>6} items {self.seconds:8.2f} s {self.rate:8.0f} items/s "
-            f"{self.ms_per_item:7.3f} ms/item  cpu {self.cpu_ms_per_item:6.3f} ms/item  "
+            f"{self.ms_per_item:7.3f} ms/item  cpu {self.cpu_ms_per_item:6.3f} ms/item"
+            + (f" (workers {self.workers_cpu_seconds / self.items * 1000:.3f})" if self.workers_cpu_seconds else "")
+            + f" (stand-in {self.peer_cpu_seconds / self.items * 1000:.3f})  "
             f"model calls {self.model_calls:>6}  peak RSS {self.peak_rss_mb:5.0f} MB"
             + (f" (each worker {self.workers_peak_rss_mb:.0f} MB)" if self.workers_peak_rss_mb else "")
             + f"  cache: {cache}{self.note}"
@@ -292,9 +315,12 @@ def measure(name: str, items: int, peer_url: str, out: list[Measured], profile: 
         reset_peak_rss()
         workers_peak_rss_mb(reset=True)
         started, cpu, workers_cpu = time.perf_counter(), time.process_time(), workers_cpu_seconds()
+        peer_cpu = cpu_seconds_of(PEER_PIDS)
         yield result
         result.seconds = time.perf_counter() - started
-        result.cpu_seconds = time.process_time() - cpu + workers_cpu_seconds() - workers_cpu  # the workers' too
+        result.workers_cpu_seconds = workers_cpu_seconds() - workers_cpu
+        result.cpu_seconds = time.process_time() - cpu + result.workers_cpu_seconds  # the workers' too
+        result.peer_cpu_seconds = cpu_seconds_of(PEER_PIDS) - peer_cpu
         result.peak_rss_mb = peak_rss_mb()
         result.workers_peak_rss_mb = workers_peak_rss_mb()
         result.model_calls = peer_stats(peer_url)["answered"] - before
@@ -556,11 +582,13 @@ async def run_all(args: argparse.Namespace, docs: Path, work: Path, peer: str, p
         m.cache = check((await run_inline("nightly-summaries", inline_inputs)).output, n, m.name)
     processes = f"{args.workers} processes"
     os.environ["FRUGAL_BATCH_WORKERS"] = str(args.workers)
+    before_workers = items_in_workers()
     if args.workers > 1:  # the workers start in this run: their start-up (~2 s) is part of it
         os.environ["FRUGAL_CACHE_PREFIX"] = prefixes[3]
         with measure(f"inline, cold, {processes}", n, peer, results, profile("inline-cold-workers")) as m:
             out = (await run_inline("nightly-summaries", batch_inputs(docs, work / "out-workers"))).output
             m.cache = check(out, n, m.name)
+            m.note = f"  (workers ran {items_in_workers() - before_workers} items)"
 
     if "orchestrated" not in skip:
         flow_inputs = batch_inputs(docs, work / "out-flow")
