@@ -2,14 +2,16 @@
 
     .venv/bin/python tests/benchmarks/bench_batch.py [--n 10000] [--baseline-n 1000] [--concurrency 32]
         [--chunk-size 500] [--delay 0.02] [--redis redis://127.0.0.1:6379/15] [--prefect-api-url URL]
-        [--workers 2] [--no-profile] [--skip orchestrated,naive] [--sharded-clients K]
+        [--workers 2] [--stand-in lean|starlette] [--no-profile] [--skip orchestrated,naive] [--sharded-clients K]
 
 Not a test: it prints figures and asserts nothing. What it does, in one process:
 
 1. Writes N small .txt documents (40-60 words each, every 50th one 650 words, so it goes to the
    large model) to a temporary directory.
-2. Starts the model stand-in in a process of its own (`python -m tests.peers.serve_peer`,
-   answering after --delay seconds) and points both tiers at it: the small tier as Ollama, the large
+2. Starts the model stand-in in a process of its own (`python -m tests.peers.serve_peer --server
+   lean`, answering after --delay seconds: the peer's chat routes on a bare HTTP server, so that on
+   a machine of 2 CPUs the stand-in takes ~0.1 ms of CPU per answer from the batch instead of the
+   Starlette peer's ~0.35; `--stand-in starlette` for that one) and points both tiers at it: the small tier as Ollama, the large
    one as OpenAI. Its ceiling at --concurrency is concurrency / delay (32 / 0.02 s = 1,600 items/s);
    it also measures what the project's HTTP client (httpx) gets out of it at that concurrency, with
    nothing else to do, which is the ceiling a batch can reach on this machine.
@@ -108,12 +110,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def stand_in(delay: float, folder: Path) -> Iterator[str]:
+def stand_in(delay: float, folder: Path, server: str = "lean") -> Iterator[str]:
     """The model stand-in in its own process; yields its URL."""
     port_file = folder / "peer.url"
     log = (folder / "peer.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.peers.serve_peer", "--delay", str(delay), "--port-file", str(port_file)],
+        [sys.executable, "-m", "tests.peers.serve_peer", "--delay", str(delay), "--port-file", str(port_file), "--server", server],
         cwd=PROJECT,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -660,6 +662,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="FRUGAL_BATCH_WORKERS for the multi-process cold runs")
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--delay", type=float, default=0.02, help="seconds the stand-in takes per answer")
+    parser.add_argument(
+        "--stand-in",
+        choices=["lean", "starlette"],
+        default="lean",
+        help="the stand-in's HTTP server: lean (~0.1 ms CPU per answer) or the Starlette peer (~0.35 ms)",
+    )
     parser.add_argument("--ceiling-n", type=int, default=2_000, help="requests for the HTTP-client ceiling")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--prefect-api-url", default=None, help="a running Prefect server; default: a fresh one on PostgreSQL")
@@ -693,7 +701,7 @@ def main() -> None:
     skip = set(args.skip.split(",")) if args.skip else set()
     try:
         with (
-            stand_in(args.delay, work) as peer,
+            stand_in(args.delay, work, args.stand_in) as peer,
             prefect_server(work, args.prefect_api_url, needed=not {"orchestrated", "naive"} <= skip) as api,
         ):
             os.environ.update(

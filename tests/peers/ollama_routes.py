@@ -98,6 +98,44 @@ async def generate(peer: ModelPeer, request: Request) -> Response:
     return await _complete(peer, request, "generate")
 
 
+def frame(model: str | None, kind: str, text: str, **extra: Any) -> dict[str, Any]:
+    """One NDJSON frame of a chat or generate answer (or the whole answer, with ``done``)."""
+    head: dict[str, Any] = {"model": model, "created_at": rfc3339_now()}
+    if kind == "chat":
+        return {**head, "message": {"role": "assistant", "content": text}, **extra}
+    return {**head, "response": text, **extra}
+
+
+def final_fields(body: dict[str, Any], text: str, cut: bool, started_ns: int, kind: str) -> dict[str, Any]:
+    """The last frame's ``done`` fields: reason, counts and durations (nanoseconds)."""
+    n_prompt, n_eval = prompt_tokens(body), count_tokens(text)
+    load, prompt_eval, evaluation = 1_000_000, 250_000 * max(n_prompt, 1), 500_000 * max(n_eval, 1)
+    final: dict[str, Any] = {"done": True, "done_reason": "length" if cut else "stop"}
+    if kind == "generate":
+        final["context"] = list(range(1, n_prompt + n_eval + 1))
+    final.update(
+        total_duration=max(time.perf_counter_ns() - started_ns, load + prompt_eval + evaluation),
+        load_duration=load,
+        prompt_eval_count=n_prompt,
+        prompt_eval_duration=prompt_eval,
+        eval_count=n_eval,
+        eval_duration=evaluation,
+    )
+    return final
+
+
+def answer_text(body: dict[str, Any], answer: str) -> tuple[str, bool]:
+    """The answer cut at ``options.num_predict`` words: (text, cut)."""
+    options = body.get("options") or {}
+    return truncate(answer, options.get("num_predict") if isinstance(options, dict) else None)
+
+
+def ndjson(model: str | None, kind: str, text: str, final: dict[str, Any]) -> list[bytes]:
+    """A streamed answer's lines: its pieces, then the final frame."""
+    lines = [(json.dumps(frame(model, kind, piece, done=False)) + "\n").encode() for piece in pieces(text)]
+    return [*lines, (json.dumps(frame(model, kind, "", **final)) + "\n").encode()]
+
+
 async def _complete(peer: ModelPeer, request: Request, kind: str) -> Response:
     started = time.perf_counter_ns()
     body, early = await peer.admit(request, "ollama")
@@ -105,40 +143,19 @@ async def _complete(peer: ModelPeer, request: Request, kind: str) -> Response:
     if early is not None:
         return early
     key = "messages" if kind == "chat" else "prompt"
-
-    def frame(text: str, **extra: Any) -> dict[str, Any]:
-        head: dict[str, Any] = {"model": model, "created_at": rfc3339_now()}
-        if kind == "chat":
-            return {**head, "message": {"role": "assistant", "content": text}, **extra}
-        return {**head, "response": text, **extra}
-
     if not body.get(key):  # Ollama only loads the model when there is nothing to answer
-        return JSONResponse(frame("", done=True, done_reason="load"))
+        return JSONResponse(frame(model, kind, "", done=True, done_reason="load"))
     answer, early = await peer.answer("ollama", body)
     if early is not None:
         return early
-    options = body.get("options") or {}
-    text, cut = truncate(answer, options.get("num_predict") if isinstance(options, dict) else None)
-    n_prompt, n_eval = prompt_tokens(body), count_tokens(text)
-    load, prompt_eval, evaluation = 1_000_000, 250_000 * max(n_prompt, 1), 500_000 * max(n_eval, 1)
-    final: dict[str, Any] = {"done": True, "done_reason": "length" if cut else "stop"}
-    if kind == "generate":
-        final["context"] = list(range(1, n_prompt + n_eval + 1))
-    final.update(
-        total_duration=max(time.perf_counter_ns() - started, load + prompt_eval + evaluation),
-        load_duration=load,
-        prompt_eval_count=n_prompt,
-        prompt_eval_duration=prompt_eval,
-        eval_count=n_eval,
-        eval_duration=evaluation,
-    )
+    text, cut = answer_text(body, answer)
+    final = final_fields(body, text, cut, started, kind)
     if body.get("stream", True) is False:
-        return JSONResponse(frame(text, **final))
+        return JSONResponse(frame(model, kind, text, **final))
 
     async def lines() -> AsyncIterator[bytes]:
-        for piece in pieces(text):
-            yield (json.dumps(frame(piece, done=False)) + "\n").encode()
-        yield (json.dumps(frame("", **final)) + "\n").encode()
+        for line in ndjson(model, kind, text, final):
+            yield line
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

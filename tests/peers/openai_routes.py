@@ -47,7 +47,7 @@ def _validate(body: Any) -> Response | None:
     return None
 
 
-def _usage(n_prompt: int, n_completion: int, cached: int = 0) -> dict[str, Any]:
+def usage_of(n_prompt: int, n_completion: int, cached: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": n_prompt,
         "completion_tokens": n_completion,
@@ -62,44 +62,54 @@ def _usage(n_prompt: int, n_completion: int, cached: int = 0) -> dict[str, Any]:
     }
 
 
+def answer_choice(body: dict[str, Any], answer: str) -> tuple[str, str]:
+    """One choice: the answer cut at the request's token limit, and its finish reason."""
+    text, cut = truncate(answer, body.get("max_completion_tokens") or body.get("max_tokens"))
+    return text, "length" if cut else "stop"
+
+
+def completion(head: dict[str, Any], choices: list[tuple[str, str]], usage: dict[str, Any]) -> dict[str, Any]:
+    """A whole (not streamed) chat completion object."""
+    return {
+        **head,
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            for i, (text, reason) in enumerate(choices)
+        ],
+        "usage": usage,
+        "service_tier": "default",
+        "system_fingerprint": _FINGERPRINT,
+    }
+
+
+def head_of(body: dict[str, Any]) -> dict[str, Any]:
+    return {"id": rand_id("chatcmpl-", 29), "created": int(time.time()), "model": body["model"]}
+
+
 async def chat_completions(peer: ModelPeer, request: Request) -> Response:
     body, early = await peer.admit(request, "openai")
     early = early or _validate(body)
     if early is not None:
         return early
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
     choices: list[tuple[str, str]] = []  # (text, finish_reason), one per choice (``n``)
     for _ in range(body.get("n") or 1):
         answer, early = await peer.answer("openai", body)
         if early is not None:
             return early
-        text, cut = truncate(answer, limit)
-        choices.append((text, "length" if cut else "stop"))
+        choices.append(answer_choice(body, answer))
     n_prompt = prompt_tokens(body)
     cached = peer.cache.openai(body) if peer.prompt_cache else 0
-    usage = _usage(n_prompt, sum(count_tokens(text) for text, _ in choices), cached)
-    head = {"id": rand_id("chatcmpl-", 29), "created": int(time.time()), "model": body["model"]}
+    usage = usage_of(n_prompt, sum(count_tokens(text) for text, _ in choices), cached)
+    head = head_of(body)
     headers = request_id_headers("openai")
     if not body.get("stream"):
-        return JSONResponse(
-            {
-                **head,
-                "object": "chat.completion",
-                "choices": [
-                    {
-                        "index": i,
-                        "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
-                        "logprobs": None,
-                        "finish_reason": reason,
-                    }
-                    for i, (text, reason) in enumerate(choices)
-                ],
-                "usage": usage,
-                "service_tier": "default",
-                "system_fingerprint": _FINGERPRINT,
-            },
-            headers=headers,
-        )
+        return JSONResponse(completion(head, choices, usage), headers=headers)
 
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 

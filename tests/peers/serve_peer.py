@@ -1,6 +1,6 @@
 """The model peer in a process of its own, for benchmarks and multi-process tests.
 
-    python -m tests.peers.serve_peer --delay 0.02 [--port 0] [--port-file PATH]
+    python -m tests.peers.serve_peer --delay 0.02 [--port 0] [--port-file PATH] [--server starlette|lean]
 
 Serves `ModelPeer` (Ollama /api/*, OpenAI and Anthropic /v1/*) with uvicorn in
 the main thread, so it does not share a GIL with the process it answers. It
@@ -13,6 +13,10 @@ prints ``listening on http://127.0.0.1:PORT`` once it accepts connections
     POST /_peer/config  {"delay": seconds, "hold_until": n, "hold_seconds": s}: with hold_until,
                         an answer waits until n requests for the same prompt have arrived (or
                         hold_seconds passed), so callers that can race are sure to overlap
+
+With ``--server lean`` it serves the chat routes only (and these three), on a
+bare HTTP server that costs a quarter of the CPU per answer
+(`tests.peers.lean_server`): what the batch benchmark uses.
 
 `answered` counts the model calls that reached the responder (one per paid
 call); `distinct_prompts` counts their distinct (protocol, messages) bodies, so
@@ -116,12 +120,42 @@ def build_app(peer: ModelPeer, responder: CountingResponder) -> Starlette:
     )
 
 
+def _announce(url: str, port_file: Path | None) -> None:
+    if port_file is not None:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(url)
+        tmp.replace(port_file)
+    print(f"listening on {url}", flush=True)
+
+
+def _serve_lean(responder: CountingResponder, delay: float, sock: socket.socket, url: str, port_file: Path | None) -> None:
+    from .lean_server import LeanPeer, serve
+
+    async def run() -> None:
+        server = await serve(LeanPeer(responder, delay), sock)
+        _announce(url, port_file)
+        await server.serve_forever()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run())
+    else:
+        uvloop.run(run())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--delay", type=float, default=0.02, help="seconds before every response")
     parser.add_argument("--port-file", type=Path, default=None, help="write the URL here once serving")
+    parser.add_argument(
+        "--server",
+        choices=["starlette", "lean"],
+        default="starlette",
+        help="lean: the chat routes only, on a bare HTTP server (tests/peers/lean_server.py), ~4x less CPU per answer",
+    )
     args = parser.parse_args(argv)
 
     responder = CountingResponder()
@@ -135,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     sock.bind((args.host, args.port))
     sock.listen(1024)
     url = f"http://{args.host}:{sock.getsockname()[1]}"
+    if args.server == "lean":
+        _serve_lean(responder, args.delay, sock, url, args.port_file)
+        return
     # uvloop and httptools when installed (dev extras): the stand-in must not be the bottleneck
     config = uvicorn.Config(
         app,
@@ -153,11 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         while not server.started and not server.should_exit:
             threading.Event().wait(0.01)
         if server.started:
-            if args.port_file is not None:
-                tmp = args.port_file.with_suffix(".tmp")
-                tmp.write_text(url)
-                tmp.replace(args.port_file)
-            print(f"listening on {url}", flush=True)
+            _announce(url, args.port_file)
 
     threading.Thread(target=announce, daemon=True).start()
     try:
