@@ -264,7 +264,8 @@ def test_a_killed_run_resumes_without_paying_again(tmp_path, peer, workers):
         f"destination={out}",
         "--inline",
     ]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_log = tmp_path / "first.log"
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=first_log.open("wb"))
     deadline = time.monotonic() + 60
     while peer.count() < 12 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -283,9 +284,10 @@ def test_a_killed_run_resumes_without_paying_again(tmp_path, peer, workers):
     assert len(list(out.glob("*.md"))) == 30
     sent_after = [r.json["messages"][-1]["content"] for r in peer.requests[len(sent_before) :]]
     texts = {name.removesuffix(".txt"): text for name, text in docs(30).items()}
+    killed_log = first_log.read_text(errors="replace")[-3000:]
     for doc_id in answered:
-        assert texts[doc_id] not in sent_after, f"{doc_id} was answered before the kill and paid again"
-    assert len(sent_after) == 30 - len(answered)
+        assert texts[doc_id] not in sent_after, f"{doc_id} was answered before the kill and paid again\n{killed_log}"
+    assert len(sent_after) == 30 - len(answered), f"{len(sent_after)} sent again, {len(answered)} answered\n{killed_log}"
 
 
 @pytest.mark.slow

@@ -405,15 +405,22 @@ async def test_a_server_that_takes_no_request_body_is_a_write_timeout() -> None:
                 await client.post(server.url, content=b"x" * (64 << 20))  # more than the socket buffers take
 
 
-async def test_a_full_pool_waits_then_times_out() -> None:
-    go = asyncio.Event()
+def slow_until(go: asyncio.Event) -> Callable[[Conn], Awaitable[None]]:
+    """A handler that answers each request with its path, holding "/slow" until `go` is set."""
 
-    async def first_waits(conn: Conn) -> None:
+    async def handler(conn: Conn) -> None:
         while True:
             seen = await conn.request()
             if seen.path == "/slow":
                 await go.wait()
             await conn.send(answer(seen.path.encode()))
+
+    return handler
+
+
+async def test_a_full_pool_waits_then_times_out() -> None:
+    go = asyncio.Event()
+    first_waits = slow_until(go)
 
     async with RawServer(first_waits) as server, lean_client(max_connections=1) as client:
         slow = asyncio.create_task(client.get(server.url + "/slow"))
@@ -434,13 +441,7 @@ async def test_a_full_pool_waits_then_times_out() -> None:
 
 async def test_a_pool_waiter_cancelled_as_it_is_woken_passes_its_turn_on() -> None:
     go = asyncio.Event()
-
-    async def first_waits(conn: Conn) -> None:
-        while True:
-            seen = await conn.request()
-            if seen.path == "/slow":
-                await go.wait()
-            await conn.send(answer(seen.path.encode()))
+    first_waits = slow_until(go)
 
     async with RawServer(first_waits) as server, lean_client(max_connections=1) as client:
         waiters: list[asyncio.Task[httpx.Response]] = []
