@@ -9,8 +9,9 @@ The timeout bounds each whole operation (`tasks.stores.deadlines`: one timer
 per loop for every call in flight) rather than being redis-py's
 `socket_timeout` (5 s by default since redis-py 6): that one wraps every write
 in `asyncio.wait_for`, which starts a task per command, and arms a timer per
-read. A cancelled command makes redis-py drop its connection, so no reply is
-read out of turn.
+read. Single commands go over `tasks.stores.redis_connections` (redis-py's
+connections without the client's per-command overhead), which drops a
+connection whose command was cancelled, so no reply is read out of turn.
 
 Two Lua scripts save round trips on the misses of a cold batch: storing an
 answer releases its lease in the same call, and a look-up that misses takes
@@ -32,6 +33,7 @@ from redis.exceptions import NoPermissionError, NoScriptError, RedisError, Respo
 from flows.errors import CacheError
 from tasks.loops import for_loop
 from tasks.stores.deadlines import Deadlines
+from tasks.stores.redis_connections import Connections
 
 _clients: dict[asyncio.AbstractEventLoop, dict[tuple[str, float], RedisStore]] = {}
 
@@ -77,12 +79,13 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1),
             max_connections=64,
         )
-        self._scripts: dict[str, str] | None = {}  # source -> sha1 once loaded; None: the server refuses scripts
+        self._connections = Connections(self._client.connection_pool)  # single commands, without the client's overhead
+        self._scripts: dict[str, bytes] | None = {}  # source -> sha1 once loaded; None: the server refuses scripts
         self._miss_rate = 0.0  # moving average over about the last 16 look-ups
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value = await self._deadlines.bound(self._client.execute_command("GET", key))  # `get` adds a wrapper
+            value = await self._deadlines.bound(self._connections.call("GET", key))
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
         if value is None or isinstance(value, bytes):
@@ -112,9 +115,9 @@ class RedisStore:
             for attempt in (0, 1):
                 sha = scripts.get(source)
                 if sha is None:
-                    sha = scripts[source] = await self._deadlines.bound(self._client.execute_command("SCRIPT", "LOAD", source))
+                    sha = scripts[source] = await self._deadlines.bound(self._connections.call("SCRIPT", "LOAD", source))
                 try:
-                    return await self._deadlines.bound(self._client.execute_command("EVALSHA", sha, len(keys), *keys, *args))
+                    return await self._deadlines.bound(self._connections.call("EVALSHA", sha, len(keys), *keys, *args))
                 except NoScriptError:  # the server restarted or flushed its scripts: load it again, once
                     scripts.pop(source, None)
                     if attempt:
@@ -145,15 +148,16 @@ class RedisStore:
     async def claim(self, key: str, seconds: float) -> bool:
         """Take the lease on `key` unless someone holds it (SET NX PX)."""
         try:
-            return bool(
-                await self._deadlines.bound(self._client.set(f"{key}:lease", b"1", nx=True, px=max(int(seconds * 1000), 1)))
+            reply = await self._deadlines.bound(
+                self._connections.call("SET", f"{key}:lease", b"1", "NX", "PX", max(int(seconds * 1000), 1))
             )
+            return reply is not None
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
     async def release(self, key: str) -> None:
         try:
-            await self._deadlines.bound(self._client.delete(f"{key}:lease"))
+            await self._deadlines.bound(self._connections.call("DEL", f"{key}:lease"))
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
@@ -162,6 +166,7 @@ class RedisStore:
         return CacheError(f"Redis at {_redact(self.url)} is unreachable: {reason}")
 
     async def aclose(self) -> None:
+        await self._connections.aclose()
         await self._client.aclose()
 
 
