@@ -213,7 +213,7 @@ async def test_server_without_usage_is_counted_and_marked_estimated(peer, monkey
     monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-4o-mini")
     from tests.peers import openai_routes
 
-    monkeypatch.setattr(openai_routes, "_usage", lambda *a: None)  # a server that sends "usage": null
+    monkeypatch.setattr(openai_routes, "usage_of", lambda *a: None)  # a server that sends "usage": null
     peer.responder = lambda protocol, body: "twelve characters"
     answer = await answer_large(LlmRequest(system="Be brief.", prompt="Count these characters"))
     assert answer.usage == Usage(input_tokens=9, output_tokens=5, estimated=True)  # ceil(9/4) + ceil(22/4); ceil(17/4)
