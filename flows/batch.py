@@ -25,6 +25,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,6 +167,34 @@ def chunk_key(node: Node, context: dict[str, Any], chunk: list[tuple[int, Any]])
         return None
 
 
+class ProgressReporter:
+    """Sends the newest progress in the background, one update at a time: a chunk that finishes does
+    not wait for the Prefect API before the next chunk starts, and updates that queue up collapse
+    into the latest. A failed update is logged; it does not fail the batch."""
+
+    def __init__(self, send: Callable[[int], Awaitable[None]]) -> None:
+        self._send = send
+        self._latest: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def report(self, done: int) -> None:
+        self._latest = done
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._latest is not None:
+            done, self._latest = self._latest, None
+            try:
+                await self._send(done)
+            except Exception as exc:  # progress is for the eye: the batch goes on
+                log.warning("progress update failed: %s: %s", type(exc).__name__, exc)
+
+    async def flush(self) -> None:
+        if self._task is not None:
+            await self._task
+
+
 async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id: str) -> Any:
     """Run a `for_each:` node; returns its summary (or the item outputs, for a list source)."""
     pipeline = str(context["pipeline"]["name"])
@@ -201,13 +230,15 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     async def chunk_work(chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
         return await spread.run(chunk, semaphore, run_one)
 
+    reporter = ProgressReporter(lambda done: runner.progress(pipeline, node, done, total))
+
     async def finished(records: list[dict[str, Any]]) -> None:
         for record in records:
             tally.add(record)
             if in_memory:
                 outputs[record["index"]] = record.get("output")
         if not in_memory:
-            await runner.progress(pipeline, node, tally.total, total)
+            reporter.report(tally.total)
 
     pending: set[asyncio.Future[list[dict[str, Any]]]] = set()
 
@@ -235,6 +266,7 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
             await finished(await task)
     finally:
         spread.close()
+        await reporter.flush()
     if in_memory:
         return [outputs.get(i) for i in range(len(outputs))]
     assert spool is not None

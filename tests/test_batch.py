@@ -384,3 +384,27 @@ async def test_chunks_in_worker_processes_give_the_same_result(tmp_path, peer, m
     assert 72 <= peer.count() <= 73
     assert [r["id"] for r in index_rows(tmp_path / "out-third")] == [f"third{i:03d}" for i in range(24)]
     peer.delay = 0.0
+
+
+async def test_progress_updates_collapse_into_the_latest_and_a_failed_one_is_only_logged(caplog):
+    from flows.batch import ProgressReporter
+
+    sent: list[int] = []
+    gate = asyncio.Event()
+
+    async def send(done: int) -> None:
+        sent.append(done)
+        if done == 1:
+            await gate.wait()  # a slow API call
+        if done == 3:
+            raise RuntimeError("the Prefect API is away")
+
+    reporter = ProgressReporter(send)
+    reporter.report(1)
+    await asyncio.sleep(0)
+    reporter.report(2)  # while the first is in flight: these two collapse into the latest
+    reporter.report(3)
+    gate.set()
+    await reporter.flush()
+    assert sent == [1, 3]
+    assert "the Prefect API is away" in caplog.text
