@@ -59,7 +59,7 @@ class BatchSettings(BaseSettings):
     chunk_size: int = Field(200, ge=1, description="items per chunk: one Prefect task run each")
     concurrency: int = Field(4, ge=1, description="items in flight at once (a local model serves one at a time)")
     chunks_in_flight: int = Field(2, ge=1, description="chunks running at once, so the model never idles at a chunk's end")
-    workers: int = Field(1, ge=1, description="processes a batch runs its chunks in: this one and workers - 1 others")
+    workers: int = Field(1, ge=1, description="processes a batch runs its items in: this one and workers - 1 others")
     max_document_bytes: int = Field(1_000_000, ge=1, description="larger documents are item errors")
 
 
