@@ -17,6 +17,8 @@ returns the list of per-item outputs instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -25,7 +27,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,6 +169,27 @@ def chunk_key(node: Node, context: dict[str, Any], chunk: list[tuple[int, Any]])
         return None
 
 
+_frozen_by = 0  # batches running in this process with the collector's old objects frozen
+
+
+@contextlib.contextmanager
+def old_objects_frozen() -> Iterator[None]:
+    """For the length of a batch, the objects alive at its start (imports, clients, settings: ~140,000
+    of them) are left out of the garbage collector's full passes, each of which would walk them all
+    again (~50 ms, ~8 times per 10,000 items). Given back to it when the last running batch ends."""
+    global _frozen_by
+    if _frozen_by == 0:
+        gc.collect()  # what is garbage now is freed, not frozen
+        gc.freeze()
+    _frozen_by += 1
+    try:
+        yield
+    finally:
+        _frozen_by -= 1
+        if _frozen_by == 0:
+            gc.unfreeze()
+
+
 class ProgressReporter:
     """Sends the newest progress in the background, one update at a time: a chunk that finishes does
     not wait for the Prefect API before the next chunk starts, and updates that queue up collapse
@@ -252,6 +275,9 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     if not in_memory:  # a small in-memory fan-out (e.g. a document's parts) is not worth a progress display
         await runner.progress(pipeline, node, 0, total)
     indexed = enumerate(items)
+    frozen = contextlib.ExitStack()
+    if not in_memory:  # a small in-memory fan-out (a document's parts) is not worth a collection
+        frozen.enter_context(old_objects_frozen())
     try:
         for chunk_index in itertools.count():
             chunk = list(itertools.islice(indexed, chunk_size))
@@ -267,6 +293,7 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     finally:
         spread.close()
         await reporter.flush()
+        frozen.close()
     if in_memory:
         return [outputs.get(i) for i in range(len(outputs))]
     assert spool is not None
