@@ -115,7 +115,17 @@ def stand_in(delay: float, folder: Path, server: str = "lean") -> Iterator[str]:
     port_file = folder / "peer.url"
     log = (folder / "peer.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.peers.serve_peer", "--delay", str(delay), "--port-file", str(port_file), "--server", server],
+        [
+            sys.executable,
+            "-m",
+            "tests.peers.serve_peer",
+            "--delay",
+            str(delay),
+            "--port-file",
+            str(port_file),
+            "--server",
+            server,
+        ],
         cwd=PROJECT,
         stdout=log,
         stderr=subprocess.STDOUT,
