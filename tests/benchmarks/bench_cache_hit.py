@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import hashlib
 import os
 import statistics
@@ -130,7 +131,10 @@ def main() -> None:
 
     os.environ["FRUGAL_CACHE_URL"] = args.redis
     os.environ["FRUGAL_CACHE_PREFIX"] = f"bench{uuid.uuid4().hex[:8]}"
-    os.environ.setdefault("FRUGAL_DATA_DIR", tempfile.mkdtemp(prefix="frugal-bench-"))
+    if "FRUGAL_DATA_DIR" not in os.environ:  # a folder of its own, removed when the benchmark ends
+        data_dir = tempfile.TemporaryDirectory(prefix="frugal-bench-")
+        atexit.register(data_dir.cleanup)
+        os.environ["FRUGAL_DATA_DIR"] = data_dir.name
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     prompt = ("Summarise the following note in one sentence. " * 50)[:2048]
 
