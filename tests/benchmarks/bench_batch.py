@@ -112,32 +112,12 @@ def free_port() -> int:
 @contextlib.contextmanager
 def stand_in(delay: float, folder: Path, server: str = "lean") -> Iterator[str]:
     """The model stand-in in its own process; yields its URL."""
-    port_file = folder / "peer.url"
-    log = (folder / "peer.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.peers.serve_peer",
-            "--delay",
-            str(delay),
-            "--port-file",
-            str(port_file),
-            "--server",
-            server,
-        ],
-        cwd=PROJECT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    from tests.peers.serve_peer import spawn
+
+    process, url = spawn(folder, delay, server)
     try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the model stand-in did not start: {(folder / 'peer.log').read_text()[-2000:]}")
-            time.sleep(0.05)
         PEER_PIDS[:] = [process.pid]
-        yield port_file.read_text().strip()
+        yield url
     finally:
         PEER_PIDS.clear()
         process.terminate()

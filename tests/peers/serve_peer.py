@@ -31,8 +31,10 @@ import contextlib
 import hashlib
 import json
 import socket
+import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,36 @@ def build_app(peer: ModelPeer, responder: CountingResponder) -> Starlette:
             Mount("/", app=peer.app),
         ]
     )
+
+
+def spawn(folder: Path, delay: float, server: str = "starlette", name: str = "peer") -> tuple[subprocess.Popen[bytes], str]:
+    """Start this module in a process of its own (its output in FOLDER/NAME.log); (the process, its URL)
+    once it accepts connections. The caller terminates it."""
+    port_file, log = folder / f"{name}.url", folder / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.peers.serve_peer",
+                "--delay",
+                str(delay),
+                "--port-file",
+                str(port_file),
+                "--server",
+                server,
+            ],
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the model stand-in did not start: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    return process, port_file.read_text().strip()
 
 
 def _announce(url: str, port_file: Path | None) -> None:

@@ -10,8 +10,6 @@ requests.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,40 +20,17 @@ import ollama
 import openai
 import pytest
 
+from tests.peers.serve_peer import spawn
+
 PROJECT = Path(__file__).resolve().parents[2]
 MODEL = "llama3.2:1b"
 VARYING = {"created_at", "total_duration", "created", "id", "system_fingerprint"}
 
 
-def _start(server: str, folder: Path, delay: float) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = folder / f"{server}.url"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.peers.serve_peer",
-            "--delay",
-            str(delay),
-            "--port-file",
-            str(port_file),
-            "--server",
-            server,
-        ],
-        cwd=PROJECT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        assert process.poll() is None and time.monotonic() < deadline, f"serve_peer --server {server} did not start"
-        time.sleep(0.05)
-    return process, port_file.read_text().strip()
-
-
 @pytest.fixture(scope="module")
 def urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     folder = tmp_path_factory.mktemp("stand-ins")
-    started = [_start(server, folder, 0.01) for server in ("lean", "starlette")]
+    started = [spawn(folder, 0.01, server, name=server) for server in ("lean", "starlette")]
     try:
         yield {"lean": started[0][1], "starlette": started[1][1]}
     finally:
