@@ -237,7 +237,6 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     workers = settings.workers if not in_memory and node.file.endswith((".yaml", ".yml")) else 1
     share = -(-concurrency // workers)
     semaphore = asyncio.Semaphore(share)
-    spread = Spread(node, context, workers, share)
     chunks_in_flight = max(settings.chunks_in_flight, workers + 1)
     outputs: dict[int, Any] = {}
     if not in_memory:
@@ -275,6 +274,7 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     if not in_memory:  # a small in-memory fan-out (e.g. a document's parts) is not worth a progress display
         await runner.progress(pipeline, node, 0, total)
     indexed = enumerate(items)
+    spread = Spread(node, context, workers, share)  # leases the workers: given back in the `finally` below
     frozen = contextlib.ExitStack()
     if not in_memory:  # a small in-memory fan-out (a document's parts) is not worth a collection
         frozen.enter_context(old_objects_frozen())
@@ -291,9 +291,9 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
         for task in asyncio.as_completed(pending):
             await finished(await task)
     finally:
+        frozen.close()
         spread.close()
         await reporter.flush()
-        frozen.close()
     if in_memory:
         return [outputs.get(i) for i in range(len(outputs))]
     assert spool is not None
