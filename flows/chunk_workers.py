@@ -334,7 +334,10 @@ def main() -> None:
     running: set[asyncio.Task[None]] = set()
 
     def answer(job_id: int, message: Any) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an answer that cannot travel: the caller must still hear of its job
+            data = pickle.dumps(_Failure(f"the answer cannot be sent back: {type(exc).__name__}: {exc}"))
         with write_lock:
             sink.write(job_id.to_bytes(8, "big") + len(data).to_bytes(8, "big") + data)
             sink.flush()
