@@ -161,13 +161,14 @@ class Worker:
                     future = self._jobs.pop(job_id, None)
                 if future is not None:
                     _resolve(future, answer)
-        except (OSError, EOFError, ValueError, pickle.UnpicklingError):
-            pass
+            reason = ""
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # its answers cannot be read any more
+            reason = f": {type(exc).__name__}: {exc}"
         with self._lock:
             self.dead = True
             jobs, self._jobs = self._jobs, {}
             waiters, self._ready_waiters = self._ready_waiters, []
-        failure = _Failure(f"worker process {self.proc.pid} ended ({self.proc.poll()})")
+        failure = _Failure(self._ended() + reason)
         for future in jobs.values():
             _resolve(future, failure)
         for waiter in waiters:
@@ -189,7 +190,7 @@ class Worker:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         with self._lock:
             if self.dead:
-                raise WorkerFailed(f"worker process {self.proc.pid} ended ({self.proc.poll()})")
+                raise WorkerFailed(self._ended())
             self._jobs[job_id] = future
         assert self.proc.stdin is not None
         try:
@@ -198,7 +199,7 @@ class Worker:
                 self.proc.stdin.flush()
         except OSError as exc:
             self.stop()
-            raise WorkerFailed(f"worker process {self.proc.pid} ended ({self.proc.poll()})") from exc
+            raise WorkerFailed(self._ended()) from exc
         try:
             answer = await future
         except BaseException:
@@ -209,6 +210,9 @@ class Worker:
         assert isinstance(answer, ChunkDone)
         self.items += len(job.chunk)
         return answer
+
+    def _ended(self) -> str:
+        return f"worker process {self.proc.pid} ended (exit status {self.proc.poll()})"
 
     def busy(self) -> bool:
         with self._lock:

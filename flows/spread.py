@@ -45,6 +45,11 @@ class Spread:
         self.workers: list[Worker] = lease(workers - 1) if workers > 1 else []
         self._slots: dict[Worker, asyncio.Semaphore] = {w: asyncio.Semaphore(PARTS_IN_FLIGHT) for w in self.workers}
         self._stay_here = False
+        if self.workers:  # what every job of this batch carries: the caller's variables, flow run and folder
+            from flows.chunk_workers import caller_env
+            from flows.ledger.record import enclosing_flow_run
+
+            self._job_context = (caller_env(), enclosing_flow_run(), os.getcwd())
 
     def close(self) -> None:
         """The batch is over: its workers wait for the next batch of this process."""
@@ -102,13 +107,10 @@ class Spread:
     async def _part(
         self, worker: Worker, part: list[Item], slots: asyncio.Semaphore, run_here: Callable[[Item], Awaitable[Record]]
     ) -> list[Record]:
-        from flows.chunk_workers import ChunkJob, WorkerFailed, caller_env
+        from flows.chunk_workers import ChunkJob, WorkerFailed
         from flows.ledger.observer import LEDGER
-        from flows.ledger.record import enclosing_flow_run
 
-        job = ChunkJob(
-            self.node.file, self.node.id, self.context, part, self.share, caller_env(), enclosing_flow_run(), os.getcwd()
-        )
+        job = ChunkJob(self.node.file, self.node.id, self.context, part, self.share, *self._job_context)
         try:
             done = await worker.run(job)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:  # the run's data cannot travel: here, from now on

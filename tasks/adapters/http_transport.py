@@ -234,8 +234,8 @@ class _Pool:
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, transport: LeanTransport, pool: _Pool, connection: _Connection, read: float | None) -> None:
-        self._transport, self._pool, self._connection, self._read = transport, pool, connection, read
+    def __init__(self, pool: _Pool, connection: _Connection, read: float | None) -> None:
+        self._pool, self._connection, self._read = pool, connection, read
         self._released = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -314,7 +314,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             connection.status,
             headers=connection.headers,
-            stream=_Body(self, pool, connection, timeouts.get("read")),
+            stream=_Body(pool, connection, timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1"},
         )
 

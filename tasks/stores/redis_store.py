@@ -65,6 +65,16 @@ def _redact(url: str) -> str:
 _REFUSED = object()
 
 
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
+def _as_bytes(value: object) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
 class RedisStore:
     name = "redis"
 
@@ -81,31 +91,35 @@ class RedisStore:
         )
         self._connections = Connections(self._client.connection_pool)  # single commands, without the client's overhead
         self._scripts: dict[str, bytes] | None = {}  # source -> sha1 once loaded; None: the server refuses scripts
-        self._miss_rate = 0.0  # moving average over about the last 16 look-ups
+        self._miss_rate = 0.0  # the share of recent look-ups that missed (`_saw`)
 
-    async def get(self, key: str) -> bytes | None:
+    async def _command(self, *args: object) -> object:
+        """One command within the deadline; a failure of any kind is the cache being unreachable."""
         try:
-            value = await self._deadlines.bound(self._connections.call("GET", key))
+            return await self._deadlines.bound(self._connections.call(*args))
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
-        if value is None or isinstance(value, bytes):
-            return value
-        return str(value).encode("utf-8")
+
+    def _saw(self, missed: bool) -> None:
+        """Move the miss rate: an average over about the last 16 look-ups."""
+        self._miss_rate = self._miss_rate * (15 / 16) + (1 / 16 if missed else 0.0)
+
+    async def get(self, key: str) -> bytes | None:
+        return _as_bytes(await self._command("GET", key))
 
     async def get_or_claim(self, key: str, seconds: float) -> tuple[bytes | None, bool | None]:
         """The value under `key`, or None and whether the key's lease was taken now (None: not tried)."""
         if self._miss_rate <= MOSTLY_MISSES or self._scripts is None:
             value = await self.get(key)
-            self._miss_rate = self._miss_rate * 0.9375 + (0.0625 if value is None else 0.0)
+            self._saw(value is None)
             return value, None
-        answer = await self._script(GET_OR_CLAIM, (key, f"{key}:lease"), (max(int(seconds * 1000), 1),))
+        answer = await self._script(GET_OR_CLAIM, (key, f"{key}:lease"), (_ms(seconds),))
         if answer is _REFUSED:
             return await self.get_or_claim(key, seconds)
+        self._saw(isinstance(answer, int))
         if isinstance(answer, int):
-            self._miss_rate = self._miss_rate * 0.9375 + 0.0625
             return None, bool(answer)
-        self._miss_rate *= 0.9375
-        return (answer if isinstance(answer, bytes) else str(answer).encode("utf-8")), None
+        return _as_bytes(answer), None
 
     async def _script(self, source: str, keys: tuple[str, ...], args: tuple[object, ...]) -> object:
         """Run a Lua script by its digest (loading it first); `_REFUSED` if the server does not run scripts."""
@@ -147,19 +161,10 @@ class RedisStore:
 
     async def claim(self, key: str, seconds: float) -> bool:
         """Take the lease on `key` unless someone holds it (SET NX PX)."""
-        try:
-            reply = await self._deadlines.bound(
-                self._connections.call("SET", f"{key}:lease", b"1", "NX", "PX", max(int(seconds * 1000), 1))
-            )
-            return reply is not None
-        except (RedisError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+        return await self._command("SET", f"{key}:lease", b"1", "NX", "PX", _ms(seconds)) is not None
 
     async def release(self, key: str) -> None:
-        try:
-            await self._deadlines.bound(self._connections.call("DEL", f"{key}:lease"))
-        except (RedisError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+        await self._command("DEL", f"{key}:lease")
 
     def _unreachable(self, exc: Exception) -> CacheError:
         reason = str(exc) or type(exc).__name__
