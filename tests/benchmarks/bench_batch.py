@@ -28,7 +28,9 @@ Not a test: it prints figures and asserts nothing. What it does, in one process:
    included; their part, and the stand-in's CPU per item, which is not ours but competes for the
    same CPUs, in parentheses), model calls, peak RSS (each run's own high-water mark; the workers' apart); the
    ratios against the targets; and where each run's CPU time went (py-spy, sampling the process
-   from outside; --no-profile to skip).
+   from outside; --no-profile to skip). Each run (and the ceiling) starts once the machine is quiet
+   (at most 15 % of its CPU busy over half a second, waiting up to a minute): what the previous run
+   left behind, a Prefect server still taking in its task runs and events, must not slow the next.
 6. With --sharded-clients K, before the baseline, an experiment: the cold inline run again with each model endpoint served
    by K HTTP clients in turn instead of one (tasks/clients.py keeps one), to show what the pool's
    per-request scan of its connections costs.
@@ -64,6 +66,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT))
 BIN = Path(sys.executable).parent
 RATE = 100  # py-spy samples per second: enough for a profile, and half the CPU that 200 took from the run on 2 CPUs
+QUIET_BUSY = 0.15  # a run starts once at most this share of the CPUs was busy over half a second
 
 WORDS = (
     "the quarterly report shows revenue growth across regions while costs rose slightly due to new hires "
@@ -298,9 +301,37 @@ class Measured:
         )
 
 
+def busy_share(seconds: float = 0.5) -> float:
+    """The share of the machine's CPU time that was busy over the next `seconds` (Linux; 0.0 elsewhere)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(limit: float = QUIET_BUSY, timeout: float = 60.0) -> None:
+    """Start a run on a quiet machine: the work a run leaves behind (a Prefect server still taking in its
+    events and task runs, a worker finishing) must not count against the next run."""
+    started = time.perf_counter()
+    while (busy := busy_share()) > limit and time.perf_counter() - started < timeout:
+        pass
+    waited = time.perf_counter() - started
+    if waited > 1.0:
+        print(f"  (waited {waited:.0f} s for the machine to be quiet: {busy:.0%} of its CPU busy)", flush=True)
+
+
 @contextlib.contextmanager
 def measure(name: str, items: int, peer_url: str, out: list[Measured], profile: Path | None = None) -> Iterator[Measured]:
-    """Time a run; with `profile`, sample it with py-spy into that file."""
+    """Time a run, once the machine is quiet; with `profile`, sample it with py-spy into that file."""
+    wait_until_quiet()
     result = Measured(name, items, 0.0, 0.0, 0.0, 0, profile=profile)
     with py_spy(profile):
         before = peer_stats(peer_url)["answered"]
@@ -553,6 +584,7 @@ async def run_all(args: argparse.Namespace, docs: Path, work: Path, peer: str, p
     n = args.n
     skip = set(args.skip.split(",")) if args.skip else set()
 
+    wait_until_quiet()
     rate, cpu_ms = await client_ceiling(peer, args.concurrency, args.ceiling_n)
     ideal = args.concurrency / args.delay
     print(
