@@ -93,6 +93,93 @@ async def test_nightly_summaries_writes_summaries_and_an_index_then_reruns_for_f
     assert peer.count() == calls + 1
 
 
+async def test_long_documents_go_to_the_large_model_and_longer_ones_are_summarised_in_parts(tmp_path, peer):
+    def responder(protocol: str, body: dict) -> str:
+        system, prompt = body["messages"][0]["content"], body["messages"][-1]["content"]
+        if protocol == "ollama":
+            return "small summary"
+        if system.startswith("Summarise this part"):
+            return f"part about {prompt.split()[0]}"
+        return f"large summary of: {prompt}"
+
+    peer.responder = responder
+    paragraph = " ".join(f"w{j}" for j in range(25))
+    source = write_docs(
+        tmp_path / "in",
+        {
+            "short.txt": "A short document of a few words.",
+            "long.txt": "Long " + " ".join(f"l{j}" for j in range(40)),  # > long_words: the large model
+            "huge.txt": "\n\n".join(f"P{k} {paragraph}" for k in range(4)),  # > context_words: in parts
+        },
+    )
+    out = tmp_path / "out"
+    inputs = {"source": str(source), "destination": str(out), "long_words": 20, "context_words": 60}
+    result = await run_inline("nightly-summaries", inputs)
+    assert result.output["ok"] == 3 and result.output["routes"] == {"small": 1, "large": 2}
+    rows = {r["id"]: r for r in index_rows(out)}
+    assert rows["short"]["route"] == "small" and rows["short"]["model"] == "ollama/llama3.2:1b"
+    assert rows["long"]["route"] == rows["huge"]["route"] == "large"
+    assert rows["long"]["model"].startswith("openai/")
+    assert "large summary of: Long l0 l1" in (out / "long.md").read_text()
+    # 104 words in parts of at most 60, cut at paragraph ends: 2 parts, each summarised, then the summaries combined
+    assert "large summary of: part about P0\n\npart about P2" in (out / "huge.md").read_text()
+    assert peer.count(protocol="ollama") == 1 and peer.count(protocol="openai") == 1 + 2 + 1
+
+    calls = peer.count()
+    again = await run_inline("nightly-summaries", inputs)
+    assert again.output["cache"] == {"hit": 3} and peer.count() == calls
+
+
+async def test_memory_does_not_grow_with_the_number_of_documents(tmp_path, monkeypatch):
+    """Items stream from the source and their records go to spool files: 10x the documents, about the same peak."""
+    import tracemalloc
+
+    monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "100")
+    pipeline = tmp_path / "hashes.yaml"
+    pipeline.write_text(
+        textwrap.dedent(
+            """
+            name: hashes
+            version: "1"
+            inputs:
+              source: {type: string}
+              destination: {type: string}
+            nodes:
+              docs:
+                uses: list_documents
+                with: {source: "{{ inputs.source }}"}
+              keys:
+                uses: hash_prompt
+                for_each: "{{ docs }}"
+                with: {prompt: "{{ item.text }}"}
+              index_file:
+                uses: write_index
+                with: {batch: "{{ keys }}", destination: "{{ inputs.destination }}"}
+            output: "{{ keys.total }}"
+            """
+        )
+    )
+
+    async def peak_for(n: int) -> int:
+        source = tmp_path / f"docs-{n}.jsonl"
+        with source.open("w") as out:
+            for i in range(n):
+                out.write(json.dumps({"id": f"d{i}", "text": f"Document {i}: " + "words of the document " * 25}) + "\n")
+        tracemalloc.start()
+        try:
+            result = await run_inline(str(pipeline), {"source": str(source), "destination": str(tmp_path / f"out-{n}")})
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result.output == n and len(index_rows(tmp_path / f"out-{n}")) == n
+        return peak
+
+    await peak_for(100)  # the first run compiles the pipeline and fills the process's caches
+    small, large = await peak_for(500), await peak_for(5_000)
+    # records kept in memory would add ~0.8 KB each: 4,500 more documents, ~3.6 MB more
+    assert large < small + 1_000_000, f"peak {large / 1e6:.1f} MB for 5,000 documents against {small / 1e6:.1f} MB for 500"
+
+
 async def test_bad_documents_are_item_errors_and_the_run_goes_on(tmp_path, peer, monkeypatch):
     monkeypatch.setenv("FRUGAL_BATCH_MAX_DOCUMENT_BYTES", "200")
     peer.responder = lambda protocol, body: SUMMARY
