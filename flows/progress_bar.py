@@ -16,10 +16,16 @@ def progress_display(stream: Any = None) -> Iterator[None]:
     """Show batch progress on `stream` (stderr) while the block runs."""
     stream = stream or sys.stderr
     if stream.isatty():
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=stream),  # on the terminal it checked, not on stdout, which carries the output
+            transient=False,
         )
         tasks: dict[str, Any] = {}
 

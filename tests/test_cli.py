@@ -203,3 +203,56 @@ def test_list_shows_the_pipelines_and_their_inputs(cli_env, tmp_path):
     assert set(rows) == {"answer", "nightly-summaries", "sentiment", "summarise-document"}
     assert "prompt:string" in rows["answer"] and "max_tokens?:integer" in rows["answer"]
     assert "text:string" in rows["sentiment"]
+
+
+def nightly_inputs(tmp_path: Path, n: int) -> list[str]:
+    source = tmp_path / "inbox"
+    source.mkdir()
+    for i in range(n):
+        (source / f"doc{i}.txt").write_text(f"Document {i} says a few words about topic {i}.")
+    return ["-i", f"source={source}", "-i", f"destination={tmp_path / 'summaries'}", "--inline"]
+
+
+def test_a_batch_shows_its_progress_as_lines_when_stderr_is_not_a_terminal(cli_env, peer, tmp_path):
+    peer.responder = lambda protocol, body: "A summary."
+    env = {**cli_env, "FRUGAL_BATCH_CHUNK_SIZE": "2"}
+    proc = frugal(env, "run", "nightly-summaries", *nightly_inputs(tmp_path, 5), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("nightly-summaries: summaries:")]
+    assert lines and lines[-1] == "nightly-summaries: summaries: 5/5 items (100%)", proc.stderr
+    assert json.loads(proc.stdout)["ok"] == 5
+
+
+def test_a_batch_draws_a_progress_bar_on_a_terminal(cli_env, peer, tmp_path):
+    import pty
+
+    peer.responder = lambda protocol, body: "A summary."
+    env = {**cli_env, "FRUGAL_BATCH_CHUNK_SIZE": "2", "COLUMNS": "100", "TERM": "xterm"}
+    main, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [str(FRUGAL), "run", "nightly-summaries", *nightly_inputs(tmp_path, 5)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+        )
+        os.close(terminal)
+        drawn = b""
+        while True:
+            try:
+                data = os.read(main, 4096)
+            except OSError:  # the terminal's other end closed: the process is gone
+                break
+            if not data:
+                break
+            drawn += data
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(main)
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode("utf-8", "replace"))
+    assert proc.returncode == 0, screen
+    assert "nightly-summaries: summaries" in screen and "5/5" in screen, screen
+    assert "━" in screen, "a bar, not lines"
+    assert json.loads(out)["ok"] == 5
