@@ -37,20 +37,28 @@ class RunResult(BaseModel):
     duration_ms: float
 
     def account(self) -> str:
-        """One line: cache, route, model, tokens, latency."""
+        """One line: cache, route, model, tokens, latency. A batch's output counts them per value
+        (`cache=hit:3,miss:2 route=small:5`); tokens it does not know are `-`, not 0."""
         out = self.output if isinstance(self.output, dict) else {}
         calls = [r for r in self.nodes.values() if r.model is not None and r.status != "skipped"]
-        tokens_in = sum(r.tokens_in or 0 for r in calls)
-        tokens_out = sum(r.tokens_out or 0 for r in calls)
-        usage = out.get("usage") if isinstance(out.get("usage"), dict) else None
-        if not calls and usage:
-            tokens_in, tokens_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        tokens = "-"
+        if calls:
+            tokens = f"{sum(r.tokens_in or 0 for r in calls)}/{sum(r.tokens_out or 0 for r in calls)}"
+        elif isinstance(out.get("usage"), dict):
+            tokens = f"{out['usage'].get('input_tokens', 0)}/{out['usage'].get('output_tokens', 0)}"
         parts = [
-            f"cache={out.get('cache', '-')}",
-            f"route={out.get('route', '-')}",
-            f"model={out.get('model', calls[-1].model if calls else '-')}",
-            f"tokens={tokens_in}/{tokens_out}",
+            f"cache={_counted(out.get('cache', '-'))}",
+            f"route={_counted(out.get('route', out.get('routes', '-')))}",
+            f"model={_counted(out.get('model', out.get('models', calls[-1].model if calls else '-')))}",
+            f"tokens={tokens}",
             f"latency={self.duration_ms:.0f}ms",
             f"mode={self.mode}",
         ]
         return " ".join(parts)
+
+
+def _counted(value: Any) -> Any:
+    """A batch's counts ({"hit": 3, "miss": 2}) as `hit:3,miss:2`; anything else as it is."""
+    if isinstance(value, dict):
+        return ",".join(f"{key}:{count}" for key, count in value.items()) or "-"
+    return value

@@ -221,6 +221,8 @@ def test_a_batch_shows_its_progress_as_lines_when_stderr_is_not_a_terminal(cli_e
     lines = [line for line in proc.stderr.splitlines() if line.startswith("nightly-summaries: summaries:")]
     assert lines and lines[-1] == "nightly-summaries: summaries: 5/5 items (100%)", proc.stderr
     assert json.loads(proc.stdout)["ok"] == 5
+    account = proc.stderr.strip().splitlines()[-1]
+    assert account.startswith("cache=miss:5 route=small:5 model=ollama/llama3.2:1b:5 tokens=- latency="), account
 
 
 def test_a_batch_draws_a_progress_bar_on_a_terminal(cli_env, peer, tmp_path):
