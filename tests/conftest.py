@@ -134,6 +134,9 @@ def redis_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
     monkeypatch.setenv("FRUGAL_CACHE_URL", REDIS_URL)
     prefix = os.environ["FRUGAL_CACHE_PREFIX"]
     yield client
+    from flows.ledger.writer import WRITER
+
+    WRITER.flush(timeout=5)  # the test's cost entries are stored before its keys are deleted, not after
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
     client.close()
