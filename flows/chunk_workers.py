@@ -1,7 +1,7 @@
 """Worker processes for the items of a `for_each:` node, so that a batch uses more than one CPU.
 
-One event loop spends ~1.7 ms of CPU on a cold batch item, so one process tops
-out near 600 items/s whatever the model allows. With ``FRUGAL_BATCH_WORKERS=N``
+One event loop spends ~0.9-1.5 ms of CPU on a cold batch item (by host), so one
+process tops out near 650-1,100 items/s whatever the model allows. With ``FRUGAL_BATCH_WORKERS=N``
 (N > 1) a batch runs in N processes: this one and N - 1 workers (``python -m
 flows.chunk_workers``), leased when the batch starts and kept for the later
 batches of this process. How a chunk's items are spread over them is
