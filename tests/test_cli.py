@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -241,8 +243,10 @@ def test_a_batch_draws_a_progress_bar_on_a_terminal(cli_env, peer, tmp_path):
             text=True,
         )
         os.close(terminal)
-        drawn = b""
-        while True:
+        drawn, deadline = b"", time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not select.select([main], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                break
             try:
                 data = os.read(main, 4096)
             except OSError:  # the terminal's other end closed: the process is gone
@@ -250,7 +254,11 @@ def test_a_batch_draws_a_progress_bar_on_a_terminal(cli_env, peer, tmp_path):
             if not data:
                 break
             drawn += data
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
     finally:
         os.close(main)
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode("utf-8", "replace"))
