@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flows.settings import WATCHED
+from tasks.loops import call_soon_in
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,10 +108,7 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     """Settle `future` from another thread, on its own loop."""
-    try:
-        future.get_loop().call_soon_threadsafe(_settle, future, value)
-    except RuntimeError:  # that loop is closed: nobody waits any more
-        pass
+    call_soon_in(future.get_loop(), _settle, future, value)
 
 
 class Worker:

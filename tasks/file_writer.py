@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 
 from tasks.files import write_atomic
+from tasks.loops import call_soon_in
 
 Job = tuple[Path, str, asyncio.Future[None], asyncio.AbstractEventLoop]
 
@@ -58,10 +59,7 @@ class FileWriter:
                     error = exc
                 results.setdefault(loop, []).append((done, error))
             for loop, outcomes in results.items():
-                try:
-                    loop.call_soon_threadsafe(_settle, outcomes)
-                except RuntimeError:  # that loop is closed: nobody waits any more
-                    pass
+                call_soon_in(loop, _settle, outcomes)
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:

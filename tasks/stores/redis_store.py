@@ -24,6 +24,7 @@ commands.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -93,10 +94,14 @@ class RedisStore:
         self._scripts: dict[str, bytes] | None = {}  # source -> sha1 once loaded; None: the server refuses scripts
         self._miss_rate = 0.0  # the share of recent look-ups that missed (`_saw`)
 
+    async def _raw(self, *args: object) -> Any:
+        """One command within the deadline, its errors as redis-py raised them."""
+        return await self._deadlines.bound(self._connections.call(*args))
+
     async def _command(self, *args: object) -> object:
         """One command within the deadline; a failure of any kind is the cache being unreachable."""
         try:
-            return await self._deadlines.bound(self._connections.call(*args))
+            return await self._raw(*args)
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
@@ -129,9 +134,9 @@ class RedisStore:
             for attempt in (0, 1):
                 sha = scripts.get(source)
                 if sha is None:
-                    sha = scripts[source] = await self._deadlines.bound(self._connections.call("SCRIPT", "LOAD", source))
+                    sha = scripts[source] = await self._raw("SCRIPT", "LOAD", source)
                 try:
-                    return await self._deadlines.bound(self._connections.call("EVALSHA", sha, len(keys), *keys, *args))
+                    return await self._raw("EVALSHA", sha, len(keys), *keys, *args)
                 except NoScriptError:  # the server restarted or flushed its scripts: load it again, once
                     scripts.pop(source, None)
                     if attempt:

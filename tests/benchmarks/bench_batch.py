@@ -64,9 +64,9 @@ from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT))
-BIN = Path(sys.executable).parent
-RATE = 100  # py-spy samples per second: enough for a profile, and half the CPU that 200 took from the run on 2 CPUs
-QUIET_BUSY = 0.15  # a run starts once at most this share of the CPUs was busy over half a second
+
+from machine import cpu_seconds_of, peak_rss_mb, reset_peak_rss, wait_until_quiet  # noqa: E402  beside this file
+from profiling import BIN, RATE, py_spy, summarise_profile  # noqa: E402
 
 WORDS = (
     "the quarterly report shows revenue growth across regions while costs rose slightly due to new hires "
@@ -190,20 +190,6 @@ def prefect_server(folder: Path, api_url: str | None, needed: bool = True) -> It
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def reset_peak_rss() -> None:
-    """Reset the kernel's high-water mark of this process's RSS (VmHWM), so each run has its own peak."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker_pids() -> list[int]:
     """This process's chunk workers (FRUGAL_BATCH_WORKERS > 1)."""
     me, found = os.getpid(), []
@@ -214,16 +200,6 @@ def worker_pids() -> list[int]:
                     if b"flows.chunk_workers" in (entry / "cmdline").read_bytes():
                         found.append(int(entry.name))
     return found
-
-
-def cpu_seconds_of(pids: list[int]) -> float:
-    """CPU time (user + system) these processes have used so far."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def workers_cpu_seconds() -> float:
@@ -301,33 +277,6 @@ class Measured:
         )
 
 
-def busy_share(seconds: float = 0.5) -> float:
-    """The share of the machine's CPU time that was busy over the next `seconds` (Linux; 0.0 elsewhere)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
-
-
-def wait_until_quiet(limit: float = QUIET_BUSY, timeout: float = 60.0) -> None:
-    """Start a run on a quiet machine: the work a run leaves behind (a Prefect server still taking in its
-    events and task runs, a worker finishing) must not count against the next run."""
-    started = time.perf_counter()
-    while (busy := busy_share()) > limit and time.perf_counter() - started < timeout:
-        pass
-    waited = time.perf_counter() - started
-    if waited > 1.0:
-        print(f"  (waited {waited:.0f} s for the machine to be quiet: {busy:.0%} of its CPU busy)", flush=True)
-
-
 @contextlib.contextmanager
 def measure(name: str, items: int, peer_url: str, out: list[Measured], profile: Path | None = None) -> Iterator[Measured]:
     """Time a run, once the machine is quiet; with `profile`, sample it with py-spy into that file."""
@@ -349,123 +298,6 @@ def measure(name: str, items: int, peer_url: str, out: list[Measured], profile: 
         result.model_calls = peer_stats(peer_url)["answered"] - before
     out.append(result)
     print(result.line(), flush=True)
-
-
-@contextlib.contextmanager
-def py_spy(output: Path | None, rate: int = RATE) -> Iterator[None]:
-    """Sample this process with py-spy into `output` (from outside: it costs the process almost nothing)."""
-    exe = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
-    if output is None or exe is None:
-        if output is not None:
-            print("py-spy is not installed (pip install -e '.[dev]'): no profile", flush=True)
-        yield
-        return
-    process = subprocess.Popen(
-        [exe, "record", "--pid", str(os.getpid()), "--rate", str(rate), "--format", "raw", "--nonblocking", "-o", str(output)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    time.sleep(1.0)  # attached
-    try:
-        yield
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-#: (label, substrings of a frame's file) in order; a sample is charged to the first group its leaf frame matches
-GROUPS = (
-    ("HTTP client (httpx, httpcore, h11, anyio, ollama)", ("(httpx/", "(httpcore/", "(h11/", "(anyio/", "(ollama/", "(sniffio/")),
-    ("asyncio socket writes (send syscalls)", ("_SelectorSocketTransport.write (asyncio/",)),
-    ("asyncio event loop, the rest", ("(asyncio/", "(uvloop/", "(selectors.py", "(contextvars")),
-    ("Redis client (redis-py)", ("(redis/",)),
-    ("pydantic validation / dumps", ("(pydantic/", "(pydantic_core/")),
-    (
-        "templates (jinja2, flows/templates, fast_eval)",
-        ("(jinja2/", "(flows/templates.py", "(flows/fast_eval.py", "(markupsafe/"),
-    ),
-    ("json", ("(json/", "(orjson")),
-    ("Prefect", ("(prefect/",)),
-    (
-        "files, paths (pathlib, os, tempfile)",
-        ("(pathlib.py", "(os.py", "(tempfile.py", "(genericpath.py", "(posixpath.py", "(shutil.py", "(tasks/files.py"),
-    ),
-    ("cost ledger (background thread)", ("(flows/ledger/",)),
-    ("logging", ("(logging/",)),
-    ("hashing", ("(hashlib", "(tasks/canonical.py", "(tasks/hash_prompt.py")),
-    ("project code, the rest (flows/, tasks/)", ("(flows/", "(tasks/")),
-)
-#: functions whose inclusive share is worth seeing
-WATCHED = (
-    ("run_item", "flows/batch.py"),
-    ("execute", "flows/engine.py"),
-    ("run_node", "flows/engine.py"),
-    ("build_request", "flows/engine.py"),
-    ("evaluate", "flows/templates.py"),
-    ("read", "tasks/documents.py"),
-    ("hash_prompt", "tasks/hash_prompt.py"),
-    ("lookup", "tasks/cache.py"),
-    ("store", "tasks/cache.py"),
-    ("classify", "tasks/classify.py"),
-    ("answer_small", "tasks/call_slm.py"),
-    ("answer_large", "tasks/call_llm.py"),
-    ("chat", "tasks/adapters/ollama_chat.py"),
-    ("chat", "tasks/adapters/openai_chat.py"),
-    ("write_summary", "tasks/batch_outputs.py"),
-    ("write_atomic", "tasks/files.py"),
-    ("notify_node", "flows/observers.py"),
-    ("notify_run", "flows/observers.py"),
-    ("_item_id", "flows/batch.py"),
-    ("write", "flows/batch.py"),
-    ("write_index", "tasks/batch_outputs.py"),
-    ("_iter_documents", "flows/sources.py"),
-    ("jsonable", "flows/engine.py"),
-)
-
-
-def summarise_profile(raw: Path, top: int = 12) -> str:
-    """Where the sampled CPU time went: by library (leaf frame) and through the project's functions."""
-    if not raw.exists():
-        return "(no profile written)"
-    own: Counter[str] = Counter()
-    groups: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        leaf = frames[-1]
-        own[leaf] += n
-        for label, needles in GROUPS:
-            if any(needle in leaf for needle in needles):
-                groups[label] += n
-                break
-        else:
-            groups["other (stdlib, other libraries)"] += n
-        seen = set()
-        for frame in frames:
-            for fn, path in WATCHED:
-                if frame.startswith(fn + " (") and path in frame and (fn, path) not in seen:
-                    seen.add((fn, path))
-                    inclusive[f"{path}:{fn}"] += n
-    if not total:
-        return "(profile is empty)"
-    lines = [f"{total} samples (CPU only; idle waits are not sampled)", "", "by library (where the CPU was when sampled):"]
-    lines += [f"  {n / total:6.1%}  {label}" for label, n in groups.most_common()]
-    lines += ["", "through the project's functions (inclusive):"]
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in inclusive.most_common() if n / total >= 0.005]
-    lines += ["", f"top {top} functions by own time:"]
-    for frame, n in own.most_common(top):
-        short = frame.replace(str(PROJECT) + "/", "").split("site-packages/")[-1]
-        lines.append(f"  {n / total:6.1%}  {short[:150]}")
-    return "\n".join(lines)
 
 
 # -- the runs -------------------------------------------------------------------------------------
