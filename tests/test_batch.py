@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from flows.errors import StepError
-from flows.pipeline_flow import run_inline, run_pipeline
+from flows.orchestration.flow import run_inline, run_pipeline
+from tasks.core.errors import StepError
 
 SUMMARY = "A short summary."
 
@@ -325,17 +325,14 @@ def _processes_with(marker: str) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_killed_run_resumes_without_paying_again(tmp_path, peer, workers):
-    """Kill a batch half-way; the next run re-sends nothing that was already answered, and the
-    killed run's chunk workers (FRUGAL_BATCH_WORKERS=2) died with it."""
+def test_a_killed_run_resumes_without_paying_again(tmp_path, peer):
+    """Kill a batch half-way; the next run re-sends nothing that was already answered."""
     peer.responder = lambda protocol, body: SUMMARY
     peer.delay = 0.1
     source = write_docs(tmp_path / "in", docs(30))
     out = tmp_path / "out"
     env = {
         **os.environ,
-        "FRUGAL_BATCH_WORKERS": workers,
         "FRUGAL_BATCH_CONCURRENCY": "2",
         "FRUGAL_BATCH_CHUNK_SIZE": "4",
         "FRUGAL_CACHE_LEASE_SECONDS": "2",  # the killed run's in-flight leases expire quickly
@@ -418,63 +415,8 @@ async def test_finished_chunks_come_back_from_prefect_results_even_with_the_prom
     assert peer.count() == 12
 
 
-async def test_chunks_in_worker_processes_give_the_same_result(tmp_path, peer, monkeypatch):
-    from flows import chunk_workers
-
-    peer.responder = lambda protocol, body: SUMMARY
-    source = write_docs(tmp_path / "in", docs(24))
-    monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "4")
-    monkeypatch.setenv("FRUGAL_BATCH_WORKERS", "2")
-    monkeypatch.chdir(tmp_path)  # a relative destination means the same in the workers
-    out = tmp_path / "out"
-    first = await run_inline("nightly-summaries", {"source": str(source), "destination": "out"})
-    assert first.output["documents"] == 24 and first.output["ok"] == 24 and first.output["cache"] == {"miss": 24}
-    assert peer.count() == 24  # one model call per document, wherever its chunk ran
-    assert [r["id"] for r in index_rows(out)] == [f"doc{i:03d}" for i in range(24)]
-    assert all(SUMMARY in (out / f"doc{i:03d}.md").read_text() for i in range(24))
-    workers = chunk_workers.idle_workers()
-    assert workers and all(w.alive() for w in workers)  # given back at the batch's end: it waits for the next one
-
-    for worker in workers:  # a worker that died while idle is replaced by the next batch; nothing is lost
-        worker.proc.kill()
-        worker.proc.wait()
-    again = await run_inline("nightly-summaries", {"source": str(source), "destination": str(tmp_path / "again")})
-    assert again.output["ok"] == 24 and again.output["cache"] == {"hit": 24}
-    assert peer.count() == 24
-
-    # a ready worker takes a share of every chunk (a slow model, one item at a time per process)
-    workers = chunk_workers.idle_workers()
-    peer.delay = 0.05
-    monkeypatch.setenv("FRUGAL_BATCH_CONCURRENCY", "2")
-    before = sum(w.items for w in workers)
-    more = write_docs(tmp_path / "more", {f"new{i:03d}.txt": f"another document, number {i}, of a few words" for i in range(24)})
-    second = await run_inline("nightly-summaries", {"source": str(more), "destination": "out-more"})
-    assert second.output["ok"] == 24 and second.output["cache"] == {"miss": 24}
-    assert peer.count() == 48
-    ran_there = sum(w.items for w in workers) - before
-    assert 0 < ran_there < 24, ran_there  # both processes ran items of the batch
-    assert [r["id"] for r in index_rows(tmp_path / "out-more")] == [f"new{i:03d}" for i in range(24)]  # input order
-
-    # a worker killed in the middle of its items: they run here; at most the one call it had in flight is paid twice
-    # (after its lease on that request ran out: shortened here)
-    monkeypatch.setenv("FRUGAL_CACHE_LEASE_SECONDS", "1")
-    workers = chunk_workers.idle_workers()
-    third = write_docs(tmp_path / "third", {f"third{i:03d}.txt": f"a third document, number {i}, in words" for i in range(24)})
-    run = asyncio.create_task(run_inline("nightly-summaries", {"source": str(third), "destination": "out-third"}))
-    async with asyncio.timeout(20):
-        while not any(w.busy() for w in workers):
-            await asyncio.sleep(0.005)
-    for worker in workers:
-        worker.proc.kill()
-    result = await run
-    assert result.output["ok"] == 24 and result.output["failed"] == 0
-    assert 72 <= peer.count() <= 73
-    assert [r["id"] for r in index_rows(tmp_path / "out-third")] == [f"third{i:03d}" for i in range(24)]
-    peer.delay = 0.0
-
-
 async def test_progress_updates_collapse_into_the_latest_and_a_failed_one_is_only_logged(caplog):
-    from flows.batch import ProgressReporter
+    from flows.engine.batch import ProgressReporter
 
     sent: list[int] = []
     gate = asyncio.Event()
@@ -500,7 +442,7 @@ async def test_progress_updates_collapse_into_the_latest_and_a_failed_one_is_onl
 def test_old_objects_are_frozen_while_batches_run_and_given_back_after():
     import gc
 
-    from flows.batch import old_objects_frozen
+    from flows.engine.batch import old_objects_frozen
 
     assert gc.get_freeze_count() == 0
     with old_objects_frozen():

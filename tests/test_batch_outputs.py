@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tasks.batch_outputs import SummaryRequest, write_summary
-from tasks.files import holds
+from tasks.core.files import holds
+from tasks.steps.batch_outputs import SummaryRequest, write_summary
 
 
 async def summarise(destination: Path, doc_id: str, text: str) -> Path:

@@ -3,7 +3,7 @@
 Everything runs as a platform engineer would run it, each in its own process: a
 loopback `prefect server start` (SQLite in a temporary PREFECT_HOME), a process
 work pool, `prefect deploy` of `nightly-summaries` (entrypoint
-`flows/pipeline_flow.py:run_pipeline`, from this checkout) with a prefect.yaml of
+`flows/orchestration/flow.py:run_pipeline`, from this checkout) with a prefect.yaml of
 the test's own, two `prefect worker start` processes (one flow run at a time
 each), and the model stand-in (`tests.peers.serve_peer`), which counts the model
 calls it answers per prompt. Runs are created over Prefect's REST API.
@@ -188,7 +188,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                       directory: {json.dumps(str(PROJECT))}
                 deployments:
                   - name: nightly-summaries
-                    entrypoint: flows/pipeline_flow.py:run_pipeline
+                    entrypoint: flows/orchestration/flow.py:run_pipeline
                     parameters: {{pipeline: nightly-summaries}}
                     work_pool: {{name: {POOL}, work_queue_name: default}}
                 """

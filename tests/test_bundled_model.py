@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import ollama
 import pytest
 
-from flows.errors import ModelAuthError
-from flows.pipeline_flow import run_inline, run_orchestrated
-from tasks.adapters.local_llama import find_bundled_model, get_local_model
-from tasks.call_llm import LlmRequest, answer_large
-from tasks.call_slm import SlmRequest, answer_small
+from flows.orchestration.flow import run_inline, run_orchestrated
+from tasks.core.errors import ModelAuthError
+from tasks.providers.llama_cpp import find_bundled_model, get_local_model
+from tasks.steps.call_llm import LlmRequest, answer_large
+from tasks.steps.call_slm import SlmRequest, answer_small
 from tests.peers.llama_http import start_llama_http_server
 
 pytestmark = pytest.mark.slow

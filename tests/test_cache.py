@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from flows.errors import ConfigError
-from flows.pipeline_flow import run_inline
-from flows.settings import get_settings
-from tasks.adapters.base import Usage
-from tasks.cache import LookupRequest, StoreRequest, cache_key, lookup, store
-from tasks.records import CACHE_VALUE_VERSION, ModelAnswer
+from flows.orchestration.flow import run_inline
+from tasks.core.completion import Usage
+from tasks.core.errors import ConfigError
+from tasks.core.records import CACHE_VALUE_VERSION, ModelAnswer
+from tasks.core.settings import get_settings
+from tasks.steps.cache import LookupRequest, StoreRequest, cache_key, lookup, store
 from tests.conftest import API_KEY
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -268,8 +268,8 @@ def test_clients_of_closed_event_loops_are_let_go(redis_cache):
     script = textwrap.dedent(
         """
         import asyncio, gc, os
-        from tasks.cache import LookupRequest, lookup
-        from tasks.clients import http_client, ollama_client
+        from tasks.steps.cache import LookupRequest, lookup
+        from tasks.providers.clients import http_client, ollama_client
 
         async def one(n):
             await lookup(LookupRequest(key=f"let-go-{n}"))  # a miss that claims its own lease

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from flows.errors import ConfigError, ModelAuthError, ModelRequestError, ModelTimeout, ModelUnavailable
-from tasks.call_llm import LlmRequest, answer_large, call_llm
+from tasks.core.errors import ConfigError, ModelAuthError, ModelRequestError, ModelTimeout, ModelUnavailable
+from tasks.steps.call_llm import LlmRequest, answer_large, call_llm
 from tests.conftest import API_KEY
 
 CHAT = "/v1/chat/completions"
@@ -233,6 +233,6 @@ def test_retry_after_header_forms(headers, expected):
     """A malformed Retry-After falls back to our own backoff instead of failing the call."""
     import httpx
 
-    from tasks.adapters.retry import retry_after_seconds
+    from tasks.providers.retry import retry_after_seconds
 
     assert retry_after_seconds(httpx.Headers(headers)) == expected

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.errors import ModelRequestError, ModelUnavailable, StepError
-from flows.pipeline_flow import run_inline
-from tasks.call_slm import SlmRequest, answer_small, call_slm
-from tasks.constraints import label_schema
+from flows.orchestration.flow import run_inline
+from tasks.core.constraints import label_schema
+from tasks.core.errors import ModelRequestError, ModelUnavailable, StepError
+from tasks.steps.call_slm import SlmRequest, answer_small, call_slm
 
 PROJECT = Path(__file__).resolve().parent.parent
 LABELS = ["positive", "negative", "neutral"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tasks.canonical import canonical_json, canonical_json_stdlib, sha256_of
+from tasks.core.canonical import canonical_json, canonical_json_stdlib, sha256_of
 
 TEXTS = [
     "",
@@ -93,8 +93,8 @@ def test_objects_that_are_not_json_are_refused():
 
 
 def test_the_request_key_skips_the_walk_but_not_the_text():
-    from tasks.hash_prompt import HashRequest, request_key
-    from tasks.records import build_messages
+    from tasks.core.records import build_messages
+    from tasks.steps.hash_prompt import HashRequest, request_key
 
     rng = random.Random(7)
     for params in [{}, {"temperature": 0.0, "max_tokens": 256.0}, {"t": 1e-5, "big": 2**70}, {"schema": {1: "a"}}]:

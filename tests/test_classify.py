@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.classify import ClassifyRequest, Decision, classify, route_by_rules
+from tasks.steps.classify import ClassifyRequest, Decision, classify, route_by_rules
 
 
 def decide(text: str, **options: object) -> Decision:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.catalog import PROJECT_DIR
+from flows.language.catalog import PROJECT_DIR
 from tests.conftest import API_KEY
 
 FRUGAL = Path(sys.executable).parent / "frugal"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tasks.file_writer import write_file
+from tasks.steps.file_writer import write_file
 
 
 async def test_many_files_are_written_and_awaited(tmp_path):

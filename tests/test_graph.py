@@ -1,4 +1,4 @@
-"""The pipeline as a picture (`frugal graph`, flows/graph.py) and the run artifact's Markdown."""
+"""The pipeline as a picture (`frugal graph`, flows/language/graph.py) and the run artifact's Markdown."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import textwrap
 
 import pytest
 
-from flows import catalog
-from flows.cli import main
-from flows.graph import dot, edges, mermaid, render
-from flows.results import NodeReport
-from flows.run_artifact import markdown
+from flows.cli.main import main
+from flows.engine.results import NodeReport
+from flows.language import catalog
+from flows.language.graph import dot, edges, mermaid, render
+from flows.orchestration.run_artifact import markdown
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from flows.pipeline_flow import run_inline
-from tasks.call_llm import LlmRequest, call_llm, llm_identity
-from tasks.call_slm import SlmRequest, call_slm, slm_identity
-from tasks.hash_prompt import HashRequest, hash_prompt, request_key
+from flows.orchestration.flow import run_inline
+from tasks.steps.call_llm import LlmRequest, call_llm, llm_identity
+from tasks.steps.call_slm import SlmRequest, call_slm, slm_identity
+from tasks.steps.hash_prompt import HashRequest, hash_prompt, request_key
 from tests.conftest import API_KEY
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def test_same_request_same_key_in_another_process():
     requests = [BASE, variant(prompt="Another prompt"), variant(params={"labels": ["a", "b"], "temperature": 0})]
     script = (
         "import json, sys\n"
-        "from tasks.hash_prompt import HashRequest, request_key\n"
+        "from tasks.steps.hash_prompt import HashRequest, request_key\n"
         "print(json.dumps([request_key(HashRequest.model_validate(r)) for r in json.loads(sys.stdin.read())]))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -11,7 +11,7 @@
 - Large and streamed request bodies arrive whole, sent with a Content-Length.
 - HEAD, https:// and proxied setups are left to httpx's own transport.
 - A cancelled request leaves the pool usable.
-- `tasks.clients` mounts it for the project's Ollama and HTTP clients.
+- `tasks.providers.clients` mounts it for the project's Ollama and HTTP clients.
 
 Servers that must misbehave precisely are written by hand on asyncio streams
 (`RawServer`): each accepted connection is served by a small handler.
@@ -34,8 +34,8 @@ import ollama
 import openai
 import pytest
 
-from tasks.adapters.http_transport import LeanTransport, lean_mounts
-from tasks.clients import close_clients, http_client, ollama_client
+from tasks.providers.clients import close_clients, http_client, ollama_client
+from tasks.providers.http_transport import LeanTransport, lean_mounts
 from tests.peers.model_peer import ModelPeer
 
 # -- a hand-written HTTP server ------------------------------------------------------------------

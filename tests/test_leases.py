@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tasks.cache import LookupRequest, StoreRequest, lookup, store
-from tasks.records import ModelAnswer
+from tasks.core.records import ModelAnswer
+from tasks.steps.cache import LookupRequest, StoreRequest, lookup, store
 
 
 @pytest.fixture(params=["redis", "sqlite"])

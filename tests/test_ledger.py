@@ -13,12 +13,12 @@ from decimal import Decimal
 import pytest
 
 from flows import ledger
-from flows.errors import StepError
 from flows.ledger.entry import LedgerEntry
 from flows.ledger.observer import config
 from flows.ledger.stores import open_ledger
-from flows.pipeline_flow import run_inline
-from tasks import pricing
+from flows.orchestration.flow import run_inline
+from tasks.core import pricing
+from tasks.core.errors import StepError
 from tests.conftest import API_KEY
 
 D = Decimal
@@ -321,10 +321,10 @@ async def test_the_ledger_can_be_turned_off(priced, redis_cache, monkeypatch):
 
 
 def test_a_call_prefect_replayed_from_its_result_cache_costs_nothing_now():
-    from flows import catalog
+    from flows.engine.observers import RunInfo
+    from flows.engine.results import NodeReport
+    from flows.language import catalog
     from flows.ledger.record import make_entries, record
-    from flows.observers import RunInfo
-    from flows.results import NodeReport
 
     answer = {
         "text": "x",
@@ -349,11 +349,11 @@ def test_a_call_prefect_replayed_from_its_result_cache_costs_nothing_now():
 
 
 def test_the_fast_serialisation_reads_back_as_the_same_entries():
-    from flows import catalog
+    from flows.engine.observers import RunInfo
+    from flows.engine.results import NodeReport
+    from flows.language import catalog
     from flows.ledger.entry import Reference
     from flows.ledger.record import make_entries, record, rows
-    from flows.observers import RunInfo
-    from flows.results import NodeReport
 
     small = {"model": "ollama/llama3.2:1b", "tier": "small", "usage": {"input_tokens": 9, "output_tokens": 1}, "cost_usd": 0.0}
     small["valid"] = False

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.errors import ConfigError, ModelOutputInvalid, ModelRequestError
-from tasks.adapters import local_llama
-from tasks.adapters.base import Completion
-from tasks.adapters.local_llama import LocalModel, find_bundled_model, get_local_model
+from tasks.core.completion import Completion
+from tasks.core.errors import ConfigError, ModelOutputInvalid, ModelRequestError
+from tasks.providers import llama_cpp as local_llama
+from tasks.providers.llama_cpp import LocalModel, find_bundled_model, get_local_model
 
 pytestmark = pytest.mark.slow
 

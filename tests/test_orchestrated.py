@@ -16,8 +16,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from pydantic import BaseModel, ConfigDict
 
-from flows import registry
-from flows.pipeline_flow import run_inline, run_orchestrated, run_pipeline
+from flows.language import registry
+from flows.orchestration.flow import run_inline, run_orchestrated, run_pipeline
 
 pytestmark = [pytest.mark.usefixtures("prefect"), pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""One typed flow per pipeline (flows/pipeline_flows.py): the parameter schema the UI's run form
+"""One typed flow per pipeline (flows/orchestration/pipeline_flows.py): the parameter schema the UI's run form
 is drawn from, the entrypoints prefect.yaml names, and a run's result and artifacts."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.callables import parameter_schema
 
-import flows.pipeline_flows as pipeline_flows
-from flows.errors import InputError
-from flows.pipeline_flow import run_pipeline
-from flows.pipeline_flows import attribute_name, build_flow, flow_for
+import flows.orchestration.pipeline_flows as pipeline_flows
+from flows.orchestration.flow import run_pipeline
+from flows.orchestration.pipeline_flows import attribute_name, build_flow, flow_for
+from tasks.core.errors import InputError
 
 
 def schema_of(flow: Flow) -> dict:
@@ -78,7 +78,7 @@ def test_every_input_type_maps_to_a_form_field(tmp_path):
 def test_a_reserved_input_name_is_refused(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text('name: r\nversion: "1"\ninputs: {wait_for: {type: string}}\nnodes: {key: {uses: hash_prompt}}\noutput: x\n')
-    from flows import catalog
+    from flows.language import catalog
 
     with pytest.raises(InputError, match="input 'wait_for' is reserved by Prefect flows; rename it"):
         build_flow(catalog.load(str(path)))
@@ -90,7 +90,7 @@ def test_each_pipeline_is_an_attribute_and_an_entrypoint():
     assert attribute_name("my-pipeline") == "my_pipeline"
     with pytest.raises(AttributeError, match="no pipeline flow 'nope'"):
         pipeline_flows.nope  # noqa: B018
-    loaded = load_flow_from_entrypoint("flows/pipeline_flows.py:sentiment")
+    loaded = load_flow_from_entrypoint("flows/orchestration/pipeline_flows.py:sentiment")
     assert loaded.name == "sentiment" and list(schema_of(loaded)["properties"]) == ["text", "namespace"]
 
 

@@ -10,12 +10,12 @@ import pytest
 from genai_prices import Usage as GenaiUsage
 from genai_prices import calc_price
 
-from flows.errors import ConfigError
-from tasks.adapters.anthropic_messages import mark_cache_prefix, min_cache_tokens
-from tasks.adapters.base import Usage
-from tasks.call_llm import LlmRequest, answer_large
-from tasks.call_slm import SlmRequest, answer_small
-from tasks.pricing import PriceOverride, cost_of, rates_for, reference_model
+from tasks.core.completion import Usage
+from tasks.core.errors import ConfigError
+from tasks.core.pricing import PriceOverride, cost_of, rates_for, reference_model
+from tasks.providers.anthropic import mark_cache_prefix, min_cache_tokens
+from tasks.steps.call_llm import LlmRequest, answer_large
+from tasks.steps.call_slm import SlmRequest, answer_small
 
 ANTHROPIC_KEY = "sk-ant-api03-test-abcdef0123456789"
 D = Decimal

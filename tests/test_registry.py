@@ -13,12 +13,12 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-import tasks
-from flows import registry
-from flows.catalog import PROJECT_DIR
-from flows.compiler import load_pipeline_file
-from flows.errors import SpecError, StepError
-from flows.pipeline_flow import run_inline
+import tasks.steps
+from flows.language import registry
+from flows.language.catalog import PROJECT_DIR
+from flows.language.compiler import load_pipeline_file
+from flows.orchestration.flow import run_inline
+from tasks.core.errors import SpecError, StepError
 
 
 class ShoutRequest(BaseModel):
@@ -67,11 +67,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_names_are_exactly_the_builtin_steps():
-    assert registry.names() == sorted(tasks.BUILTIN_STEPS)
+    assert registry.names() == sorted(step.name for step in tasks.steps.BUILTIN_STEPS)
 
 
 def test_builtin_steps_are_prefect_tasks_with_strict_request_models():
-    for name in tasks.BUILTIN_STEPS:
+    for name in (step.name for step in tasks.steps.BUILTIN_STEPS):
         step = registry.get(name)
         assert step is not None and step.name == name
         assert isinstance(step.task, Task)
@@ -105,7 +105,7 @@ def test_register_replaces_only_when_asked(shout_step):
     assert replaced.summary == "louder"
 
 
-@pytest.mark.parametrize("name", ["my-step", "tasks.shout", "1shout", "", "shout step"])
+@pytest.mark.parametrize("name", ["my-step", "tasks.steps.shout", "1shout", "", "shout step"])
 def test_register_refuses_a_name_that_is_not_an_identifier(name):
     try:
         with pytest.raises(ValueError, match="must be an identifier"):
@@ -234,7 +234,7 @@ async def test_a_sync_task_is_refused_at_registration_or_runs(tmp_path):
 
 def test_every_setting_is_watched():
     """A variable the settings read but do not watch would be ignored once a snapshot exists."""
-    from flows.settings import WATCHED, BatchSettings, CacheSettings, LedgerSettings, LlmSettings, SlmSettings
+    from tasks.core.settings import WATCHED, BatchSettings, CacheSettings, LedgerSettings, LlmSettings, SlmSettings
 
     for model in (CacheSettings, BatchSettings, SlmSettings, LlmSettings, LedgerSettings):
         prefix = model.model_config["env_prefix"]

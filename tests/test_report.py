@@ -9,12 +9,12 @@ from decimal import Decimal
 
 import pytest
 
-from flows import cost_artifact
-from flows.cli import main
-from flows.errors import InputError
+from flows.cli.main import main
 from flows.ledger.entry import LedgerEntry, settle
-from flows.pipeline_flow import run_inline
-from flows.report import chart, parse_since, summarise, table
+from flows.ledger.report import chart, parse_since, summarise, table
+from flows.orchestration import cost_artifact
+from flows.orchestration.flow import run_inline
+from tasks.core.errors import InputError
 
 D = Decimal
 DAY1 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -93,7 +93,7 @@ def test_table_and_json(sample):
     total_line = next(line for line in lines if line.startswith("total"))
     assert "$0.000094" in total_line and "$0.002968" in total_line and "96.8%" in total_line
     assert "1 entries have no price" in text
-    from flows.report import as_json
+    from flows.ledger.report import as_json
 
     data = as_json(groups, total, "pipeline", None)
     assert data["total"]["cost"] == "0.0000942"
@@ -198,7 +198,7 @@ async def _artifacts(flow_run_id):
 @pytest.mark.usefixtures("prefect")
 async def test_orchestrated_run_publishes_its_cost_table(peer, redis_cache, monkeypatch):
     from flows.ledger import read_entries
-    from flows.pipeline_flow import run_pipeline
+    from flows.orchestration.flow import run_pipeline
 
     monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-4o-mini")
     peer.responder = lambda protocol, body: "Rust is safer; Go is simpler."
@@ -219,7 +219,7 @@ async def test_orchestrated_run_publishes_its_cost_table(peer, redis_cache, monk
 async def test_orchestrated_run_that_fails_after_a_paid_call(peer, redis_cache, monkeypatch, tmp_path):
     from flows.ledger.observer import config
     from flows.ledger.stores import open_ledger
-    from flows.pipeline_flow import run_pipeline
+    from flows.orchestration.flow import run_pipeline
 
     monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-4o-mini")
     path = tmp_path / "fails.yaml"
@@ -249,8 +249,8 @@ async def test_orchestrated_run_that_fails_after_a_paid_call(peer, redis_cache, 
 @pytest.mark.usefixtures("prefect")
 async def test_orchestrated_batch_table_has_every_item_and_a_row_per_model(peer, redis_cache, monkeypatch, tmp_path):
     from flows.ledger import read_entries
-    from flows.pipeline_flow import run_pipeline
-    from flows.report import plain
+    from flows.ledger.report import plain
+    from flows.orchestration.flow import run_pipeline
 
     monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-4o-mini")
     monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "4")

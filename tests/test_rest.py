@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.errors import CallTimeout, DeploymentNotFound, ParametersRejected, RunFailed
-from flows.rest_client import RestCaller
+from flows.orchestration.rest_client import RestCaller
+from tasks.core.errors import CallTimeout, DeploymentNotFound, ParametersRejected, RunFailed
 
 pytestmark = pytest.mark.slow
 FRUGAL = str(Path(sys.executable).parent / "frugal")

@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from flows.errors import CallError, CallTimeout, DeploymentNotFound, ParametersRejected, RunFailed
-from flows.rest_client import RestCaller
+from flows.orchestration.rest_client import RestCaller
+from tasks.core.errors import CallError, CallTimeout, DeploymentNotFound, ParametersRejected, RunFailed
 
 API = "http://127.0.0.1:4999/api"
 SCHEMA = {"properties": {"prompt": {"type": "string", "position": 0}, "max_tokens": {"type": "integer", "position": 1}}}
@@ -96,7 +96,7 @@ def test_parameters_refused_by_the_server_or_the_schema():
 
 def test_a_failed_run_says_why():
     with pytest.raises(
-        RunFailed, match=r"brave-fox \(r1\) ended Failed: .*StepError.*\(last error: flows.errors.StepError: node 'key': x\)"
+        RunFailed, match=r"brave-fox \(r1\) ended Failed: .*StepError.*\(last error: tasks.core.errors.StepError: node 'key': x\)"
     ):
         caller(FakeApi(states=("SCHEDULED", "FAILED"))).call("answer", {"prompt": "hi"})
 
@@ -107,7 +107,7 @@ def test_a_run_nobody_picks_up_times_out_with_a_hint():
 
 
 def test_a_busy_server_is_retried(monkeypatch):
-    monkeypatch.setattr("flows.rest_client.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("flows.orchestration.rest_client.time.sleep", lambda seconds: None)
     assert caller(FakeApi(busy=2)).call("answer", {"prompt": "hi"}).state == "COMPLETED"
 
 

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from flows.errors import ConfigError
-from flows.serve import deployment_for, project_settings
+from flows.orchestration.serve import deployment_for, project_settings
+from tasks.core.errors import ConfigError
 
 
 def test_nightly_summaries_is_served_on_its_prefect_yaml_schedule():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.pipeline_flow import run_inline
+from flows.orchestration.flow import run_inline
 
 
 async def test_answer_small_then_hit(peer, redis_cache):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flows.sources import DOCUMENT_SUFFIXES, iter_document_files
+from tasks.steps.sources import DOCUMENT_SUFFIXES, iter_document_files
 
 
 def test_document_files_come_in_the_order_and_choice_of_sorted_rglob(tmp_path: Path) -> None:

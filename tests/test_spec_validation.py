@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from flows import catalog
-from flows.compiler import Pipeline, load_pipeline_file
-from flows.errors import InputError, SpecError, SpecErrors, StepError
-from flows.pipeline_flow import run_inline
+from flows.language import catalog
+from flows.language.compiler import Pipeline, load_pipeline_file
+from flows.orchestration.flow import run_inline
+from tasks.core.errors import InputError, SpecError, SpecErrors, StepError
 
 VALID = """\
 name: demo

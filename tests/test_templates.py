@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.compiler import Pipeline, load_pipeline_file
-from flows.errors import StepError
-from flows.pipeline_flow import run_inline
+from flows.language.compiler import Pipeline, load_pipeline_file
+from flows.orchestration.flow import run_inline
+from tasks.core.errors import StepError
 
 TRICKY = "{{ 7*7 }} and {% raw %}"
 
@@ -327,8 +327,8 @@ def test_fast_evaluation_means_what_jinja_means(expr):
     """The closures that skip Jinja's runtime give Jinja's answers, and its errors."""
     from jinja2.exceptions import UndefinedError
 
-    from flows.fast_eval import compile_node
-    from flows.templates import ENV
+    from flows.language.fast_eval import compile_node
+    from flows.language.templates import ENV
 
     output = ENV.parse("{{ " + expr + " }}").body[0]
     fast = compile_node(output.nodes[0], ENV)
@@ -346,8 +346,8 @@ def test_fast_evaluation_means_what_jinja_means(expr):
 
 
 def test_text_with_expressions_renders_like_jinja():
-    from flows.fast_eval import compile_text
-    from flows.templates import ENV
+    from flows.language.fast_eval import compile_text
+    from flows.language.templates import ENV
 
     source = "{{ inputs.prompt }}/{{ inputs.n }}/{{ skipped.label }}/{{ lookup.hit }}"
     fast = compile_text(ENV.parse(source), ENV)

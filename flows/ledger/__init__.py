@@ -6,14 +6,16 @@
     writer.py    the queue and background writer: cheap appends, nothing lost
     observer.py  the run observer that makes the entries
 
-The observer is registered by `flows.pipeline_flow` (every entry point imports
-it), so inline runs, orchestrated runs and deployments are all recorded.
+The observer is registered by the entry points (`flows.orchestration.observers.install`,
+called by the CLI, `frugal serve` and each pipeline flow), so inline runs, orchestrated
+runs and deployments are all recorded.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from flows.engine.observers import add_observer
 from flows.ledger.entry import CAUSES, Cause, LedgerEntry, settle
 from flows.ledger.observer import LEDGER, LedgerObserver, config
 from flows.ledger.stores import open_ledger
@@ -24,8 +26,6 @@ __all__ = ["CAUSES", "LEDGER", "Cause", "LedgerEntry", "LedgerObserver", "flush"
 
 def install() -> None:
     """Register the ledger observer (idempotent)."""
-    from flows.observers import add_observer
-
     add_observer(LEDGER)
 
 

@@ -30,8 +30,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.adapters.base import Usage
-from tasks.pricing import Rates, rates_for
+from tasks.core.completion import Usage
+from tasks.core.pricing import Rates, rates_for
 
 Cause = Literal["prompt_cache", "routing", "provider_cache", "model_choice"]
 CAUSES: tuple[Cause, ...] = ("prompt_cache", "routing", "provider_cache", "model_choice")

@@ -5,7 +5,7 @@ At the end of a run (or at its failure), `run_done` reads the outputs of its
 inline run that succeeded hands them to the writer's queue and returns at once;
 an orchestrated run, or a run that failed, waits until they are stored (so a
 paid call is on record before the failure goes further), and an orchestrated
-run then publishes its cost table (`flows.cost_artifact`).
+run then publishes its cost table through `publish_table` (set by `flows.orchestration`).
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from flows import cost_artifact
-from flows.errors import CacheError, FrugalError
 from flows.ledger.entry import LedgerEntry, Reference, settle
 from flows.ledger.record import RunRecord, make_entries, record
 from flows.ledger.stores import Target, open_ledger, target_for
 from flows.ledger.writer import PREPARE_EVERY, WRITER, Batch
-from flows.settings import Settings, get_settings
-from tasks.pricing import reference_model
+from tasks.core.errors import CacheError, FrugalError
+from tasks.core.settings import Settings, get_settings
+from tasks.providers.tiers import reference_model
 
 if TYPE_CHECKING:
-    from flows.observers import RunInfo
-    from flows.results import RunResult
+    from flows.engine.observers import RunInfo
+    from flows.engine.results import RunResult
 
 log = logging.getLogger("frugal")
 
@@ -63,12 +63,18 @@ def config() -> _Config:
     return _config[1]
 
 
+#: publishes an orchestrated run's cost table: (pipeline, entries, failed, per_model)
+TablePublisher = Callable[[str, list[LedgerEntry], bool, bool], Awaitable[None]]
+
+
 class LedgerObserver:
     """Records every model call and every cache hit of every run, inline or orchestrated."""
 
     def __init__(self) -> None:
         #: records of inline runs inside a flow run (batch items), by flow run id, for its cost table
         self._children: dict[str, list[RunRecord]] = {}
+        #: set by the Prefect integration (`flows.orchestration`): each flow run's cost table artifact
+        self.publish_table: TablePublisher | None = None
 
     async def run_done(self, run: RunInfo, result: RunResult | None, error: BaseException | None) -> None:
         values = run.values
@@ -99,17 +105,8 @@ class LedgerObserver:
             await WRITER.write(Batch(cfg.target, cfg.reference, cfg.retention_days, entries=made, settled=True))
         if run.mode == "orchestrated":
             inner = await self._children_of(run.flow_run_id, cfg)
-            await cost_artifact.publish(run.pipeline.spec.name, made + inner, failed=error is not None, per_model=bool(inner))
-
-    def take_children(self, flow_run_id: str) -> list[RunRecord]:
-        """The inner runs kept for `flow_run_id`, handed over (a chunk worker returns them to the flow's process)."""
-        return self._children.pop(flow_run_id, [])
-
-    def adopt_records(self, records: list[RunRecord]) -> None:
-        """Inner runs of a flow run that ran in another process (their entries are stored already)."""
-        for rec in records:
-            if rec.flow_run_id is not None:
-                self._adopt(rec)
+            if self.publish_table is not None:
+                await self.publish_table(run.pipeline.spec.name, made + inner, error is not None, bool(inner))
 
     def _adopt(self, rec: RunRecord) -> None:
         assert rec.flow_run_id is not None

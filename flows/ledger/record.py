@@ -27,9 +27,9 @@ from prefect.context import FlowRunContext
 from flows.ledger.entry import ENTRY_VERSION, ZERO, LedgerEntry, Reference, figures
 
 if TYPE_CHECKING:
+    from flows.engine.observers import RunInfo
+    from flows.engine.results import NodeReport
     from flows.ledger.stores import Row
-    from flows.observers import RunInfo
-    from flows.results import NodeReport
 
 
 def _money(value: Any) -> Decimal | None:
@@ -86,7 +86,7 @@ def _new_run_id() -> str:
     return f"{_ids[0]}-{next(_ids[1])}"
 
 
-#: set in a chunk worker (`flows.chunk_workers`): the flow run whose items it runs, from another process
+#: set in a chunk worker (`flows.engine.chunk_workers`): the flow run whose items it runs, from another process
 _working_for: ContextVar[tuple[str | None, str | None] | None] = ContextVar("frugal_working_for", default=None)
 
 

@@ -27,9 +27,9 @@ from typing import Protocol
 import redis
 from redis.exceptions import RedisError
 
-from flows.errors import CacheError, ConfigError
 from flows.ledger.entry import LedgerEntry
-from flows.settings import CacheSettings, EngineSettings
+from tasks.core.errors import CacheError, ConfigError
+from tasks.core.settings import CacheSettings, EngineSettings
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from flows.errors import CacheError
 from flows.ledger.entry import LedgerEntry, Reference, settle
 from flows.ledger.record import RunRecord, rows
 from flows.ledger.stores import Row, Target, open_ledger, row
+from tasks.core.errors import CacheError
 
 log = logging.getLogger("frugal")
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from flows.errors import ConfigError
-from flows.settings import CacheSettings, EngineSettings, get_settings
+from tasks.core.errors import ConfigError
+from tasks.core.settings import CacheSettings, EngineSettings, get_settings
 from tasks.stores.redis_store import redis_store
+from tasks.stores.sqlite_store import sqlite_store
 
 
 class AnswerStore(Protocol):
@@ -49,12 +50,8 @@ def open_store(cache: CacheSettings | None = None, engine: EngineSettings | None
     if url.startswith(("redis://", "rediss://", "unix://")):
         return redis_store(url, cache.timeout)
     if url.startswith("sqlite:///"):
-        from tasks.stores.sqlite_store import sqlite_store
-
         return sqlite_store(Path(url.removeprefix("sqlite://")))
     if not url:
-        from tasks.stores.sqlite_store import sqlite_store
-
         return sqlite_store((engine or get_settings().engine).data_dir / "cache.sqlite3")
     raise ConfigError(
         f"FRUGAL_CACHE_URL={url!r} is not understood: use redis://HOST:PORT/DB, "

@@ -1,7 +1,7 @@
 """Redis backend: one pooled asyncio client per URL and event loop.
 
 redis-py's asyncio clients belong to the loop that created them, so clients are
-kept per loop, and let go when their loop is closed (`tasks.loops`). Timeouts
+kept per loop, and let go when their loop is closed (`tasks.core.loops`). Timeouts
 are short and retries minimal: a cache that is down must cost a request
 milliseconds, not seconds.
 
@@ -31,8 +31,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
-from flows.errors import CacheError
-from tasks.loops import for_loop
+from tasks.core.errors import CacheError
+from tasks.core.loops import for_loop
 from tasks.stores.deadlines import Deadlines
 from tasks.stores.redis_connections import Connections
 

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from flows.errors import CacheError
+from tasks.core.errors import CacheError
 
 _stores: dict[Path, SqliteStore] = {}
 _stores_lock = threading.Lock()

@@ -197,7 +197,7 @@ def worker_pids() -> list[int]:
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
                 if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == me:
-                    if b"flows.chunk_workers" in (entry / "cmdline").read_bytes():
+                    if b"flows.engine.chunk_workers" in (entry / "cmdline").read_bytes():
                         found.append(int(entry.name))
     return found
 
@@ -213,7 +213,7 @@ PEER_PIDS: list[int] = []
 
 def items_in_workers() -> int:
     """Items the chunk workers of this process have answered so far."""
-    from flows.chunk_workers import idle_workers
+    from flows.engine.chunk_workers import idle_workers
 
     return sum(worker.items for worker in idle_workers())
 
@@ -307,7 +307,7 @@ async def client_ceiling(url: str, concurrency: int, n: int) -> tuple[float, flo
     """Ollama chat requests through the project's shared httpx-based client, nothing else: (items/s, cpu ms/request)."""
     import importlib
 
-    call_slm = importlib.import_module("tasks.call_slm")  # the package attribute of that name is the task
+    call_slm = importlib.import_module("tasks.steps.call_slm")  # the package attribute of that name is the task
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
@@ -335,8 +335,8 @@ def sharded_clients(k: int, concurrency: int) -> Iterator[None]:
     import httpx
     import ollama
 
-    call_slm = importlib.import_module("tasks.call_slm")  # the package attribute of that name is the task
-    call_llm = importlib.import_module("tasks.call_llm")
+    call_slm = importlib.import_module("tasks.steps.call_slm")  # the package attribute of that name is the task
+    call_llm = importlib.import_module("tasks.steps.call_llm")
     limits = httpx.Limits(
         max_connections=max(2, -(-concurrency // k) * 2), max_keepalive_connections=max(2, -(-concurrency // k) * 2)
     )
@@ -379,9 +379,9 @@ def naive_flow(concurrency: int) -> Any:
     from prefect.futures import wait
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows import catalog
-    from flows.engine import execute
-    from flows.runners import InlineRunner
+    from flows.engine.executor import execute
+    from flows.engine.runners import InlineRunner
+    from flows.language import catalog
 
     @task(name="summarise-one", cache_policy=NO_CACHE, persist_result=False)
     async def summarise_one(item: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -398,8 +398,8 @@ def naive_flow(concurrency: int) -> Any:
 
 
 def documents(docs: Path, n: int) -> list[dict[str, Any]]:
-    from flows.sources import iter_items
-    from tasks.documents import describe_source
+    from tasks.steps.documents import describe_source
+    from tasks.steps.sources import iter_items
 
     items = []
     for item in iter_items("bench", describe_source(str(docs))):
@@ -410,7 +410,7 @@ def documents(docs: Path, n: int) -> list[dict[str, Any]]:
 
 
 async def run_all(args: argparse.Namespace, docs: Path, work: Path, peer: str, prefixes: list[str]) -> list[Measured]:
-    from flows.pipeline_flow import run_inline, run_pipeline
+    from flows.orchestration.flow import run_inline, run_pipeline
 
     results: list[Measured] = []
     n = args.n

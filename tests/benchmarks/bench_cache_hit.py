@@ -46,7 +46,7 @@ async def floor_and_inline(url: str, prompt: str, n: int, batch: int = 100) -> t
     machine (its speed moves by ±20 % over minutes) then hits both alike."""
     import redis.asyncio as aioredis
 
-    from flows.pipeline_flow import run_inline
+    from flows.orchestration.flow import run_inline
 
     first = await run_inline("answer", {"prompt": prompt})
     assert first.output["cache"] in ("miss", "hit"), first.output
@@ -76,7 +76,7 @@ async def floor_and_inline(url: str, prompt: str, n: int, batch: int = 100) -> t
 
 
 async def orchestrated(prompt: str, n: int) -> list[float]:
-    from flows.pipeline_flow import run_pipeline
+    from flows.orchestration.flow import run_pipeline
 
     result = await run_pipeline("answer", {"prompt": prompt})
     assert result["output"]["cache"] == "hit", result["output"]

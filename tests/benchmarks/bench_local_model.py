@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import xllamacpp
 
-from tasks.adapters.local_llama import LocalModel, find_bundled_model
+from tasks.providers.llama_cpp import LocalModel, find_bundled_model
 
 PROMPT = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
 MAX_TOKENS = 64
@@ -145,7 +145,7 @@ def sentiment_end_to_end() -> None:
 
     os.environ.setdefault("FRUGAL_DATA_DIR", tempfile.mkdtemp(prefix="frugal-bench-"))
     os.environ["FRUGAL_SLM_PROVIDER"] = "local"
-    from flows.pipeline_flow import run_inline
+    from flows.orchestration.flow import run_inline
 
     async def one(review: str) -> tuple[float, str, str]:
         t0 = time.perf_counter()

@@ -53,7 +53,7 @@ GROUPS = (
     ("pydantic validation / dumps", ("(pydantic/", "(pydantic_core/")),
     (
         "templates (jinja2, flows/templates, fast_eval)",
-        ("(jinja2/", "(flows/templates.py", "(flows/fast_eval.py", "(markupsafe/"),
+        ("(jinja2/", "(flows/language/templates.py", "(flows/language/fast_eval.py", "(markupsafe/"),
     ),
     ("json", ("(json/", "(orjson")),
     ("Prefect", ("(prefect/",)),
@@ -68,11 +68,11 @@ GROUPS = (
 )
 #: functions whose inclusive share is worth seeing
 WATCHED = (
-    ("run_item", "flows/batch.py"),
-    ("execute", "flows/engine.py"),
-    ("run_node", "flows/engine.py"),
-    ("build_request", "flows/engine.py"),
-    ("evaluate", "flows/templates.py"),
+    ("run_item", "flows/engine/batch.py"),
+    ("execute", "flows/engine/executor.py"),
+    ("run_node", "flows/engine/executor.py"),
+    ("build_request", "flows/engine/executor.py"),
+    ("evaluate", "flows/language/templates.py"),
     ("read", "tasks/documents.py"),
     ("hash_prompt", "tasks/hash_prompt.py"),
     ("lookup", "tasks/cache.py"),
@@ -84,13 +84,13 @@ WATCHED = (
     ("chat", "tasks/adapters/openai_chat.py"),
     ("write_summary", "tasks/batch_outputs.py"),
     ("write_atomic", "tasks/files.py"),
-    ("notify_node", "flows/observers.py"),
-    ("notify_run", "flows/observers.py"),
-    ("_item_id", "flows/batch.py"),
-    ("write", "flows/batch.py"),
+    ("notify_node", "flows/engine/observers.py"),
+    ("notify_run", "flows/engine/observers.py"),
+    ("_item_id", "flows/engine/batch.py"),
+    ("write", "flows/engine/batch.py"),
     ("write_index", "tasks/batch_outputs.py"),
-    ("_iter_documents", "flows/sources.py"),
-    ("jsonable", "flows/engine.py"),
+    ("_iter_documents", "tasks/steps/sources.py"),
+    ("jsonable", "flows/engine/executor.py"),
 )
 
 

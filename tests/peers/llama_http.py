@@ -82,7 +82,7 @@ def _check() -> None:  # pragma: no cover - a manual probe
     import httpx
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tasks.adapters.local_llama import find_bundled_model
+    from tasks.providers.llama_cpp import find_bundled_model
 
     started = time.perf_counter()
     url, stop = start_llama_http_server(find_bundled_model(), 0)

@@ -1,0 +1,60 @@
+"""How the engine runs a node: the `Runner` seam, and the inline runner (a plain function call).
+
+The orchestrated runner (each node a Prefect task run) is Prefect integration and
+lives in `flows.orchestration.task_runs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from flows.engine import progress
+from flows.engine.node_call import call_with_retries
+from flows.language.compiler import Node
+
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    mode: Any
+    #: whether `skip` does anything (a visible task run): if not, the engine does not call it
+    shows_skips: bool
+
+    async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
+        """Run the node's step; return (value, served from Prefect's result cache)."""
+        ...
+
+    async def skip(self, node: Node, reason: str) -> None: ...
+
+    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
+        """Run one chunk of a for_each node (a task run when orchestrated, its result cached under `key`)."""
+        ...
+
+    async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None: ...
+
+
+class InlineRunner:
+    """Calls the step function directly: no task runs, same retries and timeouts."""
+
+    mode: Literal["inline"] = "inline"
+    shows_skips = False
+
+    async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
+        spec = node.spec
+        if not spec.retries and spec.timeout_seconds is None:  # the usual node: one plain call, one frame less
+            return await node.step.task.fn(request), False
+        return await call_with_retries(node, request), False
+
+    async def skip(self, node: Node, reason: str) -> None:
+        return None
+
+    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
+        return await work()
+
+    async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
+        progress.report(pipeline, node.id, done, total)
+
+

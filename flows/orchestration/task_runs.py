@@ -1,0 +1,109 @@
+"""The orchestrated runner: each node a Prefect task run named after its node id, each chunk of a
+`for_each:` node one task run, skipped nodes visible as *Skipped*."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+from prefect import Task, task
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.states import Completed, State
+from pydantic import BaseModel
+
+from flows.engine import progress
+from flows.language.compiler import Node
+from tasks.core.settings import get_settings
+
+T = TypeVar("T")
+
+
+@task(name="skipped", cache_policy=NO_CACHE, persist_result=False)
+async def _skipped(reason: str) -> State[None]:
+    """A visible placeholder for a node whose `if:` was false: a Completed state named Skipped."""
+    return Completed(name="Skipped", message=reason)
+
+
+@task(name="chunk", cache_policy=NO_CACHE, persist_result=False)
+async def _chunk(work: Callable[[], Awaitable[Any]], items: int, key: str | None = None) -> Any:
+    """A chunk of a `for_each:` node: `items` items run as plain async code."""
+    return await work()
+
+
+#: a chunk's result is cached under the key the batch computed (None: not cached)
+CHUNK_KEY = CachePolicy.from_cache_key_fn(lambda ctx, parameters: parameters.get("key"))
+
+
+class OrchestratedRunner:
+    """Each node is a Prefect task run named after its node id."""
+
+    mode: Literal["orchestrated"] = "orchestrated"
+    shows_skips = True
+
+    def __init__(self) -> None:
+        self._tasks: dict[int, Task[Any, Any]] = {}
+        self._skips: dict[int, Task[Any, Any]] = {}
+        self._progress: dict[int, UUID] = {}
+        #: each finished node's state, so a node's task run names its upstream nodes (the UI's run graph)
+        self._states: dict[str, State[Any]] = {}
+
+    def _upstream(self, node: Node) -> list[State[Any]]:
+        """The completed states of the node's dependencies (a failed one would stop Prefect from running it)."""
+        return [state for dep in node.deps if (state := self._states.get(dep)) is not None and state.is_completed()]
+
+    def task_for(self, node: Node) -> Task[Any, Any]:
+        prepared = self._tasks.get(id(node))
+        if prepared is None:
+            spec = node.spec
+            options: dict[str, Any] = {
+                "name": node.id,
+                "task_run_name": node.id,
+                "retries": spec.retries,
+                "retry_delay_seconds": spec.retry_delay_seconds,
+                "timeout_seconds": spec.timeout_seconds,
+            }
+            if node.step.model_call and spec.cache_ttl is not None:
+                options["cache_expiration"] = timedelta(seconds=spec.cache_ttl)
+            prepared = self._tasks[id(node)] = node.step.task.with_options(**options)
+        return prepared
+
+    async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
+        state = await self.task_for(node)(request, return_state=True, wait_for=self._upstream(node))
+        self._states[node.id] = state
+        value = await state.aresult()
+        return value, state.name == "Cached"
+
+    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
+        """One task run per chunk, named `node[index]`: never one per item.
+
+        With a key, the chunk's records persist as a Prefect result: a re-run (after a
+        kill, say) gets a finished chunk back as *Cached* without running its items.
+        """
+        options: dict[str, Any] = {"name": node.id, "task_run_name": f"{node.id}[{index}]"}
+        if key is not None:
+            options |= {
+                "cache_policy": CHUNK_KEY,
+                "persist_result": True,
+                "cache_expiration": timedelta(seconds=get_settings().cache.ttl),
+            }
+        return await _chunk.with_options(**options)(work, size, key)
+
+    async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
+        progress.report(pipeline, node.id, done, total)
+        description = f"{pipeline}: {node.id}: {done} of {total if total is not None else '?'} items"
+        artifact = self._progress.get(id(node))
+        if artifact is None:
+            self._progress[id(node)] = await acreate_progress_artifact(
+                progress.percent(done, total), key=f"{pipeline}-{node.id}-progress".replace("_", "-"), description=description
+            )
+        else:
+            await aupdate_progress_artifact(artifact, progress.percent(done, total), description=description)
+
+    async def skip(self, node: Node, reason: str) -> None:
+        skip = self._skips.get(id(node))
+        if skip is None:
+            skip = self._skips[id(node)] = _skipped.with_options(name=node.id, task_run_name=node.id)
+        self._states[node.id] = await skip(reason, return_state=True, wait_for=self._upstream(node))  # type: ignore[misc]

@@ -1,0 +1,262 @@
+"""Settings, one pydantic-settings model per concern, read from the environment.
+
+Every variable is documented in the README's Configuration table. Secrets are
+``SecretStr``: they print as ``**********`` and are read only where a request is
+sent. Pipeline templates see `tasks.providers.tiers.public_settings()` as
+``settings``: it never contains a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "frugal-flows"
+
+
+class CacheSettings(BaseSettings):
+    """The prompt cache (`cache_lookup` / `cache_store`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_CACHE_", extra="ignore")
+
+    url: str = Field(
+        "",
+        description="redis://host:port/db or rediss://...; sqlite:///path/to/file.db; "
+        "empty: an embedded SQLite file in FRUGAL_DATA_DIR",
+    )
+    ttl: int = Field(7 * 24 * 3600, ge=1, description="seconds an answer stays cached")
+    prefix: str = Field("frugal", description="key prefix; keys are PREFIX:NAMESPACE:HASH")
+    timeout: float = Field(0.5, gt=0, description="seconds before a cache call counts as down")
+    lease_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="on a miss, identical requests elsewhere wait up to this long for the first to store its answer; 0: off",
+    )
+
+
+class EngineSettings(BaseSettings):
+    """Where local state lives."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="embedded cache and local files")
+
+
+class BatchSettings(BaseSettings):
+    """`for_each:` nodes: chunks and concurrency."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_BATCH_", extra="ignore")
+
+    chunk_size: int = Field(200, ge=1, description="items per chunk: one Prefect task run each")
+    concurrency: int = Field(4, ge=1, description="items in flight at once (a local model serves one at a time)")
+    chunks_in_flight: int = Field(2, ge=1, description="chunks running at once, so the model never idles at a chunk's end")
+    max_document_bytes: int = Field(1_000_000, ge=1, description="larger documents are item errors")
+
+
+class SlmSettings(BaseSettings):
+    """The small-model tier (`call_slm`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_SLM_", extra="ignore")
+
+    provider: Literal["auto", "ollama", "local"] = Field(
+        "auto", description="auto: Ollama when OLLAMA_HOST is set and answers, else the bundled local model"
+    )
+    model: str = Field("llama3.2:1b", description="Ollama model name")
+    host: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OLLAMA_HOST", "FRUGAL_SLM_HOST"),
+        description="Ollama server URL",
+    )
+    timeout: float = Field(60.0, gt=0, description="seconds for one small-model call")
+    local_model_path: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("FRUGAL_LOCAL_MODEL_PATH", "FRUGAL_SLM_LOCAL_MODEL_PATH"),
+        description="GGUF file for the local provider; default: the bundled SmolLM2-135M",
+    )
+    local_threads: int = Field(1, ge=1, description="llama.cpp generation threads")
+    local_ctx: int = Field(2048, ge=256, description="llama.cpp context size in tokens")
+
+
+class LlmSettings(BaseSettings):
+    """The large-model tier (`call_llm`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_LLM_", extra="ignore")
+
+    provider: Literal["auto", "openai", "anthropic", "local"] = Field(
+        "auto",
+        description="openai: any OpenAI-compatible chat completions API; anthropic: messages API; "
+        "auto: anthropic if ANTHROPIC_API_KEY is set, openai if OPENAI_API_KEY or OPENAI_BASE_URL is, else local",
+    )
+    model: str | None = Field(
+        None, description="model id as the provider knows it; default gpt-4o-mini (openai), claude-haiku-4-5 (anthropic)"
+    )
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "FRUGAL_LLM_OPENAI_BASE_URL"),
+    )
+    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "FRUGAL_LLM_OPENAI_API_KEY"))
+    anthropic_base_url: str = Field(
+        "https://api.anthropic.com",
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "FRUGAL_LLM_ANTHROPIC_BASE_URL"),
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "FRUGAL_LLM_ANTHROPIC_API_KEY")
+    )
+    timeout: float = Field(60.0, gt=0, description="seconds for one HTTP attempt")
+    max_attempts: int = Field(4, ge=1, description="attempts per call, first included")
+    max_retry_seconds: float = Field(60.0, gt=0, description="total time budget for one call's retries")
+    backoff_base: float = Field(0.5, gt=0, description="first backoff delay in seconds, doubled per retry")
+
+
+class PriceSettings(BaseSettings):
+    """Prices of model calls and the reference model savings are measured against (`tasks.core.pricing`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_", extra="ignore")
+
+    reference_model: str | None = Field(
+        None,
+        description="provider/model whose price is the counterfactual (what a request would cost without "
+        "frugal-flows), e.g. openai/gpt-4o; default: the large tier's model",
+    )
+    prices_file: Path | None = Field(None, description="JSON or YAML file of price overrides by model (see PRICE_OVERRIDES)")
+    price_overrides: str = Field(
+        "",
+        description='JSON object of price overrides by model id or glob, e.g. {"ollama/*": {"hourly_usd": "1.20", '
+        '"calls_per_hour": 1200}, "openai/my-model": {"input_mtok": "0.5", "output_mtok": "1.5"}}; wins over the file',
+    )
+
+
+class LedgerSettings(BaseSettings):
+    """The cost ledger (`flows.ledger`): one entry per model call and per cache hit."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_LEDGER_", extra="ignore")
+
+    enabled: bool = Field(True, description="record model calls and cache hits in the ledger")
+    retention_days: int = Field(90, ge=0, description="days entries are kept; 0 keeps them forever")
+
+
+#: Every variable the settings read; a change to any of them makes a new snapshot.
+WATCHED = (
+    "FRUGAL_CACHE_URL",
+    "FRUGAL_CACHE_LEASE_SECONDS",
+    "FRUGAL_CACHE_TTL",
+    "FRUGAL_CACHE_PREFIX",
+    "FRUGAL_CACHE_TIMEOUT",
+    "FRUGAL_DATA_DIR",
+    "FRUGAL_BATCH_CHUNK_SIZE",
+    "FRUGAL_BATCH_CONCURRENCY",
+    "FRUGAL_BATCH_CHUNKS_IN_FLIGHT",
+    "FRUGAL_BATCH_MAX_DOCUMENT_BYTES",
+    "XDG_DATA_HOME",
+    "FRUGAL_SLM_PROVIDER",
+    "FRUGAL_SLM_MODEL",
+    "OLLAMA_HOST",
+    "FRUGAL_SLM_HOST",
+    "FRUGAL_SLM_TIMEOUT",
+    "FRUGAL_LOCAL_MODEL_PATH",
+    "FRUGAL_SLM_LOCAL_MODEL_PATH",
+    "FRUGAL_SLM_LOCAL_THREADS",
+    "FRUGAL_SLM_LOCAL_CTX",
+    "FRUGAL_LLM_PROVIDER",
+    "FRUGAL_LLM_MODEL",
+    "OPENAI_BASE_URL",
+    "FRUGAL_LLM_OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "FRUGAL_LLM_OPENAI_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "FRUGAL_LLM_ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "FRUGAL_LLM_ANTHROPIC_API_KEY",
+    "FRUGAL_LLM_TIMEOUT",
+    "FRUGAL_LLM_MAX_ATTEMPTS",
+    "FRUGAL_LLM_MAX_RETRY_SECONDS",
+    "FRUGAL_LLM_BACKOFF_BASE",
+    "FRUGAL_REFERENCE_MODEL",
+    "FRUGAL_PRICES_FILE",
+    "FRUGAL_PRICE_OVERRIDES",
+    "FRUGAL_LEDGER_ENABLED",
+    "FRUGAL_LEDGER_RETENTION_DAYS",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache: CacheSettings
+    engine: EngineSettings
+    slm: SlmSettings
+    llm: LlmSettings
+    batch: BatchSettings
+    prices: PriceSettings = field(default_factory=PriceSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
+
+
+_snapshot: tuple[tuple[object, ...], Settings] | None = None
+_WATCHED_KEYS: tuple[object, ...] = tuple(os.fsencode(k) for k in WATCHED) if os.name == "posix" else WATCHED
+
+
+def env_value(name: str) -> object:
+    """The raw value of an environment variable, or None: cheaper than os.environ.get (no decoding);
+    for comparisons, not for use."""
+    data = getattr(os.environ, "_data", None)
+    if data is not None and os.name == "posix":
+        return data.get(os.fsencode(name))
+    return os.environ.get(name)
+
+
+def _fingerprint() -> tuple[object, ...]:
+    # os.environ[k] encodes and decodes on every access (~1 µs each); its backing
+    # mapping answers the same question without that, which matters on a cache hit.
+    data = getattr(os.environ, "_data", None)
+    if data is not None and os.name == "posix":
+        return tuple(map(data.get, _WATCHED_KEYS))
+    return tuple(os.environ.get(k) for k in WATCHED)
+
+
+#: the snapshot a pipeline run took when it started (`pin_settings`): its steps read that one
+_pinned: ContextVar[Settings | None] = ContextVar("frugal_settings", default=None)
+
+
+def pin_settings() -> Token[Settings | None]:
+    """Make the current snapshot the one `get_settings` returns in this context (a run and its steps):
+    a run sees one consistent set of settings, and its steps do not each compare the environment."""
+    return _pinned.set(get_settings())
+
+
+def unpin_settings(token: Token[Settings | None]) -> None:
+    _pinned.reset(token)
+
+
+def get_settings() -> Settings:
+    """All settings, re-read only when one of the WATCHED variables changed.
+
+    Reading the environment through pydantic-settings costs ~100 µs; a cache
+    hit must not pay that on every request. Inside a run, the run's snapshot.
+    """
+    pinned = _pinned.get()
+    if pinned is not None:
+        return pinned
+    global _snapshot
+    fingerprint = _fingerprint()
+    if _snapshot is None or _snapshot[0] != fingerprint:
+        _snapshot = (
+            fingerprint,
+            Settings(
+                cache=CacheSettings(),
+                engine=EngineSettings(),
+                slm=SlmSettings(),
+                llm=LlmSettings(),
+                batch=BatchSettings(),
+                prices=PriceSettings(),
+                ledger=LedgerSettings(),
+            ),
+        )
+    return _snapshot[1]

@@ -1,0 +1,127 @@
+"""`write_summary`, `write_index` and `check_batch`: the output side of batch pipelines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.core.errors import BatchFailed, InputError
+from tasks.core.files import holds, write_atomic
+from tasks.steps.file_writer import write_file
+from tasks.steps.sources import iter_items
+
+INDEX_FIELDS = ("id", "source", "summary_path", "route", "model", "cache", "tokens", "status")
+
+
+class SummaryRequest(BaseModel):
+    """Arguments of `write_summary`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    destination: str
+    id: str = Field(description="the document id; becomes ID.md under destination")
+    text: str = Field(description="the summary")
+    source: str | None = None
+
+
+class IndexRequest(BaseModel):
+    """Arguments of `write_index`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch: dict[str, Any] = Field(description="the output of a for_each node")
+    destination: str
+    filename: str = "index.jsonl"
+
+
+class CheckRequest(BaseModel):
+    """Arguments of `check_batch`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch: dict[str, Any]
+    max_failed_share: float = Field(0.1, ge=0.0, le=1.0, description="fail the run above this share of failed items")
+    index: str | None = Field(None, description="the index path, named in the failure message")
+
+
+def summary_path(destination: str, doc_id: str) -> Path:
+    rel = PurePosixPath(doc_id.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise InputError(f"document id {doc_id!r} cannot be used as a file name")
+    return Path(destination) / rel.with_suffix(rel.suffix + ".md" if rel.suffix else ".md")
+
+
+def render_summary(doc_id: str, text: str, source: str | None) -> list[str]:
+    lines = [f"# {doc_id}\n", "\n", text.strip() + "\n"]
+    if source:
+        lines += ["\n", f"<!-- source: {source} -->\n"]
+    return lines
+
+
+def index_line(record: dict[str, Any]) -> dict[str, Any]:
+    if record.get("status") == "ok" and isinstance(record.get("output"), dict):
+        out = record["output"]
+        return {key: out.get(key) for key in INDEX_FIELDS}
+    return {
+        "id": record.get("id"),
+        "source": record.get("source"),
+        "summary_path": None,
+        "route": None,
+        "model": None,
+        "cache": None,
+        "tokens": None,
+        "status": record.get("status", "error"),
+        "reason": record.get("error"),
+    }
+
+
+@task(name="write_summary", cache_policy=NO_CACHE, persist_result=False)
+async def write_summary(request: SummaryRequest) -> dict[str, str]:
+    """Write DESTINATION/ID.md atomically; a file that already says the same is left as it is.
+
+    A new file is written by the file-writing thread (`tasks.steps.file_writer`):
+    creating and renaming a file is mostly kernel time, which then runs beside
+    the event loop instead of in it.
+    """
+    path = summary_path(request.destination, request.id)
+    text = "".join(render_summary(request.id, request.text, request.source))
+    if not holds(path, text.encode("utf-8")):
+        await write_file(path, text)
+    return {"path": str(path)}
+
+
+@task(name="write_index", cache_policy=NO_CACHE, persist_result=False)
+async def write_index(request: IndexRequest) -> dict[str, Any]:
+    """One JSONL line per item, in input order, written atomically."""
+    path = Path(request.destination) / request.filename
+    counts = {"ok": 0, "error": 0, "skipped": 0}
+
+    def lines() -> Any:
+        for record in iter_items("write_index", request.batch):
+            row = index_line(record)
+            counts[row["status"] if row["status"] in counts else "error"] += 1
+            yield json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
+
+    write_atomic(path, lines())
+    return {"path": str(path), **counts}
+
+
+@task(name="check_batch", cache_policy=NO_CACHE, persist_result=False)
+async def check_batch(request: CheckRequest) -> dict[str, Any]:
+    """Fail the run when more than `max_failed_share` of the items failed, naming them."""
+    total = int(request.batch.get("total") or 0)
+    failed = int(request.batch.get("failed") or 0)
+    share = failed / total if total else 0.0
+    if share > request.max_failed_share:
+        listed = "; ".join(f"{f.get('id')}: {f.get('error')}" for f in request.batch.get("failures", [])[:10])
+        more = f" (and {failed - 10} more)" if failed > 10 else ""
+        where = f"; every item's status is in {request.index}" if request.index else ""
+        raise BatchFailed(
+            f"{failed} of {total} items failed ({share:.0%} > {request.max_failed_share:.0%}): {listed}{more}{where}",
+        )
+    return {"ok": True, "failed": failed, "total": total, "failed_share": round(share, 6)}

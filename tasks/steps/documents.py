@@ -1,0 +1,107 @@
+"""`list_documents` and `read_document`: the input side of batch pipelines.
+
+`list_documents` does not read the documents: it checks the source and returns
+a small descriptor that `for_each:` streams from (`tasks.steps.sources`): the `.txt`
+/ `.md` files of a directory, in sorted order, or the lines of a JSONL file
+with `id` and `text`. `read_document` reads one, and refuses what cannot be
+summarised (unreadable, empty, not UTF-8, too large) with the reason, which
+the batch records as that item's error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.core.canonical import sha256_of
+from tasks.core.errors import InputError
+from tasks.core.settings import get_settings
+from tasks.steps.sources import iter_document_files
+
+
+class ListRequest(BaseModel):
+    """Arguments of `list_documents`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="a directory of .txt/.md files, or a .jsonl file with id and text per line")
+
+
+class ReadRequest(BaseModel):
+    """Arguments of `read_document`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    source: str = Field(description="the file (or file:line for JSONL)")
+    text: str | None = Field(None, description="the text, when the source already carried it (JSONL)")
+    error: str | None = Field(None, description="why the source could not give this item")
+    max_bytes: int | None = Field(None, ge=1, description="default FRUGAL_BATCH_MAX_DOCUMENT_BYTES")
+
+
+class Document(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    source: str
+    text: str
+    words: int
+    sha256: str
+
+
+def describe_source(source: str) -> dict[str, Any]:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        count = sum(1 for _ in iter_document_files(path))
+        return {"kind": "documents", "format": "dir", "path": str(path.resolve()), "count": count}
+    if path.is_file() and path.suffix.lower() == ".jsonl":
+        with path.open("rb") as lines:
+            count = sum(1 for line in lines if line.strip())
+        return {"kind": "documents", "format": "jsonl", "path": str(path.resolve()), "count": count}
+    if path.exists():
+        raise InputError(f"source {source} is neither a directory nor a .jsonl file")
+    raise InputError(f"source {source} does not exist: give a directory of .txt/.md files or a .jsonl file")
+
+
+def read(request: ReadRequest) -> Document:
+    if request.error:
+        raise InputError(request.error)
+    limit = request.max_bytes or get_settings().batch.max_document_bytes
+    text = request.text
+    if text is None:
+        path = Path(request.source)
+        try:
+            if not path.is_file():
+                raise InputError(f"document cannot be read: {path} is not a regular file")
+            size = path.stat().st_size
+            if size > limit:
+                raise InputError(f"document is too large ({size} bytes > {limit}); raise FRUGAL_BATCH_MAX_DOCUMENT_BYTES")
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"document cannot be read: {exc.strerror or exc}") from exc
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"document is not UTF-8 text (byte {exc.start})") from exc
+    elif len(text.encode("utf-8")) > limit:
+        raise InputError(f"document is too large (> {limit} bytes); raise FRUGAL_BATCH_MAX_DOCUMENT_BYTES")
+    text = text.replace("\r\n", "\n").strip()
+    if not text:
+        raise InputError("document is empty")
+    return Document(id=request.id, source=request.source, text=text, words=len(text.split()), sha256=sha256_of(text))
+
+
+@task(name="list_documents", cache_policy=NO_CACHE, persist_result=False)
+async def list_documents(request: ListRequest) -> dict[str, Any]:
+    """Check a source and describe it for for_each (no document is read here)."""
+    return describe_source(request.source)
+
+
+@task(name="read_document", cache_policy=NO_CACHE, persist_result=False)
+async def read_document(request: ReadRequest) -> Document:
+    """Read one document, or fail with the reason it cannot be summarised."""
+    return read(request)

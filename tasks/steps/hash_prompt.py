@@ -1,0 +1,67 @@
+"""`hash_prompt`: the request key shared by the prompt cache and Prefect's result cache.
+
+The key is sha256 over the canonical JSON of this projection of the request:
+
+    {"k": KEY_SCHEMA, "namespace", "tier", "models", "messages", "params",
+     "pipeline", "version"}
+
+- `tier` is the tier asked for ("auto" lets the pipeline's router choose) and
+  `models` the model id of each tier that may answer, so changing a model
+  changes the key; the router is deterministic for a given pipeline version.
+- `messages` are normalised (NFC, LF, trimmed, empty system prompt dropped).
+- `params` holds every parameter that changes the output (temperature,
+  max_tokens, labels, schema, ...); unset (None) ones are left out.
+- per-run fields (run ids, timestamps, API keys) are never part of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.core.canonical import KEY_SCHEMA, NotPlain, drop_none, plain, sha256_of, sha256_of_plain
+from tasks.core.records import Message, build_messages
+
+
+class HashRequest(BaseModel):
+    """Arguments of `hash_prompt`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = Field("default", description="tenant or app; keys never cross namespaces")
+    tier: Literal["auto", "small", "large"] = Field("auto", description="tier asked for")
+    models: dict[str, str] = Field(default_factory=dict, description="model id per tier")
+    system: str | None = Field(None, description="system prompt")
+    prompt: str | None = Field(None, description="user prompt, appended last")
+    messages: list[Message] | None = Field(None, description="earlier chat messages")
+    params: dict[str, Any] = Field(default_factory=dict, description="output-changing parameters")
+    pipeline: str = Field("", description="pipeline name")
+    version: str = Field("", description="pipeline version")
+
+
+def request_key(request: HashRequest) -> str:
+    """The sha256 hex key of a request. Pure: same request, same key, in any process."""
+    projection = {
+        "k": KEY_SCHEMA,
+        "namespace": request.namespace,
+        "tier": request.tier,
+        "models": request.models,  # the canonical text sorts keys
+        "messages": build_messages(request.system, request.prompt, request.messages),
+        "params": drop_none(request.params),
+        "pipeline": request.pipeline,
+        "version": request.version,
+    }
+    try:  # only `params` may hold floats and the like: the rest is validated strings
+        projection["params"] = plain(projection["params"])
+    except NotPlain:
+        return sha256_of(projection)
+    return sha256_of_plain(projection)
+
+
+@task(name="hash_prompt", cache_policy=NO_CACHE, persist_result=False)
+async def hash_prompt(request: HashRequest) -> str:
+    """Return the request key (64 hex characters)."""
+    return request_key(request)
