@@ -437,17 +437,3 @@ async def test_progress_updates_collapse_into_the_latest_and_a_failed_one_is_onl
     await reporter.flush()
     assert sent == [1, 3]
     assert "the Prefect API is away" in caplog.text
-
-
-def test_old_objects_are_frozen_while_batches_run_and_given_back_after():
-    import gc
-
-    from flows.engine.batch import old_objects_frozen
-
-    assert gc.get_freeze_count() == 0
-    with old_objects_frozen():
-        assert gc.get_freeze_count() > 10_000  # the imports, at least
-        with old_objects_frozen():  # a second batch at the same time
-            pass
-        assert gc.get_freeze_count() > 10_000  # the first still runs: still frozen
-    assert gc.get_freeze_count() == 0

@@ -96,7 +96,7 @@ def test_parameters_refused_by_the_server_or_the_schema():
 
 def test_a_failed_run_says_why():
     with pytest.raises(
-        RunFailed, match=r"brave-fox \(r1\) ended Failed: .*StepError.*\(last error: tasks.core.errors.StepError: node 'key': x\)"
+        RunFailed, match=r"brave-fox \(r1\) ended Failed: .*StepError.*\(last error: flows.errors.StepError: node 'key': x\)"
     ):
         caller(FakeApi(states=("SCHEDULED", "FAILED"))).call("answer", {"prompt": "hi"})
 

@@ -19,7 +19,7 @@ from flows.language.compiler import Pipeline, load_pipeline_file
 from tasks.core.errors import PipelineNotFound
 from tasks.core.settings import env_value
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 _compiled: dict[Path, tuple[int, Pipeline]] = {}
 _lock = threading.Lock()
 #: seconds between two looks at a pipeline file's modification time

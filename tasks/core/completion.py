@@ -23,6 +23,26 @@ class Usage(BaseModel):
     estimated: bool = Field(False, description="the server sent no usage: counted here, not by the provider")
 
 
+class TopToken(BaseModel):
+    """One alternative the model considered at a position, with its log-probability."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    """One generated token, its log-probability, and the best alternatives at its position
+    (as many as the provider returned, the chosen one usually among them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str
+    logprob: float
+    top: list[TopToken] = Field(default_factory=list)
+
+
 class Completion(BaseModel):
     """One chat completion: the text, the model that wrote it, its usage and latency."""
 
@@ -32,4 +52,9 @@ class Completion(BaseModel):
     model: str = Field(description="provider-qualified id, e.g. 'ollama/llama3.2:1b'")
     usage: Usage = Field(default_factory=Usage)
     latency_ms: float = 0.0
-    finish_reason: str | None = None
+    finish_reason: str | None = Field(
+        None, description="why generation stopped, normalised: 'stop', 'length' (the token limit), or the provider's word"
+    )
+    logprobs: list[TokenLogprob] | None = Field(
+        None, description="per generated token, where the provider returns them (OpenAI-compatible, Ollama, llama.cpp)"
+    )
