@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REDIS_PORT ?= 6379
 
-.PHONY: venv demo test lint bench redis sysdeps clean
+.PHONY: venv demo test lint bench redis sysdeps clean docs
 
 venv: $(STAMP)
 
@@ -50,6 +50,11 @@ test: venv redis sysdeps
 lint: venv
 	$(VENV)/bin/ruff check flows tasks tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+# The configuration table of docs/configuration.md, made from the settings models.
+docs: venv
+	$(PY) -c "import re, pathlib; from tasks.core.settings import settings_table; p = pathlib.Path('docs/configuration.md'); s = p.read_text(); p.write_text(re.sub(r'(<!-- settings-table:start -->\\n).*(<!-- settings-table:end -->)', lambda m: m.group(1) + settings_table() + m.group(2), s, flags=re.S))"
 
 bench: venv redis
 	$(PY) tests/benchmarks/bench_cache_hit.py

@@ -21,39 +21,16 @@ from pathlib import Path
 import pytest
 import redis
 
+from tasks.core.settings import variables
 from tests.peers.model_peer import ModelPeer
 from tests.peers.server import LoopbackServer
 
 REDIS_URL = os.environ.get("FRUGAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 API_KEY = "sk-test-0123456789abcdef"
 
-_CLEARED = (
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-    "OLLAMA_HOST",
-    "OPENAI_BASE_URL",
-    "OPENAI_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "FRUGAL_CACHE_URL",
-    "FRUGAL_SLM_PROVIDER",
-    "FRUGAL_SLM_MODEL",
-    "FRUGAL_LLM_PROVIDER",
-    "FRUGAL_LLM_MODEL",
-    "FRUGAL_PIPELINES_DIR",
-    "FRUGAL_SLM_HOST",
-    "FRUGAL_REFERENCE_MODEL",
-    "FRUGAL_PRICES_FILE",
-    "FRUGAL_PRICE_OVERRIDES",
-    "FRUGAL_LEDGER_ENABLED",
-    "FRUGAL_LEDGER_RETENTION_DAYS",
-)
+_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy")
+#: every variable the settings read (derived from the settings models), and the proxies
+_CLEARED = (*_PROXIES, *(name for name in variables() if name != "XDG_DATA_HOME"))
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

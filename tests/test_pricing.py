@@ -13,8 +13,8 @@ from genai_prices import calc_price
 from tasks.core.completion import Usage
 from tasks.core.errors import ConfigError
 from tasks.core.pricing import PriceOverride, cost_of, rates_for
-from tasks.providers.tiers import reference_model
 from tasks.providers.anthropic import mark_cache_prefix, min_cache_tokens
+from tasks.providers.tiers import reference_model
 from tasks.steps.call_llm import LlmRequest, answer_large
 from tasks.steps.call_slm import SlmRequest, answer_small
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flows.language.compiler import Pipeline, load_pipeline_file
 from tasks.core.errors import PipelineNotFound
-from tasks.core.settings import env_value
+from tasks.core.settings import env_value, get_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 _compiled: dict[Path, tuple[int, Pipeline]] = {}
@@ -27,7 +27,7 @@ RECHECK_SECONDS = 1.0
 
 
 def pipelines_dir() -> Path:
-    return Path(os.environ.get("FRUGAL_PIPELINES_DIR") or PROJECT_DIR / "deployments")
+    return get_settings().engine.pipelines_dir or PROJECT_DIR / "deployments"
 
 
 def pipeline_paths(folder: Path | None = None) -> list[Path]:
@@ -64,8 +64,7 @@ def load(name_or_path: str) -> Pipeline:
     recent = _recent.get((name_or_path, env_value(_DIR_VARIABLE)))
     if recent is not None and now < recent[0]:
         return recent[1]
-    folder = os.environ.get(_DIR_VARIABLE, "")
-    pipeline = _load((name_or_path, folder), name_or_path)
+    pipeline = _load((name_or_path, str(pipelines_dir())), name_or_path)
     _recent[(name_or_path, env_value(_DIR_VARIABLE))] = (now + RECHECK_SECONDS, pipeline)
     return pipeline
 

@@ -25,7 +25,6 @@ from flows.orchestration.run_artifact import publish_result
 from flows.orchestration.task_runs import OrchestratedRunner
 
 
-
 @flow(name="frugal-pipeline", log_prints=False)
 async def run_pipeline(pipeline: str = "answer", inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the pipeline `pipeline` (a name in deployments/ or a YAML path) on `inputs`."""

@@ -1,6 +1,8 @@
 """Settings, one pydantic-settings model per concern, read from the environment.
 
-Every variable is documented in the README's Configuration table. Secrets are
+Every variable is listed in docs/configuration.md, whose table is made from these models
+(`settings_table()`; a test fails when the two drift apart). The list of variables
+(`variables()`) is derived from the models too: nothing repeats their names. Secrets are
 ``SecretStr``: they print as ``**********`` and are read only where a request is
 sent. Pipeline templates see `tasks.providers.tiers.public_settings()` as
 ``settings``: it never contains a secret.
@@ -48,7 +50,10 @@ class EngineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FRUGAL_", extra="ignore")
 
-    data_dir: Path = Field(default_factory=default_data_dir, description="embedded cache and local files")
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="embedded cache and local files; default $XDG_DATA_HOME/frugal-flows"
+    )
+    pipelines_dir: Path | None = Field(None, description="folder of pipeline files; default the project's deployments/")
 
 
 class BatchSettings(BaseSettings):
@@ -102,14 +107,18 @@ class LlmSettings(BaseSettings):
     openai_base_url: str | None = Field(
         None,
         validation_alias=AliasChoices("OPENAI_BASE_URL", "FRUGAL_LLM_OPENAI_BASE_URL"),
+        description="an OpenAI-compatible endpoint (vLLM, llama.cpp, LiteLLM, ...); default https://api.openai.com/v1",
     )
-    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "FRUGAL_LLM_OPENAI_API_KEY"))
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY", "FRUGAL_LLM_OPENAI_API_KEY"), description="API key (secret)"
+    )
     anthropic_base_url: str = Field(
         "https://api.anthropic.com",
         validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "FRUGAL_LLM_ANTHROPIC_BASE_URL"),
+        description="Anthropic messages API endpoint",
     )
     anthropic_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "FRUGAL_LLM_ANTHROPIC_API_KEY")
+        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "FRUGAL_LLM_ANTHROPIC_API_KEY"), description="API key (secret)"
     )
     timeout: float = Field(60.0, gt=0, description="seconds for one HTTP attempt")
     max_attempts: int = Field(4, ge=1, description="attempts per call, first included")
@@ -144,48 +153,53 @@ class LedgerSettings(BaseSettings):
     retention_days: int = Field(90, ge=0, description="days entries are kept; 0 keeps them forever")
 
 
-#: Every variable the settings read; a change to any of them makes a new snapshot.
-WATCHED = (
-    "FRUGAL_CACHE_URL",
-    "FRUGAL_CACHE_LEASE_SECONDS",
-    "FRUGAL_CACHE_TTL",
-    "FRUGAL_CACHE_PREFIX",
-    "FRUGAL_CACHE_TIMEOUT",
-    "FRUGAL_DATA_DIR",
-    "FRUGAL_BATCH_CHUNK_SIZE",
-    "FRUGAL_BATCH_CONCURRENCY",
-    "FRUGAL_BATCH_CHUNKS_IN_FLIGHT",
-    "FRUGAL_BATCH_MAX_DOCUMENT_BYTES",
-    "XDG_DATA_HOME",
-    "FRUGAL_SLM_PROVIDER",
-    "FRUGAL_SLM_MODEL",
-    "OLLAMA_HOST",
-    "FRUGAL_SLM_HOST",
-    "FRUGAL_SLM_TIMEOUT",
-    "FRUGAL_LOCAL_MODEL_PATH",
-    "FRUGAL_SLM_LOCAL_MODEL_PATH",
-    "FRUGAL_SLM_LOCAL_THREADS",
-    "FRUGAL_SLM_LOCAL_CTX",
-    "FRUGAL_LLM_PROVIDER",
-    "FRUGAL_LLM_MODEL",
-    "OPENAI_BASE_URL",
-    "FRUGAL_LLM_OPENAI_BASE_URL",
-    "OPENAI_API_KEY",
-    "FRUGAL_LLM_OPENAI_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "FRUGAL_LLM_ANTHROPIC_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "FRUGAL_LLM_ANTHROPIC_API_KEY",
-    "FRUGAL_LLM_TIMEOUT",
-    "FRUGAL_LLM_MAX_ATTEMPTS",
-    "FRUGAL_LLM_MAX_RETRY_SECONDS",
-    "FRUGAL_LLM_BACKOFF_BASE",
-    "FRUGAL_REFERENCE_MODEL",
-    "FRUGAL_PRICES_FILE",
-    "FRUGAL_PRICE_OVERRIDES",
-    "FRUGAL_LEDGER_ENABLED",
-    "FRUGAL_LEDGER_RETENTION_DAYS",
+#: every settings model, in the order the configuration table lists them
+MODELS: tuple[type[BaseSettings], ...] = (
+    CacheSettings,
+    EngineSettings,
+    BatchSettings,
+    SlmSettings,
+    LlmSettings,
+    PriceSettings,
+    LedgerSettings,
 )
+
+
+def field_variables(model: type[BaseSettings], name: str) -> tuple[str, ...]:
+    """The environment variables one field reads, first the one to document."""
+    info = model.model_fields[name]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    if isinstance(alias, str):
+        return (alias,)
+    return ((str(model.model_config.get("env_prefix", "")) + name).upper(),)
+
+
+def variables() -> tuple[str, ...]:
+    """Every environment variable the settings read (derived from the models: the one list)."""
+    names = [v for model in MODELS for name in model.model_fields for v in field_variables(model, name)]
+    return (*names, "XDG_DATA_HOME")  # the default data directory follows XDG_DATA_HOME
+
+
+#: Every variable the settings read; a change to any of them makes a new snapshot.
+WATCHED = variables()
+
+
+def settings_table() -> str:
+    """The configuration table of docs/configuration.md, made from the models (a test keeps the two equal)."""
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for model in MODELS:
+        for name, info in model.model_fields.items():
+            names = field_variables(model, name)
+            default = "" if info.default_factory is not None or info.default is None else info.default
+            if isinstance(info.annotation, type) and issubclass(info.annotation, SecretStr):
+                default = ""
+            shown = f"`{default}`" if default not in ("", None) else "-"
+            also = f" (also `{'`, `'.join(names[1:])}`)" if len(names) > 1 else ""
+            text = (info.description or "").replace("|", "\\|")
+            rows.append(f"| `{names[0]}`{also} | {shown} | {text} |")
+    return "\n".join(rows) + "\n"
 
 
 @dataclass(frozen=True)

@@ -31,16 +31,15 @@ import asyncio
 import functools
 import importlib.metadata
 import json
-import os
 import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from tasks.core.errors import ConfigError, ModelError, ModelOutputInvalid, ModelRequestError, ModelUnavailable
-
 from tasks.core.completion import Completion, Usage
+from tasks.core.errors import ConfigError, ModelError, ModelOutputInvalid, ModelRequestError, ModelUnavailable
+from tasks.core.settings import get_settings
 
 __all__ = [
     "BUNDLED_DISTRIBUTION",
@@ -89,12 +88,11 @@ def find_bundled_model() -> Path:
 
 
 def resolve_model_path(path: Path | str | None = None) -> Path:
-    """``path`` if given, else ``$FRUGAL_LOCAL_MODEL_PATH`` if set, else the bundled model."""
+    """``path`` if given, else ``FRUGAL_LOCAL_MODEL_PATH`` (the small tier's settings) if set, else the bundled model."""
     if path is None:
-        env = os.environ.get(MODEL_PATH_ENV, "").strip()
-        if not env:
+        path = get_settings().slm.local_model_path
+        if path is None or not str(path).strip():
             return find_bundled_model()
-        path = env
     return Path(path).expanduser().resolve()
 
 
