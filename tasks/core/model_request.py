@@ -71,4 +71,6 @@ def to_answer(completion: Completion, tier: Tier, request: ModelRequest) -> Mode
         label=checked.label,
         data=checked.data,
         reason=checked.reason,
+        finish_reason=completion.finish_reason,
+        logprobs=completion.logprobs,
     )

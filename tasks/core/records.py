@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.core.completion import Usage
+from tasks.core.completion import TokenLogprob, Usage
 from tasks.core.pricing import Money
 
 Tier = Literal["small", "large"]
@@ -73,6 +73,15 @@ class ModelAnswer(BaseModel):
     label: str | None = Field(None, description="the label, for label-constrained nodes")
     data: Any = Field(None, description="the parsed JSON, for schema-constrained nodes")
     reason: str | None = Field(None, description="why the answer is invalid, if it is")
+    finish_reason: str | None = Field(None, description="why generation stopped: 'stop', 'length' (the token limit), ...")
+    logprobs: list[TokenLogprob] | None = Field(
+        None, description="per generated token, where the provider returned them (for the confidence check)"
+    )
+    accepted: bool | None = Field(
+        None, description="the answer check's verdict: true accepted, false rejected; None: not checked beyond well-formedness"
+    )
+    reject_reason: str | None = Field(None, description="the check's reason code when rejected (e.g. 'truncated', 'loop')")
+    escalated_from: str | None = Field(None, description="the model whose rejected answer this one replaces")
 
 
 class CachedAnswer(BaseModel):
