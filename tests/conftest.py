@@ -1,7 +1,8 @@
 """Shared fixtures: real Redis, real Prefect, loopback model peers, and guards.
 
 - Every test runs with a clean environment: no proxies, no provider keys, an
-  embedded cache in its own temporary data directory, its own Redis key prefix.
+  embedded cache in its own temporary data directory, its own Redis key prefix,
+  and batch files confined to its own temporary folder (FRUGAL_FILE_ROOTS).
 - An autouse guard refuses any connection to a host that is not loopback, so
   no test can reach a paid model by accident.
 - `peer` is one loopback server speaking the Ollama, OpenAI and Anthropic wire
@@ -73,6 +74,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in _CLEARED:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FRUGAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FRUGAL_FILE_ROOTS", str(tmp_path))  # batches read and write the test's own folder
     monkeypatch.setenv("FRUGAL_CACHE_PREFIX", f"t{uuid.uuid4().hex[:12]}")
 
 

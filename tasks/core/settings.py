@@ -67,6 +67,37 @@ class BatchSettings(BaseSettings):
     max_document_bytes: int = Field(1_000_000, ge=1, description="larger documents are item errors")
 
 
+class FileSettings(BaseSettings):
+    """The folders batch pipelines may read documents from and write summaries to (`tasks.core.files`).
+
+    A batch's source and destination are pipeline inputs, which anyone who can start a run (REST,
+    the Prefect UI) sets: these roots are what the operator allows. The default, the working
+    directory's `data/` folder, is where prefect.yaml's nightly batch reads (`data/inbox`) and
+    writes (`data/summaries`), and holds nothing else a run could leak.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_FILE_", extra="ignore")
+
+    roots: str = Field(
+        "data",
+        description="folders (separated by `:`) batch documents may be read from, and summaries written to unless "
+        "FRUGAL_FILE_WRITE_ROOTS is set; links are followed before the check; relative to the working directory",
+    )
+    write_roots: str = Field(
+        "", description="folders (separated by `:`) summaries and indexes may be written to; empty: FRUGAL_FILE_ROOTS"
+    )
+
+    def read_folders(self) -> tuple[Path, ...]:
+        return _folders(self.roots)
+
+    def write_folders(self) -> tuple[Path, ...]:
+        return _folders(self.write_roots or self.roots)
+
+
+def _folders(value: str) -> tuple[Path, ...]:
+    return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part.strip())
+
+
 class SlmSettings(BaseSettings):
     """The small-model tier (`call_slm`)."""
 
@@ -158,6 +189,7 @@ MODELS: tuple[type[BaseSettings], ...] = (
     CacheSettings,
     EngineSettings,
     BatchSettings,
+    FileSettings,
     SlmSettings,
     LlmSettings,
     PriceSettings,
@@ -211,6 +243,7 @@ class Settings:
     batch: BatchSettings
     prices: PriceSettings = field(default_factory=PriceSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    files: FileSettings = field(default_factory=FileSettings)
 
 
 _snapshot: tuple[tuple[object, ...], Settings] | None = None
@@ -271,6 +304,7 @@ def get_settings() -> Settings:
                 batch=BatchSettings(),
                 prices=PriceSettings(),
                 ledger=LedgerSettings(),
+                files=FileSettings(),
             ),
         )
     return _snapshot[1]

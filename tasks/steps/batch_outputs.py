@@ -1,7 +1,13 @@
-"""`write_summary`, `write_index` and `check_batch`: the output side of batch pipelines."""
+"""`write_summary`, `write_index` and `check_batch`: the output side of batch pipelines.
+
+Files are written only inside FRUGAL_FILE_WRITE_ROOTS (default FRUGAL_FILE_ROOTS), links
+followed first (`tasks.core.files.confine`), atomically, on a worker thread (`asyncio.to_thread`):
+a slow disk does not hold up the event loop, and the documents in flight keep talking to the model.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -11,9 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.errors import BatchFailed, InputError
-from tasks.core.files import holds, write_atomic
-from tasks.steps.file_writer import write_file
-from tasks.steps.sources import iter_items
+from tasks.core.files import confine, write_atomic, write_if_changed
+from tasks.steps.sources import iter_items, summary_name
 
 INDEX_FIELDS = ("id", "source", "summary_path", "route", "model", "cache", "tokens", "status")
 
@@ -36,7 +41,7 @@ class IndexRequest(BaseModel):
 
     batch: dict[str, Any] = Field(description="the output of a for_each node")
     destination: str
-    filename: str = "index.jsonl"
+    filename: str = Field("index.jsonl", description="a file name (no folder) under destination")
 
 
 class CheckRequest(BaseModel):
@@ -49,11 +54,19 @@ class CheckRequest(BaseModel):
     index: str | None = Field(None, description="the index path, named in the failure message")
 
 
-def summary_path(destination: str, doc_id: str) -> Path:
-    rel = PurePosixPath(doc_id.replace("\\", "/"))
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise InputError(f"document id {doc_id!r} cannot be used as a file name")
-    return Path(destination) / rel.with_suffix(rel.suffix + ".md" if rel.suffix else ".md")
+def summary_path(destination: str, doc_id: str) -> tuple[Path, Path]:
+    """DESTINATION/ID.md as given (for the index) and resolved inside the write roots (to write to)."""
+    confine(destination, write=True, what="destination")
+    shown = Path(destination).expanduser() / summary_name(doc_id)
+    return shown, confine(shown, write=True, what=f"summary of {doc_id!r}")  # a linked sub-folder may lead out
+
+
+def index_path(destination: str, filename: str) -> tuple[Path, Path]:
+    if PurePosixPath(filename).name != filename or filename in ("", ".", "..") or "\\" in filename:
+        raise InputError(f"index file name {filename!r} must be a plain file name, without a folder")
+    confine(destination, write=True, what="destination")
+    shown = Path(destination).expanduser() / filename
+    return shown, confine(shown, write=True, what="index")
 
 
 def render_summary(doc_id: str, text: str, source: str | None) -> list[str]:
@@ -82,23 +95,17 @@ def index_line(record: dict[str, Any]) -> dict[str, Any]:
 
 @task(name="write_summary", cache_policy=NO_CACHE, persist_result=False)
 async def write_summary(request: SummaryRequest) -> dict[str, str]:
-    """Write DESTINATION/ID.md atomically; a file that already says the same is left as it is.
-
-    A new file is written by the file-writing thread (`tasks.steps.file_writer`):
-    creating and renaming a file is mostly kernel time, which then runs beside
-    the event loop instead of in it.
-    """
-    path = summary_path(request.destination, request.id)
+    """Write DESTINATION/ID.md atomically; a file that already says the same is left as it is."""
+    shown, path = summary_path(request.destination, request.id)
     text = "".join(render_summary(request.id, request.text, request.source))
-    if not holds(path, text.encode("utf-8")):
-        await write_file(path, text)
-    return {"path": str(path)}
+    await asyncio.to_thread(write_if_changed, path, text)
+    return {"path": str(shown)}
 
 
 @task(name="write_index", cache_policy=NO_CACHE, persist_result=False)
 async def write_index(request: IndexRequest) -> dict[str, Any]:
     """One JSONL line per item, in input order, written atomically."""
-    path = Path(request.destination) / request.filename
+    shown, path = index_path(request.destination, request.filename)
     counts = {"ok": 0, "error": 0, "skipped": 0}
 
     def lines() -> Any:
@@ -107,8 +114,8 @@ async def write_index(request: IndexRequest) -> dict[str, Any]:
             counts[row["status"] if row["status"] in counts else "error"] += 1
             yield json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
 
-    write_atomic(path, lines())
-    return {"path": str(path), **counts}
+    await asyncio.to_thread(write_atomic, path, lines())
+    return {"path": str(shown), **counts}
 
 
 @task(name="check_batch", cache_policy=NO_CACHE, persist_result=False)

@@ -6,11 +6,17 @@ a small descriptor that `for_each:` streams from (`tasks.steps.sources`): the `.
 with `id` and `text`. `read_document` reads one, and refuses what cannot be
 summarised (unreadable, empty, not UTF-8, too large) with the reason, which
 the batch records as that item's error.
+
+Both read only inside FRUGAL_FILE_ROOTS, links followed first, and only regular
+files (`tasks.core.files`): a run started over REST or from the Prefect UI with
+`source=/proc/self/environ`, or a link in the source folder that leads out of
+it, is refused before anything reaches a model.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import stat
 from typing import Any
 
 from prefect import task
@@ -19,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.canonical import sha256_of
 from tasks.core.errors import InputError
+from tasks.core.files import confine, open_regular
 from tasks.core.settings import get_settings
 from tasks.steps.sources import iter_document_files
 
@@ -54,17 +61,21 @@ class Document(BaseModel):
 
 
 def describe_source(source: str) -> dict[str, Any]:
-    path = Path(source).expanduser()
-    if path.is_dir():
+    path = confine(source, write=False, what="source")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"source {source} does not exist: give a directory of .txt/.md files or a .jsonl file") from None
+    except OSError as exc:
+        raise InputError(f"source {source} cannot be read: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
         count = sum(1 for _ in iter_document_files(path))
-        return {"kind": "documents", "format": "dir", "path": str(path.resolve()), "count": count}
-    if path.is_file() and path.suffix.lower() == ".jsonl":
-        with path.open("rb") as lines:
+        return {"kind": "documents", "format": "dir", "path": str(path), "count": count}
+    if stat.S_ISREG(mode) and path.suffix.lower() == ".jsonl":
+        with open_regular(path, f"source {source}") as lines:
             count = sum(1 for line in lines if line.strip())
-        return {"kind": "documents", "format": "jsonl", "path": str(path.resolve()), "count": count}
-    if path.exists():
-        raise InputError(f"source {source} is neither a directory nor a .jsonl file")
-    raise InputError(f"source {source} does not exist: give a directory of .txt/.md files or a .jsonl file")
+        return {"kind": "documents", "format": "jsonl", "path": str(path), "count": count}
+    raise InputError(f"source {source} is neither a directory nor a .jsonl file")
 
 
 def read(request: ReadRequest) -> Document:
@@ -73,16 +84,15 @@ def read(request: ReadRequest) -> Document:
     limit = request.max_bytes or get_settings().batch.max_document_bytes
     text = request.text
     if text is None:
-        path = Path(request.source)
+        path = confine(request.source, write=False, what="document")
         try:
-            if not path.is_file():
-                raise InputError(f"document cannot be read: {path} is not a regular file")
-            size = path.stat().st_size
-            if size > limit:
-                raise InputError(f"document is too large ({size} bytes > {limit}); raise FRUGAL_BATCH_MAX_DOCUMENT_BYTES")
-            raw = path.read_bytes()
+            with open_regular(path, f"document {request.source}") as opened:
+                size = os.fstat(opened.fileno()).st_size
+                raw = opened.read(limit + 1) if size <= limit else b""  # at most limit + 1, even if it grew
         except OSError as exc:
-            raise InputError(f"document cannot be read: {exc.strerror or exc}") from exc
+            raise InputError(f"document {request.source} cannot be read: {exc.strerror or exc}") from exc
+        if size > limit or len(raw) > limit:
+            raise InputError(f"document is too large ({max(size, len(raw))} bytes > {limit}); raise FRUGAL_BATCH_MAX_DOCUMENT_BYTES")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

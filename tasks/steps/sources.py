@@ -5,6 +5,7 @@ A `for_each:` expression evaluates to one of:
 - a list: its elements are the items (small fan-outs, e.g. the parts of a document);
 - a documents descriptor from `list_documents` ``{"kind": "documents", ...}``:
   the files of a directory (sorted) or the lines of a JSONL file, read lazily;
+  its folder or file must lie inside FRUGAL_FILE_ROOTS (`tasks.core.files.confine`);
 - a batch descriptor from an earlier `for_each:` node ``{"kind": "batch", ...}``:
   that node's per-item results, read back from its spool files in input order.
 """
@@ -14,12 +15,51 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tasks.core.errors import StepError
+from tasks.core.errors import InputError, StepError
+from tasks.core.files import confine, open_regular
 
 DOCUMENT_SUFFIXES = (".txt", ".md")
+
+
+def summary_name(doc_id: str) -> PurePosixPath:
+    """The summary's file name under the destination: the id plus `.md` (`sub/a` -> `sub/a.md`)."""
+    rel = PurePosixPath(doc_id.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise InputError(f"document id {doc_id!r} cannot be used as a file name: give a relative name without '..'")
+    return rel.with_name(rel.name + ".md")
+
+
+class DocumentIds:
+    """Makes a batch's document ids unique, so no two documents write the same summary.
+
+    A file's id is its path under the source without its suffix (`sub/a.txt` -> `sub/a`), unless an
+    earlier file in sorted order took that id (`c.md` and `c.txt`: `c`, then `c.txt`): then it
+    keeps its suffix, which no other file of its folder has. The ids depend only on the files
+    present, so they are the same on every run over the same files, and every summary in the
+    destination is a current one. JSONL ids are the caller's own: a repeated one is an item error
+    rather than a name the caller did not choose. Ids are compared as their summary's file name,
+    case-folded (`A` and `a` would be one file on a case-insensitive disk).
+    """
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+
+    def claim(self, doc_id: str) -> bool:
+        key = str(summary_name(doc_id)).casefold()
+        if key in self._taken:
+            return False
+        self._taken.add(key)
+        return True
+
+    def for_file(self, rel: Path) -> str:
+        """The id of the document file at `rel` (relative to the source folder)."""
+        for candidate in (rel.with_suffix("").as_posix(), rel.as_posix()):
+            if self.claim(candidate):
+                return candidate
+        raise InputError(f"{rel} has no free document id")  # not reached: a folder's file names are unique
 
 
 def iter_document_files(root: Path) -> Iterator[Path]:
@@ -43,9 +83,10 @@ def iter_document_files(root: Path) -> Iterator[Path]:
 
 
 def _iter_documents(source: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    path = Path(source["path"])
+    path = confine(source["path"], write=False, what="source")
+    ids = DocumentIds()
     if source.get("format") == "jsonl":
-        with path.open("rb") as lines:
+        with open_regular(path, f"source {path}") as lines:
             for number, raw in enumerate(lines, start=1):
                 where = f"{path}:{number}"
                 if not raw.strip():
@@ -54,13 +95,18 @@ def _iter_documents(source: dict[str, Any]) -> Iterator[dict[str, Any]]:
                     record = json.loads(raw)
                     if not isinstance(record, dict) or "text" not in record:
                         raise ValueError("a line needs an object with 'id' and 'text'")
-                    yield {"id": str(record.get("id", f"line-{number}")), "source": where, "text": record["text"], "error": None}
                 except (ValueError, UnicodeDecodeError) as exc:
                     yield {"id": f"line-{number}", "source": where, "text": None, "error": f"unreadable line: {exc}"}
+                    continue
+                doc_id = str(record.get("id", f"line-{number}"))
+                try:
+                    error = None if ids.claim(doc_id) else f"id {doc_id!r} is used by an earlier line: give each line its own id"
+                except InputError as exc:
+                    error = str(exc)
+                yield {"id": doc_id, "source": where, "text": record["text"], "error": error}
         return
     for file in iter_document_files(path):
-        rel = file.relative_to(path)
-        yield {"id": str(rel.with_suffix("")), "source": str(file), "text": None, "error": None}
+        yield {"id": ids.for_file(file.relative_to(path)), "source": str(file), "text": None, "error": None}
 
 
 def _iter_spool(source: dict[str, Any]) -> Iterator[dict[str, Any]]:
