@@ -419,21 +419,128 @@ async def test_progress_updates_collapse_into_the_latest_and_a_failed_one_is_onl
     from flows.engine.batch import ProgressReporter
 
     sent: list[int] = []
-    gate = asyncio.Event()
+    gate, in_flight = asyncio.Event(), asyncio.Event()
 
     async def send(done: int) -> None:
         sent.append(done)
         if done == 1:
+            in_flight.set()
             await gate.wait()  # a slow API call
         if done == 3:
             raise RuntimeError("the Prefect API is away")
 
     reporter = ProgressReporter(send)
     reporter.report(1)
-    await asyncio.sleep(0)
+    await asyncio.wait_for(in_flight.wait(), 30)
     reporter.report(2)  # while the first is in flight: these two collapse into the latest
     reporter.report(3)
     gate.set()
     await reporter.flush()
     assert sent == [1, 3]
     assert "the Prefect API is away" in caplog.text
+
+
+def confine_to(monkeypatch, inbox: Path, out: Path) -> None:
+    monkeypatch.setenv("FRUGAL_FILE_ROOTS", str(inbox))
+    monkeypatch.setenv("FRUGAL_FILE_WRITE_ROOTS", str(out))
+
+
+async def test_links_out_of_the_root_are_item_errors_and_reach_no_model(tmp_path, peer, monkeypatch):
+    """`ln -s /proc/self/environ inbox/env.txt` once sent the environment, API key included, to the model."""
+    peer.responder = lambda protocol, body: SUMMARY
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    write_docs(inbox, docs(4))
+    (tmp_path / "secret.txt").write_text("a secret beside the inbox")
+    (inbox / "env.txt").symlink_to("/proc/self/environ")
+    (inbox / "secret.txt").symlink_to(tmp_path / "secret.txt")
+    (inbox / "fifo.txt").unlink(missing_ok=True)
+    os.mkfifo(inbox / "fifo.txt")  # a FIFO nobody writes to: reading it would hang the batch
+    confine_to(monkeypatch, inbox, out)
+    result = await run_inline("nightly-summaries", {"source": str(inbox), "destination": str(out), "max_failed_share": 0.5})
+    assert result.output["ok"] == 4 and result.output["failed"] == 3
+    rows = {r["id"]: r for r in index_rows(out)}
+    assert "system folder" in rows["env"]["reason"] and "env.txt" in rows["env"]["reason"]
+    assert "outside the folders" in rows["secret"]["reason"] and "FRUGAL_FILE_ROOTS" in rows["secret"]["reason"]
+    assert "a FIFO" in rows["fifo"]["reason"]
+    assert peer.count() == 4
+    sent = json.dumps([r.json for r in peer.requests])
+    assert "API_KEY" not in sent and "a secret beside the inbox" not in sent
+
+
+async def test_a_source_or_destination_outside_the_roots_is_refused_before_any_model_call(tmp_path, peer, monkeypatch):
+    peer.responder = lambda protocol, body: SUMMARY
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    write_docs(inbox, docs(2))
+    confine_to(monkeypatch, inbox, out)
+    with pytest.raises(StepError, match=r"node .doc.: document /proc/self/environ .* is in a system folder"):
+        await run_inline("summarise-document", {"id": "env", "source": "/proc/self/environ", "destination": str(out)})
+    with pytest.raises(StepError, match=r"document /etc/hostname is outside .*FRUGAL_FILE_ROOTS"):
+        await run_inline("summarise-document", {"id": "host", "source": "/etc/hostname", "destination": str(out)})
+    with pytest.raises(StepError, match=r"source /etc is outside the folders batch files may be read from"):
+        await run_inline("nightly-summaries", {"source": "/etc", "destination": str(out)})
+    for destination in (tmp_path / "elsewhere", inbox / "summaries"):  # reading and writing roots differ
+        with pytest.raises(StepError, match=r"destination .* is outside .*FRUGAL_FILE_WRITE_ROOTS"):
+            await run_inline("nightly-summaries", {"source": str(inbox), "destination": str(destination)})
+        with pytest.raises(StepError, match=r"FRUGAL_FILE_WRITE_ROOTS"):
+            await run_inline("summarise-document", {"id": "d", "source": str(inbox / "doc000.txt"), "destination": str(destination)})
+    assert peer.count() == 0
+    assert not (tmp_path / "elsewhere").exists() and not (inbox / "summaries").exists()
+
+    monkeypatch.delenv("FRUGAL_FILE_WRITE_ROOTS")  # one root for both
+    monkeypatch.setenv("FRUGAL_FILE_ROOTS", str(tmp_path))
+    with pytest.raises(StepError, match=r"is inside the source"):
+        await run_inline("nightly-summaries", {"source": str(inbox), "destination": str(inbox / "summaries")})
+    assert peer.count() == 0
+
+
+async def test_a_linked_folder_in_the_destination_does_not_carry_a_summary_out(tmp_path, peer, monkeypatch):
+    peer.responder = lambda protocol, body: SUMMARY
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    write_docs(inbox, {"sub/a.txt": "A document in a sub-folder.", "b.txt": "Another document."})
+    (out).mkdir()
+    (out / "sub").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    confine_to(monkeypatch, inbox, out)
+    result = await run_inline("nightly-summaries", {"source": str(inbox), "destination": str(out), "max_failed_share": 0.5})
+    assert result.output["ok"] == 1 and result.output["failed"] == 1
+    rows = {r["id"]: r for r in index_rows(out)}
+    assert "a link to" in rows["sub/a"]["reason"] and "FRUGAL_FILE_WRITE_ROOTS" in rows["sub/a"]["reason"]
+    assert not (tmp_path / "elsewhere").exists()
+
+
+async def test_documents_that_would_share_a_summary_get_distinct_ids_stable_across_runs(tmp_path, peer):
+    """`c.txt` and `c.md` once both wrote out/c.md: one summary was lost and the index said both were ok."""
+    peer.responder = lambda protocol, body: f"summary of {body['messages'][-1]['content']}"
+    source = write_docs(
+        tmp_path / "in",
+        {"c.md": "The markdown one.", "c.txt": "The text one.", "c.txt.md": "Named like a summary.", "C.TXT": "Upper case."},
+    )
+    out = tmp_path / "out"
+    first = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out)})
+    assert first.output["ok"] == 4
+    rows = index_rows(out)
+    assert [r["id"] for r in rows] == ["C", "c.md", "c.txt", "c.txt.md"]
+    assert len({r["summary_path"] for r in rows}) == 4
+    written = {Path(r["summary_path"]).name: Path(r["summary_path"]).read_text() for r in rows}
+    assert "summary of Upper case." in written["C.md"]
+    assert "summary of The markdown one." in written["c.md.md"]
+    assert "summary of The text one." in written["c.txt.md"]
+    assert "summary of Named like a summary." in written["c.txt.md.md"]
+    assert sorted(p.name for p in out.glob("*.md")) == sorted(written)
+
+    await run_inline("nightly-summaries", {"source": str(source), "destination": str(out)})
+    assert index_rows(out) == [{**r, "cache": "hit"} for r in rows]  # the same ids and files on every run
+
+
+async def test_a_repeated_jsonl_id_is_an_item_error_not_an_overwrite(tmp_path, peer):
+    peer.responder = lambda protocol, body: f"summary of {body['messages'][-1]['content']}"
+    source = tmp_path / "docs.jsonl"
+    lines = [{"id": "a", "text": "First."}, {"id": "b", "text": "Second."}, {"id": "./a", "text": "Third."}, {"id": "../x", "text": "Out."}]
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out"
+    result = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out), "max_failed_share": 0.6})
+    assert result.output["ok"] == 2 and result.output["failed"] == 2
+    rows = index_rows(out)
+    assert [r["status"] for r in rows] == ["ok", "ok", "error", "error"]
+    assert "used by an earlier line" in rows[2]["reason"] and "cannot be used as a file name" in rows[3]["reason"]
+    assert "summary of First." in (out / "a.md").read_text()
+    assert peer.count() == 2

@@ -36,6 +36,9 @@ class ListRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(description="a directory of .txt/.md files, or a .jsonl file with id and text per line")
+    destination: str | None = Field(
+        None, description="where the summaries will go: checked first, so a batch that could not write them pays nothing"
+    )
 
 
 class ReadRequest(BaseModel):
@@ -48,6 +51,9 @@ class ReadRequest(BaseModel):
     text: str | None = Field(None, description="the text, when the source already carried it (JSONL)")
     error: str | None = Field(None, description="why the source could not give this item")
     max_bytes: int | None = Field(None, ge=1, description="default FRUGAL_BATCH_MAX_DOCUMENT_BYTES")
+    destination: str | None = Field(
+        None, description="where the summary will go: checked first, so a document that could not be written pays nothing"
+    )
 
 
 class Document(BaseModel):
@@ -60,8 +66,15 @@ class Document(BaseModel):
     sha256: str
 
 
-def describe_source(source: str) -> dict[str, Any]:
+def describe_source(source: str, destination: str | None = None) -> dict[str, Any]:
     path = confine(source, write=False, what="source")
+    if destination is not None:
+        target = confine(destination, write=True, what="destination")
+        if target == path or target.is_relative_to(path):
+            raise InputError(
+                f"destination {destination} is inside the source {source}: the next run would read its summaries "
+                "as documents; choose a folder outside it"
+            )
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -81,6 +94,8 @@ def describe_source(source: str) -> dict[str, Any]:
 def read(request: ReadRequest) -> Document:
     if request.error:
         raise InputError(request.error)
+    if request.destination is not None:
+        confine(request.destination, write=True, what="destination")
     limit = request.max_bytes or get_settings().batch.max_document_bytes
     text = request.text
     if text is None:
@@ -108,7 +123,7 @@ def read(request: ReadRequest) -> Document:
 @task(name="list_documents", cache_policy=NO_CACHE, persist_result=False)
 async def list_documents(request: ListRequest) -> dict[str, Any]:
     """Check a source and describe it for for_each (no document is read here)."""
-    return describe_source(request.source)
+    return describe_source(request.source, request.destination)
 
 
 @task(name="read_document", cache_policy=NO_CACHE, persist_result=False)
