@@ -482,7 +482,9 @@ async def test_a_source_or_destination_outside_the_roots_is_refused_before_any_m
         with pytest.raises(StepError, match=r"destination .* is outside .*FRUGAL_FILE_WRITE_ROOTS"):
             await run_inline("nightly-summaries", {"source": str(inbox), "destination": str(destination)})
         with pytest.raises(StepError, match=r"FRUGAL_FILE_WRITE_ROOTS"):
-            await run_inline("summarise-document", {"id": "d", "source": str(inbox / "doc000.txt"), "destination": str(destination)})
+            await run_inline(
+                "summarise-document", {"id": "d", "source": str(inbox / "doc000.txt"), "destination": str(destination)}
+            )
     assert peer.count() == 0
     assert not (tmp_path / "elsewhere").exists() and not (inbox / "summaries").exists()
 
@@ -534,7 +536,12 @@ async def test_documents_that_would_share_a_summary_get_distinct_ids_stable_acro
 async def test_a_repeated_jsonl_id_is_an_item_error_not_an_overwrite(tmp_path, peer):
     peer.responder = lambda protocol, body: f"summary of {body['messages'][-1]['content']}"
     source = tmp_path / "docs.jsonl"
-    lines = [{"id": "a", "text": "First."}, {"id": "b", "text": "Second."}, {"id": "./a", "text": "Third."}, {"id": "../x", "text": "Out."}]
+    lines = [
+        {"id": "a", "text": "First."},
+        {"id": "b", "text": "Second."},
+        {"id": "./a", "text": "Third."},
+        {"id": "../x", "text": "Out."},
+    ]
     source.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "out"
     result = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out), "max_failed_share": 0.6})
@@ -544,3 +551,30 @@ async def test_a_repeated_jsonl_id_is_an_item_error_not_an_overwrite(tmp_path, p
     assert "used by an earlier line" in rows[2]["reason"] and "cannot be used as a file name" in rows[3]["reason"]
     assert "summary of First." in (out / "a.md").read_text()
     assert peer.count() == 2
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect")
+async def test_flow_runs_go_through_the_same_roots(tmp_path, peer, monkeypatch):
+    """A flow run (what REST and the UI start) is refused outside the roots, and no model hears of it."""
+    peer.responder = lambda protocol, body: SUMMARY
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    write_docs(inbox, docs(2))
+    (inbox / "env.txt").symlink_to("/proc/self/environ")
+    confine_to(monkeypatch, inbox, out)
+
+    single = await run_pipeline(
+        "summarise-document", {"id": "env", "source": "/proc/self/environ", "destination": str(out)}, return_state=True
+    )
+    assert single.is_failed() and "/proc/self/environ" in single.message and "system folder" in single.message
+    elsewhere = await run_pipeline("nightly-summaries", {"source": "/etc", "destination": str(out)}, return_state=True)
+    assert elsewhere.is_failed() and "FRUGAL_FILE_ROOTS" in elsewhere.message
+    assert peer.count() == 0
+
+    batch = await run_pipeline(
+        "nightly-summaries", {"source": str(inbox), "destination": str(out), "max_failed_share": 0.5}, return_state=True
+    )
+    assert batch.is_completed()
+    rows = {r["id"]: r for r in index_rows(out)}
+    assert rows["env"]["status"] == "error" and "system folder" in rows["env"]["reason"]
+    assert peer.count() == 2 and "API_KEY" not in json.dumps([r.json for r in peer.requests])

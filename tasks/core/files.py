@@ -55,7 +55,9 @@ def confine(path: str | Path, *, write: bool, what: str) -> Path:
     real = Path(os.path.realpath(given))
     shown = f"{what} {given}" + (f" (a link to {real})" if real != Path(os.path.abspath(given)) else "")
     if _inside(real, SYSTEM_FOLDERS):
-        raise InputError(f"{shown} is in a system folder ({', '.join(map(str, SYSTEM_FOLDERS))}): batches never read or write there")
+        raise InputError(
+            f"{shown} is in a system folder ({', '.join(map(str, SYSTEM_FOLDERS))}): batches never read or write there"
+        )
     files = get_settings().files
     folders = files.write_folders() if write else files.read_folders()
     roots = tuple(Path(os.path.realpath(folder)) for folder in folders)

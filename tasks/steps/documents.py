@@ -107,7 +107,9 @@ def read(request: ReadRequest) -> Document:
         except OSError as exc:
             raise InputError(f"document {request.source} cannot be read: {exc.strerror or exc}") from exc
         if size > limit or len(raw) > limit:
-            raise InputError(f"document is too large ({max(size, len(raw))} bytes > {limit}); raise FRUGAL_BATCH_MAX_DOCUMENT_BYTES")
+            raise InputError(
+                f"document is too large ({max(size, len(raw))} bytes > {limit}); raise FRUGAL_BATCH_MAX_DOCUMENT_BYTES"
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
