@@ -567,6 +567,7 @@ def main() -> None:
                 FRUGAL_LLM_MODEL="gpt-4o-mini",  # a priced model: the ledger records costs, as in production
                 FRUGAL_CACHE_URL=args.redis,
                 FRUGAL_DATA_DIR=str(work / "data"),
+                FRUGAL_FILE_ROOTS=str(work),  # the documents and summaries live in the temporary folder
                 FRUGAL_BATCH_CONCURRENCY=str(args.concurrency),
                 FRUGAL_BATCH_CHUNK_SIZE=str(args.chunk_size),
                 **({"PREFECT_API_URL": api} if api else {}),
