@@ -169,6 +169,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             FRUGAL_CACHE_URL=REDIS_URL,
             FRUGAL_CACHE_PREFIX=prefix,
             FRUGAL_DATA_DIR=str(folder / "data"),
+            FRUGAL_FILE_ROOTS=str(tmp_path_factory.getbasetemp()),  # the tests' documents and summaries
             FRUGAL_BATCH_CONCURRENCY="8",
             FRUGAL_BATCH_CHUNK_SIZE="5",
         )

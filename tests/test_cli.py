@@ -208,11 +208,12 @@ def test_list_shows_the_pipelines_and_their_inputs(cli_env, tmp_path):
 
 
 def nightly_inputs(tmp_path: Path, n: int) -> list[str]:
-    source = tmp_path / "inbox"
-    source.mkdir()
+    """Documents in ./data/inbox of the run's working directory (tmp_path): inside the default FRUGAL_FILE_ROOTS."""
+    source = tmp_path / "data" / "inbox"
+    source.mkdir(parents=True)
     for i in range(n):
         (source / f"doc{i}.txt").write_text(f"Document {i} says a few words about topic {i}.")
-    return ["-i", f"source={source}", "-i", f"destination={tmp_path / 'summaries'}", "--inline"]
+    return ["-i", "source=data/inbox", "-i", "destination=data/summaries", "--inline"]
 
 
 def test_a_batch_shows_its_progress_as_lines_when_stderr_is_not_a_terminal(cli_env, peer, tmp_path):
