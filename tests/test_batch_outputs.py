@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from tasks.core.errors import InputError
 from tasks.core.files import holds
 from tasks.steps.batch_outputs import SummaryRequest, write_summary
 
@@ -44,3 +47,9 @@ def test_holds_is_false_for_missing_shorter_longer_or_directory(tmp_path: Path) 
     assert not holds(path, b"ab")
     assert not holds(path, b"abcd")
     assert not holds(tmp_path, b"abc")
+
+
+async def test_a_summary_that_cannot_be_written_says_which_and_why(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    with pytest.raises(InputError, match=r"summary .*blocker/doc.md cannot be written"):
+        await summarise(tmp_path / "blocker", "doc", "The summary.")

@@ -98,7 +98,10 @@ async def write_summary(request: SummaryRequest) -> dict[str, str]:
     """Write DESTINATION/ID.md atomically; a file that already says the same is left as it is."""
     shown, path = summary_path(request.destination, request.id)
     text = "".join(render_summary(request.id, request.text, request.source))
-    await asyncio.to_thread(write_if_changed, path, text)
+    try:
+        await asyncio.to_thread(write_if_changed, path, text)
+    except OSError as exc:
+        raise InputError(f"summary {shown} cannot be written: {exc.strerror or exc}") from exc
     return {"path": str(shown)}
 
 
@@ -114,7 +117,10 @@ async def write_index(request: IndexRequest) -> dict[str, Any]:
             counts[row["status"] if row["status"] in counts else "error"] += 1
             yield json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
 
-    await asyncio.to_thread(write_atomic, path, lines())
+    try:
+        await asyncio.to_thread(write_atomic, path, lines())
+    except OSError as exc:
+        raise InputError(f"index {shown} cannot be written: {exc.strerror or exc}") from exc
     return {"path": str(shown), **counts}
 
 
