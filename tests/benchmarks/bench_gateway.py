@@ -62,7 +62,7 @@ function request()
   if auth ~= "" then headers["Authorization"] = "Bearer " .. auth end
   return wrk.format("POST", path, headers, body)
 end
-"""
+"""  # noqa: E501
 
 
 def free_port() -> int:
