@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flows.cli import gateway as gateway_commands
 from flows.engine.results import RunResult
 from flows.language import catalog
 from flows.language.compiler import all_errors
@@ -250,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print JSON (exact decimal strings) instead of a table")
     report.add_argument("--png", metavar="PATH", help="also draw spend vs counterfactual and savings by cause, as a PNG")
     report.set_defaults(func=cmd_report)
+
+    gateway_commands.add_parsers(sub)
     return parser
 
 

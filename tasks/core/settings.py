@@ -10,6 +10,7 @@ sent. Pipeline templates see `tasks.providers.tiers.public_settings()` as
 
 from __future__ import annotations
 
+import json
 import os
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.core.errors import ConfigError
 
 
 def default_data_dir() -> Path:
@@ -184,6 +187,36 @@ class LedgerSettings(BaseSettings):
     retention_days: int = Field(90, ge=0, description="days entries are kept; 0 keeps them forever")
 
 
+class GatewaySettings(BaseSettings):
+    """`frugal gateway`: the OpenAI-compatible endpoint (`flows.gateway`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_GATEWAY_", extra="ignore")
+
+    keys_file: Path | None = Field(
+        None,
+        description="YAML file of tenants and their hashed API keys (`frugal gateway-key add`); unset: no keys, loopback only",
+    )
+    models: str = Field(
+        '{"*": "answer"}',
+        description='JSON object: a requested model name or glob -> the pipeline it runs, with that name as the large model; '
+        '"frugal/<pipeline>" always works',
+    )
+    access_log: bool = Field(
+        True, description="one JSON line per request on the frugal.gateway.access logger (no prompt, no key)"
+    )
+    budget_refresh_seconds: float = Field(30.0, gt=0, description="how often tenants' spending is re-read from the cost ledger")
+    max_request_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies are refused (413)")
+
+    def model_map(self) -> dict[str, str]:
+        try:
+            value = json.loads(self.models)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"FRUGAL_GATEWAY_MODELS is not JSON: {exc}") from exc
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError('FRUGAL_GATEWAY_MODELS must be a JSON object of strings, e.g. {"gpt-4o-mini": "answer"}')
+        return value
+
+
 #: every settings model, in the order the configuration table lists them
 MODELS: tuple[type[BaseSettings], ...] = (
     CacheSettings,
@@ -194,6 +227,7 @@ MODELS: tuple[type[BaseSettings], ...] = (
     LlmSettings,
     PriceSettings,
     LedgerSettings,
+    GatewaySettings,
 )
 
 
@@ -244,6 +278,7 @@ class Settings:
     prices: PriceSettings = field(default_factory=PriceSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     files: FileSettings = field(default_factory=FileSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
 
 _snapshot: tuple[tuple[object, ...], Settings] | None = None
@@ -305,6 +340,7 @@ def get_settings() -> Settings:
                 prices=PriceSettings(),
                 ledger=LedgerSettings(),
                 files=FileSettings(),
+                gateway=GatewaySettings(),
             ),
         )
     return _snapshot[1]

@@ -32,6 +32,7 @@ class LoopbackServer:
         startup_timeout: float = 10.0,
         shutdown_timeout: float = 10.0,
         graceful_timeout: float = 1.0,
+        lifespan: str = "off",
     ) -> None:
         self.app = app
         self.host = host
@@ -41,6 +42,7 @@ class LoopbackServer:
         self.shutdown_timeout = shutdown_timeout
         # Seconds uvicorn waits for in-flight requests at stop before cancelling them.
         self.graceful_timeout = graceful_timeout
+        self.lifespan = lifespan  # "on" runs the app's startup and shutdown
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -73,7 +75,7 @@ class LoopbackServer:
             loop="asyncio",
             http="h11",
             ws="none",
-            lifespan="off",
+            lifespan=self.lifespan,  # type: ignore[arg-type]
             log_config=None,
             log_level="warning",
             access_log=False,

@@ -1,0 +1,56 @@
+"""`frugal gateway`: the OpenAI-compatible endpoint as a long-lived service on uvicorn.
+
+uvicorn (with uvloop and httptools when installed) was measured against the alternatives
+in docs/gateway.md. SIGTERM / Ctrl-C: uvicorn stops accepting connections, finishes the
+requests in flight (up to `graceful_seconds`), then the application flushes the cost ledger.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import uvicorn
+
+from flows.gateway.tenants import load_keys
+from tasks.core.errors import ConfigError
+from tasks.core.settings import get_settings
+
+log = logging.getLogger("frugal.gateway")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str) -> None:
+    """Without keys, the gateway answers anyone who can reach it: only on loopback, with a warning."""
+    settings = get_settings().gateway
+    if load_keys(settings.keys_file):
+        return
+    if not is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host} without API keys: set FRUGAL_GATEWAY_KEYS_FILE (create keys with "
+            "`frugal gateway-key add TENANT`), or listen on 127.0.0.1"
+        )
+    log.warning("gateway: no API keys configured (FRUGAL_GATEWAY_KEYS_FILE): anyone on this machine can call it")
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, graceful_seconds: float = 30.0) -> None:
+    check_bind(host)
+    uvicorn.run(
+        "flows.gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,  # our own access log line carries the tenant, cache, route, model and cost
+        timeout_graceful_shutdown=int(graceful_seconds),
+        server_header=False,
+    )

@@ -1,0 +1,311 @@
+"""The gateway against a LiteLLM proxy with a Redis cache, on this machine, with wrk as the load.
+
+    .venv/bin/python tests/benchmarks/bench_gateway.py [--litellm PATH/TO/litellm] [--delay 0.05] [--seconds 15]
+
+Both servers answer OpenAI chat completions in front of the same loopback model stand-in
+(`tests.peers.serve_peer`, `--delay` seconds per answer) with their prompt caches on the same
+Redis. Measured, in one run, each on a quiet machine (nothing else runs while one is loaded):
+
+1. cache-hit latency at concurrency 1 (p50, p99);
+2. requests/s and latency on a mix of 70 % cache hits and 30 % new prompts at concurrency 8;
+3. a miss's overhead: the gateway's p50 on new prompts minus the stand-in's own p50, at concurrency 1;
+4. the gateway's resident memory after 1,000 and after 100,000 requests (`--rss-requests`).
+
+The load generator is wrk (Debian's package `wrk`), scripted in Lua to send the mix; the
+LiteLLM proxy runs from its own virtual environment (`pip install 'litellm[proxy]'` there) and
+is skipped when `--litellm` does not point at its `litellm` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.peers.serve_peer import spawn  # noqa: E402
+
+REDIS = os.environ.get("FRUGAL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+WARM = 200  # distinct prompts answered before the measurement: the 70 % that hit
+
+LUA = r"""
+local warm = {}
+local model, path, auth = "%(model)s", "%(path)s", "%(auth)s"
+for i = 1, %(warm)d do
+  warm[i] = '{"model":"' .. model .. '","messages":[{"role":"user","content":"Question number ' .. i .. ': what is the capital of country ' .. i .. '?"}]}'
+end
+local counter, tid = 0, 0
+local threads = {}
+function setup(thread) thread:set("tid", #threads + 1); table.insert(threads, thread) end
+function init(args) tid = tonumber(wrk.thread:get("tid")) or 0; mix = tonumber(args[1]) or 7 end
+function request()
+  counter = counter + 1
+  local body
+  if counter %% 10 < mix then
+    body = warm[(counter %% #warm) + 1]
+  else
+    body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"A new question %(run)s-' .. tid .. '-' .. counter .. ': why is the sky blue?"}]}'
+  end
+  local headers = {["Content-Type"] = "application/json"}
+  if auth ~= "" then headers["Authorization"] = "Bearer " .. auth end
+  return wrk.format("POST", path, headers, body)
+end
+"""  # noqa: E501
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {seconds} s: {log.read_text(errors='replace')[-2000:]}")
+
+
+def wrk(
+    base: str,
+    model: str,
+    path: str,
+    *,
+    mix: int,
+    connections: int,
+    seconds: float,
+    folder: Path,
+    auth: str = "",
+    requests: int | None = None,
+) -> dict[str, float]:
+    script = folder / f"mix-{uuid.uuid4().hex[:6]}.lua"
+    script.write_text(LUA % {"model": model, "path": path, "auth": auth, "warm": WARM, "run": uuid.uuid4().hex[:8]})
+    threads = min(connections, 2)
+    args = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(script),
+        base,
+        "--",
+        str(mix),
+    ]
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed: {done.stderr or done.stdout}")
+    out = done.stdout
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"p50": ms("50"), "p99": ms("99"), "rps": rps, "requests": total, "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def warm_up(base: str, model: str, path: str, auth: str) -> None:
+    headers = {"Authorization": f"Bearer {auth}"} if auth else {}
+    with httpx.Client(timeout=60, headers=headers) as http:
+        for i in range(1, WARM + 1):
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": f"Question number {i}: what is the capital of country {i}?"}],
+            }
+            http.post(base + path, json=body).raise_for_status()
+
+
+def rss_kb(pid: int) -> int:
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            total += int(line.split()[1])
+    return total
+
+
+def start_gateway(folder: Path, standin: str, prefix: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRUGAL_", "OPENAI_", "OLLAMA_", "ANTHROPIC_"))} | {
+        "FRUGAL_SLM_PROVIDER": "ollama",
+        "OLLAMA_HOST": standin,
+        "FRUGAL_LLM_PROVIDER": "openai",
+        "OPENAI_BASE_URL": standin + "/v1",
+        "OPENAI_API_KEY": "sk-bench",
+        "FRUGAL_LLM_MODEL": "gpt-4o-mini",
+        "FRUGAL_CACHE_URL": REDIS,
+        "FRUGAL_CACHE_PREFIX": prefix,
+        "FRUGAL_DATA_DIR": str(folder / "data"),
+        "FRUGAL_GATEWAY_ACCESS_LOG": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    log = folder / "gateway.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "frugal"), "gateway", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + "/readyz", process, log)
+    return process, base
+
+
+def start_litellm(litellm: str, folder: Path, standin: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    redis_host, redis_port = re.match(r"redis://([^:/]+):(\d+)", REDIS).groups()  # type: ignore[union-attr]
+    config = folder / "litellm.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": "gpt-4o-mini",
+                        "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": standin + "/v1", "api_key": "sk-bench"},
+                    }
+                ],
+                "litellm_settings": {
+                    "cache": True,
+                    "cache_params": {
+                        "type": "redis",
+                        "host": redis_host,
+                        "port": int(redis_port),
+                        "namespace": f"litellm-{uuid.uuid4().hex[:8]}",
+                    },
+                },
+            }
+        )
+    )
+    log = folder / "litellm.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LITELLM_LOG": "ERROR"},
+        )
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + "/health/liveliness", process, log, seconds=180)
+    return process, base
+
+
+def quiet(seconds: float = 3.0) -> None:
+    time.sleep(seconds)  # the previous server's background work settles before the next measurement
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--litellm", default=shutil.which("litellm"), help="the LiteLLM proxy's `litellm` command")
+    parser.add_argument("--delay", type=float, default=0.05, help="the stand-in's seconds per answer")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds per wrk run")
+    parser.add_argument("--rss-requests", type=int, default=100_000)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    folder = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    standin_process, standin = spawn(folder, args.delay)
+    rows: dict[str, dict[str, float]] = {}
+    try:
+        direct = wrk(
+            standin, "gpt-4o-mini", "/v1/chat/completions", mix=0, connections=1, seconds=args.seconds / 2, folder=folder
+        )
+        rows["stand-in direct, c=1"] = direct
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        gateway, base = start_gateway(folder, standin, prefix)
+        try:
+            warm_up(base, "gpt-4o-mini", "/v1/chat/completions", "")
+            sent = WARM
+            while sent < 1000:
+                sent += wrk(base, "gpt-4o-mini", "/v1/chat/completions", mix=10, connections=1, seconds=1, folder=folder)[
+                    "requests"
+                ]
+            rss_1k, sent_1k = rss_kb(gateway.pid), sent
+            quiet()
+            rows["gateway hits, c=1"] = wrk(
+                base, "gpt-4o-mini", "/v1/chat/completions", mix=10, connections=1, seconds=args.seconds, folder=folder
+            )
+            rows["gateway misses, c=1"] = wrk(
+                base, "gpt-4o-mini", "/v1/chat/completions", mix=0, connections=1, seconds=args.seconds / 2, folder=folder
+            )
+            quiet()
+            rows["gateway 70% hits, c=8"] = wrk(
+                base, "gpt-4o-mini", "/v1/chat/completions", mix=7, connections=8, seconds=args.seconds, folder=folder
+            )
+            sent += sum(int(row["requests"]) for name, row in rows.items() if name.startswith("gateway"))
+            while sent < args.rss_requests:
+                sent += wrk(base, "gpt-4o-mini", "/v1/chat/completions", mix=10, connections=8, seconds=10, folder=folder)[
+                    "requests"
+                ]
+            rss_100k = rss_kb(gateway.pid)
+        finally:
+            gateway.terminate()
+            gateway.wait(30)
+        if args.litellm and Path(args.litellm).exists():
+            quiet()
+            proxy, proxy_base = start_litellm(args.litellm, folder, standin)
+            try:
+                warm_up(proxy_base, "gpt-4o-mini", "/v1/chat/completions", "")
+                quiet()
+                rows["LiteLLM hits, c=1"] = wrk(
+                    proxy_base, "gpt-4o-mini", "/v1/chat/completions", mix=10, connections=1, seconds=args.seconds, folder=folder
+                )
+                quiet()
+                rows["LiteLLM 70% hits, c=8"] = wrk(
+                    proxy_base, "gpt-4o-mini", "/v1/chat/completions", mix=7, connections=8, seconds=args.seconds, folder=folder
+                )
+            finally:
+                proxy.terminate()
+                proxy.wait(30)
+        else:
+            print("LiteLLM proxy not found (--litellm): its rows are left out", file=sys.stderr)
+    finally:
+        standin_process.terminate()
+        standin_process.wait(30)
+    print(f"stand-in: {args.delay * 1000:.0f} ms per answer; load: wrk; Redis {REDIS}")
+    print(f"{'run':<26} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'requests':>9} {'non-2xx':>8}")
+    for name, row in rows.items():
+        print(
+            f"{name:<26} {row['p50']:>9.2f} {row['p99']:>9.2f} {row['rps']:>9.1f} {row['requests']:>9.0f} {row['non_2xx']:>8.0f}"
+        )
+    miss = rows["gateway misses, c=1"]["p50"] - rows["stand-in direct, c=1"]["p50"]
+    print(f"a miss's overhead over the stand-in (p50): {miss:.2f} ms")
+    if "LiteLLM 70% hits, c=8" in rows:
+        ratio = rows["gateway 70% hits, c=8"]["rps"] / rows["LiteLLM 70% hits, c=8"]["rps"]
+        print(f"70 % hits at c=8: the gateway answers {ratio:.1f}x the LiteLLM proxy's requests/s")
+    print(
+        f"gateway RSS: {rss_1k / 1024:.1f} MB after {sent_1k:,} requests, {rss_100k / 1024:.1f} MB after {sent:,} "
+        f"({(rss_100k / rss_1k - 1) * 100:+.1f} %)"
+    )
+
+
+if __name__ == "__main__":
+    main()
