@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -39,6 +40,7 @@ from tests.peers.serve_peer import spawn  # noqa: E402
 
 REDIS = os.environ.get("FRUGAL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 WARM = 200  # distinct prompts answered before the measurement: the 70 % that hit
+MASTER_KEY = "sk-bench-" + uuid.uuid4().hex  # the LiteLLM proxy refuses to start without one
 
 LUA = r"""
 local warm = {}
@@ -180,7 +182,7 @@ def start_gateway(folder: Path, standin: str, prefix: str) -> tuple[subprocess.P
     return process, base
 
 
-def start_litellm(litellm: str, folder: Path, standin: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_litellm(litellm: str, folder: Path, standin: str, prefix: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     redis_host, redis_port = re.match(r"redis://([^:/]+):(\d+)", REDIS).groups()  # type: ignore[union-attr]
     config = folder / "litellm.yaml"
@@ -199,7 +201,8 @@ def start_litellm(litellm: str, folder: Path, standin: str) -> tuple[subprocess.
                         "type": "redis",
                         "host": redis_host,
                         "port": int(redis_port),
-                        "namespace": f"litellm-{uuid.uuid4().hex[:8]}",
+                        "db": int(REDIS.rsplit("/", 1)[1]),
+                        "namespace": f"litellm-{prefix}",
                     },
                 },
             }
@@ -211,11 +214,20 @@ def start_litellm(litellm: str, folder: Path, standin: str) -> tuple[subprocess.
             [litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "LITELLM_LOG": "ERROR"},
+            env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": MASTER_KEY},
         )
     base = f"http://127.0.0.1:{port}"
     wait_ready(base + "/health/liveliness", process, log, seconds=180)
     return process, base
+
+
+def forget(prefix: str) -> None:
+    """The run's keys, both servers' caches and the gateway's ledger, are deleted from Redis."""
+    client = redis.Redis.from_url(REDIS)
+    for pattern in (f"{prefix}:*", f"litellm-{prefix}*"):
+        for key in client.scan_iter(pattern, count=1000):
+            client.delete(key)
+    client.close()
 
 
 def quiet(seconds: float = 3.0) -> None:
@@ -233,13 +245,14 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk")
     folder = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     standin_process, standin = spawn(folder, args.delay)
+    prefix_of_run = f"bench{uuid.uuid4().hex[:8]}"
     rows: dict[str, dict[str, float]] = {}
     try:
         direct = wrk(
             standin, "gpt-4o-mini", "/v1/chat/completions", mix=0, connections=1, seconds=args.seconds / 2, folder=folder
         )
         rows["stand-in direct, c=1"] = direct
-        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        prefix = prefix_of_run
         gateway, base = start_gateway(folder, standin, prefix)
         try:
             warm_up(base, "gpt-4o-mini", "/v1/chat/completions", "")
@@ -271,16 +284,30 @@ def main() -> None:
             gateway.wait(30)
         if args.litellm and Path(args.litellm).exists():
             quiet()
-            proxy, proxy_base = start_litellm(args.litellm, folder, standin)
+            proxy, proxy_base = start_litellm(args.litellm, folder, standin, prefix_of_run)
             try:
-                warm_up(proxy_base, "gpt-4o-mini", "/v1/chat/completions", "")
+                warm_up(proxy_base, "gpt-4o-mini", "/v1/chat/completions", MASTER_KEY)
                 quiet()
                 rows["LiteLLM hits, c=1"] = wrk(
-                    proxy_base, "gpt-4o-mini", "/v1/chat/completions", mix=10, connections=1, seconds=args.seconds, folder=folder
+                    proxy_base,
+                    "gpt-4o-mini",
+                    "/v1/chat/completions",
+                    mix=10,
+                    connections=1,
+                    seconds=args.seconds,
+                    folder=folder,
+                    auth=MASTER_KEY,
                 )
                 quiet()
                 rows["LiteLLM 70% hits, c=8"] = wrk(
-                    proxy_base, "gpt-4o-mini", "/v1/chat/completions", mix=7, connections=8, seconds=args.seconds, folder=folder
+                    proxy_base,
+                    "gpt-4o-mini",
+                    "/v1/chat/completions",
+                    mix=7,
+                    connections=8,
+                    seconds=args.seconds,
+                    folder=folder,
+                    auth=MASTER_KEY,
                 )
             finally:
                 proxy.terminate()
@@ -290,6 +317,7 @@ def main() -> None:
     finally:
         standin_process.terminate()
         standin_process.wait(30)
+        forget(prefix_of_run)
     print(f"stand-in: {args.delay * 1000:.0f} ms per answer; load: wrk; Redis {REDIS}")
     print(f"{'run':<26} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'requests':>9} {'non-2xx':>8}")
     for name, row in rows.items():
