@@ -153,6 +153,27 @@ class LedgerSettings(BaseSettings):
     retention_days: int = Field(90, ge=0, description="days entries are kept; 0 keeps them forever")
 
 
+class AuditSettings(BaseSettings):
+    """The shadow audit (`flows.ledger.audit`): a sample of accepted small answers re-asked of the large model."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_AUDIT_", extra="ignore")
+
+    rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of accepted small-model answers also sent to the large model, after the caller has its answer, "
+        "to measure agreement (e.g. 0.02); 0: off (an audit sends a prompt the router kept local to the large provider, "
+        "and costs money)",
+    )
+    budget_usd: float = Field(1.0, ge=0.0, description="most USD audits may spend per UTC day; audits stop when it is spent")
+    keep_prompts: bool = Field(
+        False,
+        description="keep the prompts of audited and rejected answers (beside the ledger, for router labels); "
+        "off: the ledger holds only request keys",
+    )
+
+
 #: every settings model, in the order the configuration table lists them
 MODELS: tuple[type[BaseSettings], ...] = (
     CacheSettings,
@@ -162,6 +183,7 @@ MODELS: tuple[type[BaseSettings], ...] = (
     LlmSettings,
     PriceSettings,
     LedgerSettings,
+    AuditSettings,
 )
 
 
@@ -211,6 +233,7 @@ class Settings:
     batch: BatchSettings
     prices: PriceSettings = field(default_factory=PriceSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 _snapshot: tuple[tuple[object, ...], Settings] | None = None
@@ -239,10 +262,11 @@ def _fingerprint() -> tuple[object, ...]:
 _pinned: ContextVar[Settings | None] = ContextVar("frugal_settings", default=None)
 
 
-def pin_settings() -> Token[Settings | None]:
-    """Make the current snapshot the one `get_settings` returns in this context (a run and its steps):
-    a run sees one consistent set of settings, and its steps do not each compare the environment."""
-    return _pinned.set(get_settings())
+def pin_settings(snapshot: Settings | None = None) -> Token[Settings | None]:
+    """Make the current snapshot (or `snapshot`: a run's, for work done on its behalf later) the one
+    `get_settings` returns in this context (a run and its steps): a run sees one consistent set of
+    settings, and its steps do not each compare the environment."""
+    return _pinned.set(snapshot or get_settings())
 
 
 def unpin_settings(token: Token[Settings | None]) -> None:
@@ -271,6 +295,7 @@ def get_settings() -> Settings:
                 batch=BatchSettings(),
                 prices=PriceSettings(),
                 ledger=LedgerSettings(),
+                audit=AuditSettings(),
             ),
         )
     return _snapshot[1]
