@@ -82,7 +82,7 @@ RUBRIC = (
     "candidate would serve the person who asked as well as the reference: it gives the same facts, "
     "figures, names, labels and conclusions, contradicts nothing in the reference, leaves out none of "
     "its key points and adds no claim the request does not support. Wording, length, order and style "
-    "do not matter. Otherwise say disagree. Answer with JSON {\"label\": L} where L is agree or disagree."
+    'do not matter. Otherwise say disagree. Answer with JSON {"label": L} where L is agree or disagree.'
 )
 
 
@@ -314,7 +314,13 @@ class Auditor:
                     await self.audit(job)
         except Exception as exc:  # an audit never fails anything: said, and dropped
             self.counts.failed += 1
-            log.warning("audit of %s (%s, node %s) failed; the answer was not affected: %s", job.entry_id, job.rec.pipeline, job.seen.node, exc)
+            log.warning(
+                "audit of %s (%s, node %s) failed; the answer was not affected: %s",
+                job.entry_id,
+                job.rec.pipeline,
+                job.seen.node,
+                exc,
+            )
         finally:
             unpin_settings(pinned)
             with self._cond:
@@ -341,7 +347,10 @@ class Auditor:
         spent = await asyncio.to_thread(self.budget.spent, job.target)
         if spent >= limit:
             self.counts.over_budget += 1
-            self._say_once(f"budget {day}", f"audit: today's budget of ${limit} is spent (${spent}); audits resume tomorrow (FRUGAL_AUDIT_BUDGET_USD)")
+            self._say_once(
+                f"budget {day}",
+                f"audit: today's budget of ${limit} is spent (${spent}); audits resume tomorrow (FRUGAL_AUDIT_BUDGET_USD)",
+            )
             return None
         request = self._request(job)
         large = await answer_large(request)
@@ -427,7 +436,9 @@ class Auditor:
 def judge_request(asked: LlmRequest, reference: str, candidate: str) -> LlmRequest:
     """The rubric call: the request as sent, the large model's answer as the reference, the audited one as the candidate."""
     request = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in asked.chat_messages())
-    prompt = f"Request:\n<<<\n{request}\n>>>\n\nReference answer:\n<<<\n{reference}\n>>>\n\nCandidate answer:\n<<<\n{candidate}\n>>>"
+    prompt = (
+        f"Request:\n<<<\n{request}\n>>>\n\nReference answer:\n<<<\n{reference}\n>>>\n\nCandidate answer:\n<<<\n{candidate}\n>>>"
+    )
     return LlmRequest(system=RUBRIC, prompt=prompt, labels=VERDICTS, max_tokens=16, temperature=0.0)
 
 

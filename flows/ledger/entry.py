@@ -77,7 +77,9 @@ class LedgerEntry(BaseModel):
     accepted: bool | None = Field(None, description="the answer check's verdict; None: not checked beyond well-formedness")
     reject_reason: str | None = Field(None, description="the check's reason code when rejected (or 'malformed')")
     escalated_from: str | None = Field(None, description="the model whose rejected answer this call replaced")
-    replaced: bool = Field(False, description="a later call of the run replaced this answer (escalated or retried)")
+    replaced_by: Literal["small", "large"] | None = Field(
+        None, description="the tier of the later call of the run that replaced this rejected answer (large: escalated)"
+    )
     latency_ms: float | None = Field(None, description="how long the call took")
     input_tokens: int = 0
     output_tokens: int = 0
@@ -176,7 +178,7 @@ def settle(entry: LedgerEntry, reference: Reference | str | None) -> LedgerEntry
         entry.kind,
         entry.route,
         entry.cache,
-        entry.valid and not entry.replaced,
+        entry.valid and entry.replaced_by is None,
         entry.cost,
         entry.uncached_cost,
         entry.input_tokens,

@@ -90,7 +90,9 @@ def _db(target: Target) -> sqlite3.Connection:
         try:
             Path(target.location).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(target.location, check_same_thread=False, isolation_level=None, timeout=10)
-            db.execute("CREATE TABLE IF NOT EXISTS ledger_prompts (id TEXT PRIMARY KEY, ts REAL NOT NULL, messages TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS ledger_prompts (id TEXT PRIMARY KEY, ts REAL NOT NULL, messages TEXT NOT NULL)"
+            )
         except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"kept prompts in {target.location} cannot be opened: {exc}") from exc
         _sqlite[target] = db

@@ -58,7 +58,7 @@ class Seen:
     accepted: bool | None = None
     reject_reason: str | None = None
     escalated_from: str | None = None
-    replaced: bool = False
+    replaced_by: str | None = None  # the tier of the later call that replaced this rejected answer
     latency_ms: float | None = None
     #: the cache that answered a hit (`hit`, or `semantic` once it exists): the audit samples some
     lookup: str | None = None
@@ -172,7 +172,7 @@ def _settle_verdicts(seen: list[Seen]) -> None:
         if s.rejected:
             if s.reject_reason is None:
                 s.reject_reason = "malformed" if not s.valid else "rejected"
-            s.replaced = any(later.kind == "call" for later in seen[i + 1 :])
+            s.replaced_by = next((later.route for later in seen[i + 1 :] if later.kind == "call"), None)
 
 
 def record(run: RunInfo, nodes: list[tuple[str, Any, NodeReport]]) -> RunRecord:
@@ -230,7 +230,9 @@ def record(run: RunInfo, nodes: list[tuple[str, Any, NodeReport]]) -> RunRecord:
     else:
         run_id = _new_run_id()
         flow_run_id, deployment_id = enclosing_flow_run()
-    return RunRecord(run_id, spec.name, spec.version, run.mode, deployment_id, flow_run_id, namespace, time.time(), tuple(seen), key)
+    return RunRecord(
+        run_id, spec.name, spec.version, run.mode, deployment_id, flow_run_id, namespace, time.time(), tuple(seen), key
+    )
 
 
 def make_entries(rec: RunRecord) -> list[LedgerEntry]:
@@ -264,7 +266,7 @@ def make_entries(rec: RunRecord) -> list[LedgerEntry]:
                 accepted=s.accepted,
                 reject_reason=s.reject_reason,
                 escalated_from=s.escalated_from,
-                replaced=s.replaced,
+                replaced_by=s.replaced_by,
                 latency_ms=s.latency_ms,
                 input_tokens=tokens_in,
                 output_tokens=tokens_out,
@@ -300,7 +302,9 @@ def rows(rec: RunRecord, reference: Reference) -> list[Row]:
     for seq, s in enumerate(rec.seen):
         tokens_in, tokens_out, cached_in, cache_write, estimated = s.usage
         cost, uncached = (ZERO, ZERO) if s.kind == "hit" else (_money(s.cost), _money(s.uncached_cost))
-        cf, savings = figures(reference, s.kind, s.route, s.cache, s.valid and not s.replaced, cost, uncached, tokens_in, tokens_out)
+        cf, savings = figures(
+            reference, s.kind, s.route, s.cache, s.valid and s.replaced_by is None, cost, uncached, tokens_in, tokens_out
+        )
         entry_id = f"{rec.run_id}:{s.node}"
         data = {
             **head,
@@ -324,8 +328,8 @@ def rows(rec: RunRecord, reference: Reference) -> list[Row]:
             data["reject_reason"] = s.reject_reason
         if s.escalated_from is not None:
             data["escalated_from"] = s.escalated_from
-        if s.replaced:
-            data["replaced"] = True
+        if s.replaced_by is not None:
+            data["replaced_by"] = s.replaced_by
         if s.latency_ms is not None:
             data["latency_ms"] = s.latency_ms
         if cost is not None:
