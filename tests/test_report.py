@@ -304,26 +304,74 @@ def checked() -> list[LedgerEntry]:
     made = [
         entry(1, node="small", **s, accepted=True, input_tokens=100, output_tokens=20),  # cf 0.00045
         # rejected (truncated) and escalated: the small call cost $0.001 and 1.5 s for nothing
-        entry(2, node="small", **{**s, "cost": "0.001"}, accepted=False, reject_reason="truncated", replaced_by="large",
-              latency_ms=1500.0, input_tokens=100, output_tokens=40),
-        entry(2, node="large", model=LARGE, escalated_from=SMALL, input_tokens=100, output_tokens=50,
-              cost="0.000045", uncached_cost="0.000045"),  # cf 0.00075
+        entry(
+            2,
+            node="small",
+            **{**s, "cost": "0.001"},
+            accepted=False,
+            reject_reason="truncated",
+            replaced_by="large",
+            latency_ms=1500.0,
+            input_tokens=100,
+            output_tokens=40,
+        ),
+        entry(
+            2,
+            node="large",
+            model=LARGE,
+            escalated_from=SMALL,
+            input_tokens=100,
+            output_tokens=50,
+            cost="0.000045",
+            uncached_cost="0.000045",
+        ),  # cf 0.00075
         entry(3, node="small", **s, input_tokens=40, output_tokens=10),  # unchecked: cf 0.0002, not counted
-        entry(4, node="lookup", kind="hit", cache="hit", model=SMALL, route="small", input_tokens=100, output_tokens=20, cost="0"),
+        entry(
+            4, node="lookup", kind="hit", cache="hit", model=SMALL, route="small", input_tokens=100, output_tokens=20, cost="0"
+        ),
         # rejected (loop), not replaced: used anyway (flagged), cf 0.00035, not counted
         entry(5, node="small", **s, accepted=False, reject_reason="loop", input_tokens=60, output_tokens=20),
         entry(6, pipeline="sentiment", node="small", **s, accepted=True, input_tokens=30, output_tokens=2),  # cf 0.000095
-        entry(7, pipeline="sentiment", node="small", **s, accepted=False, reject_reason="low_confidence", replaced_by="small",
-              latency_ms=200.0, input_tokens=30, output_tokens=2),
+        entry(
+            7,
+            pipeline="sentiment",
+            node="small",
+            **s,
+            accepted=False,
+            reject_reason="low_confidence",
+            replaced_by="small",
+            latency_ms=200.0,
+            input_tokens=30,
+            output_tokens=2,
+        ),
         entry(7, pipeline="sentiment", node="retry", **s, accepted=True, input_tokens=30, output_tokens=2),  # cf 0.000095
     ]
     audit = {"kind": "audit", "model": LARGE, "route": "large", "cache": "none", "audited_model": SMALL}
     made += [
-        entry(1, id="r1:small:audit", node="small", **audit, audit_of="r1:small", agreed=True, judged_by="rubric", cost="0.00002"),
-        entry(6, id="r6:small:audit", pipeline="sentiment", node="small", **audit, audit_of="r6:small", agreed=False,
-              judged_by="label", cost="0.000001"),
-        entry(7, id="r7:retry:audit", pipeline="sentiment", node="retry", **audit, audit_of="r7:retry", judged_by="label",
-              cost="0.000002"),  # the large answer was malformed: not judged
+        entry(
+            1, id="r1:small:audit", node="small", **audit, audit_of="r1:small", agreed=True, judged_by="rubric", cost="0.00002"
+        ),
+        entry(
+            6,
+            id="r6:small:audit",
+            pipeline="sentiment",
+            node="small",
+            **audit,
+            audit_of="r6:small",
+            agreed=False,
+            judged_by="label",
+            cost="0.000001",
+        ),
+        entry(
+            7,
+            id="r7:retry:audit",
+            pipeline="sentiment",
+            node="retry",
+            **audit,
+            audit_of="r7:retry",
+            judged_by="label",
+            cost="0.000002",
+        ),  # the large answer was malformed: not judged
     ]
     for e in made:
         if e.kind != "audit":
@@ -346,7 +394,12 @@ def test_saved_counts_only_accepted_answers_and_hits(checked):
     assert answer.saved == D("0.000605") and answer.saved_pct == D("27.5")
     assert answer.not_counted == D("0.00055")  # unchecked 0.0002 + flagged 0.00035
     assert answer.saved + answer.not_counted == answer.counterfactual - answer.cost
-    assert (sentiment.cost, sentiment.counterfactual, sentiment.saved, sentiment.saved_pct) == (0, D("0.00019"), D("0.00019"), 100)
+    assert (sentiment.cost, sentiment.counterfactual, sentiment.saved, sentiment.saved_pct) == (
+        0,
+        D("0.00019"),
+        D("0.00019"),
+        100,
+    )
     assert total.saved == D("0.000795") and total.saved_pct == D("33.3") and total.not_counted == D("0.00055")
     assert total.cost == D("0.001045") and total.unpriced == 0
 
@@ -401,3 +454,11 @@ def test_chart_of_one_day_and_of_several(checked, tmp_path):
     empty = chart([], tmp_path / "empty.png")
     for path in (one, several, empty):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cost_artifact_rows_carry_the_verdicts(checked):
+    rows = {r["route"]: r for r in cost_artifact.rows(checked)}
+    small = rows["small"]
+    assert (small["calls"], small["accepted"], small["rejected"], small["unchecked"], small["escalated"]) == (7, 3, 3, 1, 1)
+    assert small["not counted ($)"] == "0.00055"
+    assert rows["large"]["unchecked"] == 1 and rows["total"]["saved ($)"] == "0.000795"
