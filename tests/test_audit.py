@@ -139,7 +139,7 @@ async def test_labels_are_judged_exactly_without_a_judge_call(audited, redis_cac
     assert check.cost == D("0.00000465")  # 23 tokens in, 2 out, at gpt-4o-mini's price
     assert main(["report"]) == 0
     out = capsys.readouterr().out
-    assert "audits (not in cost): 1 runs, $0.000005, 0 agreed, 1 disagreed, 0 not judged" in out
+    assert "audits (not in cost): 1, $0.000005: 0 agreed, 1 disagreed, 0 not judged" in out
     assert "sentiment: saved" in out and "0.0 % agreement with the large model (n=1, 95 % interval 0.0-79.3 %)" in out
 
 

@@ -422,7 +422,7 @@ def test_saved_counts_only_accepted_answers_and_hits(checked):
     text = table(groups, total, "pipeline")
     assert "answer: saved 27.5 % at 100.0 % agreement with the large model (n=1, 95 % interval 20.7-100.0 %)" in text
     assert "sentiment: saved 100.0 % at 0.0 % agreement with the large model (n=1, 95 % interval 0.0-79.3 %)" in text
-    assert "audits (not in cost): 3 runs, $0.000023, 1 agreed, 1 disagreed, 1 not judged" in text
+    assert "audits (not in cost): 3, $0.000023: 1 agreed, 1 disagreed, 1 not judged" in text
     assert "not counted: $0.000550 saved by small answers nobody verified" in text
     row = next(line for line in text.splitlines() if line.startswith("answer") and SMALL in line)
     assert row.split()[2:13] == ["4", "1", "1", "2", "1", "25.0%", "1", "25.0%", "$0.001000", "1.5", "s"]

@@ -266,7 +266,7 @@ def make_entries(rec: RunRecord) -> list[LedgerEntry]:
                 accepted=s.accepted,
                 reject_reason=s.reject_reason,
                 escalated_from=s.escalated_from,
-                replaced_by=s.replaced_by,
+                replaced_by=s.replaced_by,  # type: ignore[arg-type]  # a route: small or large
                 latency_ms=s.latency_ms,
                 input_tokens=tokens_in,
                 output_tokens=tokens_out,

@@ -391,9 +391,9 @@ def table(groups: dict[str, Totals], total: Totals, by: str) -> str:
     if total.estimated:
         notes.append(f"{total.estimated} calls have estimated token counts (the server sent no usage)")
     a = total.audits
-    audit_line = f"audits (not in cost): {a.audits:,} runs, {money(a.audit_cost)}"
+    audit_line = f"audits (not in cost): {a.audits:,}, {money(a.audit_cost)}"
     if a.audits:
-        audit_line += f", {a.agreed} agreed, {a.disagreed} disagreed, {a.audits - a.judged} not judged"
+        audit_line += f": {a.agreed} agreed, {a.disagreed} disagreed, {a.audits - a.judged} not judged"
     if a.audit_unpriced:
         audit_line += f", {a.audit_unpriced} unpriced"
     sections = ["\n".join(out + notes), audit_line, "\n".join(headlines(total))]
