@@ -161,15 +161,14 @@ def _settle_verdicts(seen: list[Seen]) -> None:
     """A call that escalated from a model rejects that model's earlier answer; a rejected answer
     followed by another call was replaced."""
     for i, s in enumerate(seen):
-        if s.kind != "call":
-            continue
-        if s.escalated_from:
+        if s.kind == "call" and s.escalated_from:
             for earlier in reversed(seen[:i]):
                 if earlier.kind == "call" and earlier.model == s.escalated_from:
                     if earlier.accepted is None:
                         earlier.accepted, earlier.reject_reason = False, earlier.reject_reason or "rejected"
                     break
-        if s.rejected:
+    for i, s in enumerate(seen):
+        if s.kind == "call" and s.rejected:
             if s.reject_reason is None:
                 s.reject_reason = "malformed" if not s.valid else "rejected"
             s.replaced_by = next((later.route for later in seen[i + 1 :] if later.kind == "call"), None)
