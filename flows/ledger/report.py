@@ -484,7 +484,8 @@ PALETTE = ("#2563eb", "#9333ea", "#059669", "#d97706", "#dc2626", "#0891b2", "#4
 
 
 def chart(entries: list[LedgerEntry], path: Path) -> Path:
-    """A PNG, per day and pipeline: spent against what the large model alone would have cost (bars), and
+    """A PNG, per day and pipeline: spent against what the large model alone would have cost (bars; what
+    unverified answers saved is hatched above spent: it is not counted as saved), and
     the audited agreement with the large model (points with their 95 % interval). Bars, not lines, so
     that one day of data reads as well as a month."""
     import matplotlib
@@ -529,6 +530,18 @@ def chart(entries: list[LedgerEntry], path: Path) -> Path:
             label=f"{pipeline}: all large",
         )
         top.bar(xs, spent, width * 0.5, color=colour[pipeline], label=f"{pipeline}: spent")
+        unverified = [float(t.not_counted) if t else 0.0 for t in tallies]
+        if any(unverified):  # saved by answers nobody verified: drawn on top of spent, not as saved
+            top.bar(
+                xs,
+                unverified,
+                width * 0.5,
+                bottom=spent,
+                color="white",
+                edgecolor=colour[pipeline],
+                hatch="///",
+                label=f"{pipeline}: not counted (unverified)",
+            )
         for xi, t, height in zip(xs, tallies, large, strict=True):
             if t is not None and t.saved_pct is not None:
                 top.annotate(
@@ -561,7 +574,7 @@ def chart(entries: list[LedgerEntry], path: Path) -> Path:
     title = f"Spent vs the large model alone: {money(total.cost)} spent, {money(total.saved)} saved ({pct}%)"
     if total.audits.audits:
         title += f"\naudits: {money(total.audits.audit_cost)}, not in spent"
-    top.set_title(text(title), fontsize=11)
+    fig.suptitle(text(title), fontsize=11)
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     top.grid(axis="y", alpha=0.3)
     top.yaxis.set_major_formatter(lambda v, _pos: text(f"${v:,.4f}"))

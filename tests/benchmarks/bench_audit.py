@@ -80,8 +80,10 @@ async def main() -> None:
         print(f"large-model reply latency at the peer: {args.large_ms:.0f} ms (an audit of free text makes two such calls)")
         print(f"audits off   n={len(times['0'])}  p50={off * 1000:7.2f} ms  p95={pct(times['0'], 0.95) * 1000:7.2f} ms")
         print(f"every answer audited  n={len(times['1'])}  p50={on * 1000:7.2f} ms  p95={pct(times['1'], 0.95) * 1000:7.2f} ms")
-        print(f"ratio audited/off (p50): {on / off:.2f}; audits queued {queued_during}, done {AUDITOR.counts.done}, "
-              f"dropped {AUDITOR.counts.dropped}, failed {AUDITOR.counts.failed}")
+        print(
+            f"ratio audited/off (p50): {on / off:.2f}; audits queued {queued_during}, done {AUDITOR.counts.done}, "
+            f"dropped {AUDITOR.counts.dropped}, failed {AUDITOR.counts.failed}"
+        )
         import redis
 
         client = redis.Redis.from_url(args.redis)
