@@ -408,3 +408,66 @@ async def test_many_inline_hits_share_batches_and_none_is_lost(priced, redis_cac
     hits = [e for e in stored if e.kind == "hit"]
     assert len(hits) == runs and len({e.run_id for e in hits}) == runs
     assert [e.kind for e in stored].count("call") == 1
+
+
+def test_the_checks_verdicts_reach_the_entries():
+    """A call's own verdict, a `check_answer` node's verdict, an escalation naming the model it replaced,
+    and the request key: copied on the request path, the same through both serialisations."""
+    from flows.engine.observers import RunInfo
+    from flows.engine.results import NodeReport
+    from flows.language import catalog
+    from flows.ledger.entry import Reference
+    from flows.ledger.record import make_entries, record, rows
+
+    usage = {"input_tokens": 9, "output_tokens": 1}
+    small = {"model": "ollama/llama3.2:1b", "tier": "small", "usage": usage, "cost_usd": 0.0, "latency_ms": 812.5}
+    retry = {**small, "latency_ms": 700.0}
+    verdict = {"model": "ollama/llama3.2:1b", "tier": "small", "accepted": False, "reject_reason": "loop"}
+    large = {
+        "model": "openai/gpt-4o-mini",
+        "tier": "large",
+        "usage": usage,
+        "cost_usd": 1.95e-06,
+        "escalated_from": small["model"],
+    }
+    run = RunInfo(pipeline=catalog.load("answer"), mode="inline", inputs={})
+
+    def report(uses, model=None):
+        return NodeReport(uses=uses, status="ran", duration_ms=1, model=model)
+
+    nodes = [
+        ("key", "ab" * 32, report("hash_prompt")),
+        ("small", {**small, "accepted": False, "reject_reason": "truncated"}, report("call_slm", small["model"])),
+        ("retry", retry, report("call_slm", small["model"])),
+        ("check", verdict, report("check_answer")),
+        ("large", large, report("call_llm", large["model"])),
+    ]
+    rec = record(run, nodes)
+    reference = Reference.of("openai/gpt-4o")
+    fast = [LedgerEntry.model_validate_json(text) for _, _, text in rows(rec, reference)]
+    slow = [ledger.settle(entry, reference) for entry in make_entries(rec)]
+    assert fast == slow
+    first, second, last = fast
+    assert (first.verdict, first.reject_reason, first.replaced_by, first.latency_ms) == ("rejected", "truncated", "small", 812.5)
+    assert (second.verdict, second.reject_reason, second.replaced_by) == ("rejected", "loop", "large")
+    assert (last.verdict, last.escalated_from, last.replaced_by) == ("unchecked", "ollama/llama3.2:1b", None)
+    assert {e.key for e in fast} == {"ab" * 32}
+    # replaced answers carry no counterfactual: the one that replaced them does
+    assert (first.counterfactual, second.counterfactual, last.counterfactual) == (0, 0, D("0.0000325"))
+
+
+def test_an_escalation_rejects_the_answer_it_replaced():
+    from flows.engine.observers import RunInfo
+    from flows.engine.results import NodeReport
+    from flows.language import catalog
+    from flows.ledger.record import record
+
+    small = {"model": "ollama/llama3.2:1b", "tier": "small", "cost_usd": 0.0}
+    large = {"model": "openai/gpt-4o-mini", "tier": "large", "cost_usd": 0.0, "escalated_from": small["model"]}
+    run = RunInfo(pipeline=catalog.load("answer"), mode="inline", inputs={})
+    nodes = [
+        ("small", small, NodeReport(uses="call_slm", status="ran", duration_ms=1, model=small["model"])),
+        ("large", large, NodeReport(uses="call_llm", status="ran", duration_ms=1, model=large["model"])),
+    ]
+    first, _ = record(run, nodes).seen
+    assert (first.accepted, first.reject_reason, first.replaced_by) == (False, "rejected", "large")

@@ -1,10 +1,13 @@
-"""The cost ledger: what every model call and every cache hit cost, and what it saved.
+"""The cost ledger: what every model call and every cache hit cost, what it saved, and the quality it kept.
 
-    entry.py     the entry, its counterfactual and its savings by cause
+    entry.py     the entry, its counterfactual, its savings by cause and the answer check's verdict
     record.py    what a run's end copies out of its outputs, and the entries made from it
     stores.py    Redis (beside a Redis cache) or SQLite (beside the embedded cache)
     writer.py    the queue and background writer: cheap appends, nothing lost
-    observer.py  the run observer that makes the entries
+    observer.py  the run observer that makes the entries and offers the run to the audit
+    audit.py     the shadow audit: a sample of small answers re-asked of the large model, in the background
+    labels.py    router labels from the ledger (and the prompts kept for them, if allowed)
+    report.py    `frugal report`: spent, saved, and at what agreement with the large model
 
 The observer is registered by the entry points (`flows.orchestration.observers.install`,
 called by the CLI, `frugal serve` and each pipeline flow), so inline runs, orchestrated

@@ -10,13 +10,23 @@ causes add up to the total exactly:
   result cache) costs $0 and saves its whole counterfactual, whichever tier
   produced the stored answer;
 - ``routing``: a small-model answer saves its counterfactual minus its own cost;
-  a small answer that failed validation and escalated has no counterfactual (the
-  large answer carries it), so it counts as what it cost, negative;
+  a small answer that was not used (malformed, or rejected by the answer check
+  and replaced by a later call: escalated or retried) has no counterfactual (the
+  answer that replaced it carries it), so it counts as what it cost, negative;
 - ``provider_cache``: a large-model call saves what its cached prompt tokens
   took off its price (its uncached price minus its cost);
 - ``model_choice``: the rest of a large call's savings, the difference between
   the reference model's price and the large model's: zero when the large tier
   *is* the reference model, as it is by default.
+
+An ``audit`` entry is a shadow check of a small answer by the large model
+(`flows.ledger.audit`): it records what the audit cost and whether the two agreed;
+it has no counterfactual and no savings, and the report keeps it out of the
+money spent on answers.
+
+Whether a *saving* counts is the report's business (`flows.ledger.report`): it
+counts only accepted answers and cache hits; an entry records the verdict of the
+answer check (``accepted``: true, false, or None for unchecked).
 
 Money is `Decimal` US dollars, kept as strings in storage, so sums are exact.
 """
@@ -35,12 +45,14 @@ from tasks.core.pricing import Rates, rates_for
 
 Cause = Literal["prompt_cache", "routing", "provider_cache", "model_choice"]
 CAUSES: tuple[Cause, ...] = ("prompt_cache", "routing", "provider_cache", "model_choice")
-ENTRY_VERSION = 1
+Kind = Literal["call", "hit", "audit"]
+#: 2: the answer check's verdict, the request key and audits (entries of version 1 read as unchecked)
+ENTRY_VERSION = 2
 ZERO = Decimal(0)
 
 
 class LedgerEntry(BaseModel):
-    """One model call or one cache hit. Never holds a prompt, an answer or a secret."""
+    """One model call, one cache hit or one audit. Never holds a prompt, an answer or a secret."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -56,11 +68,19 @@ class LedgerEntry(BaseModel):
     deployment_id: str | None = None
     flow_run_id: str | None = None
     namespace: str = "default"
-    kind: Literal["call", "hit"]
+    kind: Kind
+    key: str | None = Field(None, description="the request key (sha256 of the canonical request), if the pipeline made one")
     model: str = Field(description="the model that answered (on a hit: that produced the stored answer)")
     route: Literal["small", "large"]
     cache: str = Field(description="hit | miss | bypass | error | result (Prefect's result cache) | none")
-    valid: bool = Field(True, description="false: the answer failed validation and was not used")
+    valid: bool = Field(True, description="false: the answer was malformed (labels, schema) and was not used")
+    accepted: bool | None = Field(None, description="the answer check's verdict; None: not checked beyond well-formedness")
+    reject_reason: str | None = Field(None, description="the check's reason code when rejected (or 'malformed')")
+    escalated_from: str | None = Field(None, description="the model whose rejected answer this call replaced")
+    replaced_by: Literal["small", "large"] | None = Field(
+        None, description="the tier of the later call of the run that replaced this rejected answer (large: escalated)"
+    )
+    latency_ms: float | None = Field(None, description="how long the call took")
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
@@ -71,10 +91,21 @@ class LedgerEntry(BaseModel):
     reference_model: str | None = None
     counterfactual: Decimal | None = Field(None, description="USD the reference model would have charged; None: unpriced")
     savings: dict[Cause, Decimal] | None = Field(None, description="USD saved, by cause; None when a price is unknown")
+    audit_of: str | None = Field(None, description="audit: the id of the entry whose answer was audited")
+    audited_model: str | None = Field(None, description="audit: the model whose answer was audited")
+    agreed: bool | None = Field(None, description="audit: the large model agreed; None: could not be judged")
+    judged_by: Literal["label", "schema", "rubric"] | None = Field(None, description="audit: how agreement was judged")
+
+    @property
+    def verdict(self) -> Literal["accepted", "rejected", "unchecked"]:
+        """The answer check's verdict; a malformed answer is rejected."""
+        if not self.valid or self.accepted is False:
+            return "rejected"
+        return "accepted" if self.accepted else "unchecked"
 
     @property
     def paid(self) -> bool:
-        """True for a call that was paid for now (not a hit, not a Prefect result-cache replay)."""
+        """True for a call that was paid for now (not a hit, not an audit, not a Prefect result-cache replay)."""
         return self.kind == "call" and self.cache != "result"
 
     @property
@@ -108,14 +139,17 @@ def figures(
     kind: str,
     route: str,
     cache: str,
-    valid: bool,
+    used: bool,
     cost: Decimal | None,
     uncached: Decimal | None,
     input_tokens: int,
     output_tokens: int,
 ) -> tuple[Decimal | None, dict[Cause, Decimal] | None]:
-    """(counterfactual, savings by cause) of one entry; see the module's docstring."""
-    if not valid:
+    """(counterfactual, savings by cause) of one entry; see the module's docstring. `used`: the
+    answer was delivered (well-formed and not replaced by a later call)."""
+    if kind == "audit":
+        return None, None
+    if not used:
         cf: Decimal | None = ZERO  # an unused answer: the answer that was used carries the request's counterfactual
     elif reference.rates is None:  # said once when the run ended (`flows.ledger.observer.config`)
         cf = None
@@ -144,7 +178,7 @@ def settle(entry: LedgerEntry, reference: Reference | str | None) -> LedgerEntry
         entry.kind,
         entry.route,
         entry.cache,
-        entry.valid,
+        entry.valid and entry.replaced_by is None,
         entry.cost,
         entry.uncached_cost,
         entry.input_tokens,

@@ -6,6 +6,8 @@ inline run that succeeded hands them to the writer's queue and returns at once;
 an orchestrated run, or a run that failed, waits until they are stored (so a
 paid call is on record before the failure goes further), and an orchestrated
 run then publishes its cost table through `publish_table` (set by `flows.orchestration`).
+A run that succeeded is then offered to the shadow audit (`flows.ledger.audit`), which
+queues its sampled answers and returns at once.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from flows.ledger.audit import AUDITOR
 from flows.ledger.entry import LedgerEntry, Reference, settle
-from flows.ledger.record import RunRecord, make_entries, record
+from flows.ledger.record import RECORDED_STEPS, RunRecord, make_entries, record
 from flows.ledger.stores import Target, open_ledger, target_for
 from flows.ledger.writer import PREPARE_EVERY, WRITER, Batch
 from tasks.core.errors import CacheError, FrugalError
@@ -81,7 +84,7 @@ class LedgerObserver:
         seen = [
             (node_id, values.get(node_id), report)
             for node_id, report in run.reports.items()
-            if report.model is not None or report.uses == "cache_lookup"
+            if report.model is not None or report.uses in RECORDED_STEPS
         ]
         for problem in WRITER.problems():
             log.warning("cost ledger: %s", problem)
@@ -93,6 +96,8 @@ class LedgerObserver:
         if not cfg.enabled:
             return
         rec = record(run, seen or [])
+        if error is None and rec.seen:
+            AUDITOR.consider(run, rec, cfg.target, cfg.reference, cfg.retention_days)
         if run.mode == "inline" and rec.flow_run_id is not None and rec.seen:
             self._adopt(rec)  # a batch item or a sub-pipeline: its flow run's cost table shows it
         if run.mode == "inline" and error is None:

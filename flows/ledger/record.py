@@ -1,8 +1,13 @@
 """What the ledger copies out of a run on the request path, and the entries made from it later.
 
 `record` runs when a run ends, on the request path: it copies a few scalars
-out of the outputs of `cache_lookup` and model-call nodes (microseconds), so
-later changes to those outputs cannot change the ledger. `make_entries` turns a
+out of the outputs of `hash_prompt` (the request key), `cache_lookup`,
+model-call and `check_answer` nodes (microseconds), so later changes to those
+outputs cannot change the ledger. It also reads the answer check's verdicts: a
+call's own `accepted` / `reject_reason` / `escalated_from`, a `check_answer`
+node's verdict on the call it checked, and a call that names the model it
+`escalated_from` rejects that model's earlier answer; a rejected or malformed
+answer followed by another call was *replaced* (escalated or retried). `make_entries` turns a
 record into `LedgerEntry` objects: in the writer's thread for inline runs, at
 once for orchestrated and failed runs.
 """
@@ -50,6 +55,17 @@ class Seen:
     cost: Any  # as the output's JSON carries it: a float or None
     uncached_cost: Any
     usage: tuple[int, int, int, int, bool]
+    accepted: bool | None = None
+    reject_reason: str | None = None
+    escalated_from: str | None = None
+    replaced_by: str | None = None  # the tier of the later call that replaced this rejected answer
+    latency_ms: float | None = None
+    #: the cache that answered a hit (`hit`, or `semantic` once it exists): the audit samples some
+    lookup: str | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return not self.valid or self.accepted is False
 
 
 @dataclass(slots=True)
@@ -65,6 +81,7 @@ class RunRecord:
     namespace: str
     ts: float
     seen: tuple[Seen, ...]
+    key: str | None = None  # the request key (`hash_prompt`), if the pipeline made one
 
 
 _ids: tuple[str, Iterator[int]] | None = None
@@ -126,34 +143,84 @@ def _usage(usage: Any) -> tuple[int, int, int, int, bool]:
     )
 
 
+#: the steps whose outputs `record` reads besides model calls
+RECORDED_STEPS = frozenset({"hash_prompt", "cache_lookup", "check_answer"})
+
+
+def _checked(seen: list[Seen], value: dict[str, Any]) -> None:
+    """A `check_answer` node's verdict on the latest unchecked call of its model."""
+    for s in reversed(seen):
+        if s.kind == "call" and s.model == value.get("model") and s.accepted is None:
+            s.accepted = bool(value["accepted"])
+            if not s.accepted:
+                s.reject_reason = value.get("reject_reason") or value.get("reason") or "rejected"
+            return
+
+
+def _settle_verdicts(seen: list[Seen]) -> None:
+    """A call that escalated from a model rejects that model's earlier answer; a rejected answer
+    followed by another call was replaced."""
+    for i, s in enumerate(seen):
+        if s.kind == "call" and s.escalated_from:
+            for earlier in reversed(seen[:i]):
+                if earlier.kind == "call" and earlier.model == s.escalated_from:
+                    if earlier.accepted is None:
+                        earlier.accepted, earlier.reject_reason = False, earlier.reject_reason or "rejected"
+                    break
+    for i, s in enumerate(seen):
+        if s.kind == "call" and s.rejected:
+            if s.reject_reason is None:
+                s.reject_reason = "malformed" if not s.valid else "rejected"
+            s.replaced_by = next((later.route for later in seen[i + 1 :] if later.kind == "call"), None)
+
+
 def record(run: RunInfo, nodes: list[tuple[str, Any, NodeReport]]) -> RunRecord:
     """Copy what the ledger needs out of a run's node outputs: cheap, it runs on the request path."""
     cache = "none"
+    key: str | None = None
     seen: list[Seen] = []
+    verdicts = False
     for node_id, value, report in nodes:
+        uses = report.uses
+        if uses == "hash_prompt":
+            key = value if isinstance(value, str) else key
+            continue
         if not isinstance(value, dict):
             continue
-        if report.uses == "cache_lookup":
+        if uses == "cache_lookup":
             cache = value.get("cache") or cache
             answer = value.get("answer")
             if value.get("hit") and isinstance(answer, dict):
                 usage = _usage(answer.get("usage"))
-                seen.append(Seen(node_id, "hit", answer["model"], answer["route"], "hit", True, 0, 0, usage))
+                hit = Seen(node_id, "hit", answer["model"], answer["route"], "hit", True, 0, 0, usage)
+                hit.lookup = value.get("cache")
+                seen.append(hit)
+        elif report.model is None and uses == "check_answer":
+            if value.get("accepted") is not None:
+                _checked(seen, value)
+                verdicts = True
         elif "tier" in value and isinstance(value.get("model"), str):
             replay = report.status == "cache_hit"  # Prefect served the call from its result cache: nothing paid now
-            seen.append(
-                Seen(
-                    node_id,
-                    "call",
-                    value["model"],
-                    value["tier"],
-                    "result" if replay else cache,
-                    bool(value.get("valid", True)),
-                    0 if replay else value.get("cost_usd"),
-                    0 if replay else value.get("uncached_cost_usd"),
-                    _usage(value.get("usage")),
-                )
+            get = value.get
+            call = Seen(
+                node_id,
+                "call",
+                value["model"],
+                value["tier"],
+                "result" if replay else cache,
+                bool(get("valid", True)),
+                0 if replay else get("cost_usd"),
+                0 if replay else get("uncached_cost_usd"),
+                _usage(get("usage")),
+                get("accepted"),
+                get("reject_reason"),
+                get("escalated_from"),
+                latency_ms=None if replay else get("latency_ms"),
             )
+            verdicts = verdicts or call.rejected or call.escalated_from is not None
+            seen.append(call)
+    if verdicts:
+        _settle_verdicts(seen)
     spec = run.pipeline.spec
     namespace = str(run.inputs.get("namespace") or "default")
     flow_run_id, deployment_id = run.flow_run_id, run.deployment_id
@@ -162,7 +229,9 @@ def record(run: RunInfo, nodes: list[tuple[str, Any, NodeReport]]) -> RunRecord:
     else:
         run_id = _new_run_id()
         flow_run_id, deployment_id = enclosing_flow_run()
-    return RunRecord(run_id, spec.name, spec.version, run.mode, deployment_id, flow_run_id, namespace, time.time(), tuple(seen))
+    return RunRecord(
+        run_id, spec.name, spec.version, run.mode, deployment_id, flow_run_id, namespace, time.time(), tuple(seen), key
+    )
 
 
 def make_entries(rec: RunRecord) -> list[LedgerEntry]:
@@ -188,10 +257,16 @@ def make_entries(rec: RunRecord) -> list[LedgerEntry]:
                 flow_run_id=rec.flow_run_id,
                 namespace=rec.namespace,
                 kind=s.kind,  # type: ignore[arg-type]
+                key=rec.key,
                 model=s.model,
                 route=s.route,  # type: ignore[arg-type]
                 cache=s.cache,
                 valid=s.valid,
+                accepted=s.accepted,
+                reject_reason=s.reject_reason,
+                escalated_from=s.escalated_from,
+                replaced_by=s.replaced_by,  # type: ignore[arg-type]  # a route: small or large
+                latency_ms=s.latency_ms,
                 input_tokens=tokens_in,
                 output_tokens=tokens_out,
                 cached_input_tokens=cached_in,
@@ -218,13 +293,17 @@ def rows(rec: RunRecord, reference: Reference) -> list[Row]:
     if rec.flow_run_id is not None:
         head["flow_run_id"] = rec.flow_run_id
     head["namespace"] = rec.namespace
+    if rec.key is not None:
+        head["key"] = rec.key
     if reference.model is not None:
         head["reference_model"] = reference.model
     out: list[Row] = []
     for seq, s in enumerate(rec.seen):
         tokens_in, tokens_out, cached_in, cache_write, estimated = s.usage
         cost, uncached = (ZERO, ZERO) if s.kind == "hit" else (_money(s.cost), _money(s.uncached_cost))
-        cf, savings = figures(reference, s.kind, s.route, s.cache, s.valid, cost, uncached, tokens_in, tokens_out)
+        cf, savings = figures(
+            reference, s.kind, s.route, s.cache, s.valid and s.replaced_by is None, cost, uncached, tokens_in, tokens_out
+        )
         entry_id = f"{rec.run_id}:{s.node}"
         data = {
             **head,
@@ -242,6 +321,16 @@ def rows(rec: RunRecord, reference: Reference) -> list[Row]:
             "cache_write_tokens": cache_write,
             "estimated": estimated,
         }
+        if s.accepted is not None:
+            data["accepted"] = s.accepted
+        if s.reject_reason is not None:
+            data["reject_reason"] = s.reject_reason
+        if s.escalated_from is not None:
+            data["escalated_from"] = s.escalated_from
+        if s.replaced_by is not None:
+            data["replaced_by"] = s.replaced_by
+        if s.latency_ms is not None:
+            data["latency_ms"] = s.latency_ms
         if cost is not None:
             data["cost"] = str(cost)
         if uncached is not None:

@@ -1,8 +1,10 @@
 """The cost table of an orchestrated run: a Prefect table artifact on the flow run.
 
 One row per route (``large``, ``small``, ``cache hit``) and a total: calls,
-cache hits, tokens, cost, counterfactual, savings and savings %, and the savings
-by cause. ``per_model=True`` adds one row per model (batches use it). The
+cache hits, tokens, cost, counterfactual, savings and savings %, the savings
+by cause, the answer check's verdicts (accepted, rejected, unchecked, escalated)
+and what was not counted as saved (answers nobody verified: see
+`flows.ledger.report`). ``per_model=True`` adds one row per model (batches use it). The
 artifact is keyed ``cost-PIPELINE``, so the Artifacts page also shows the
 latest run's costs of each pipeline.
 """
@@ -39,6 +41,12 @@ def _row(kind: str, name: str, t: Totals) -> dict[str, Any]:
     }
     for cause in CAUSES:
         row[f"saved: {cause.replace('_', ' ')} ($)"] = plain(t.savings[cause])
+    row["not counted ($)"] = plain(t.not_counted)
+    quality = t.quality()
+    row["accepted"] = quality.accepted
+    row["rejected"] = quality.rejected
+    row["unchecked"] = quality.unchecked
+    row["escalated"] = quality.escalated
     if t.unpriced:
         row["unpriced"] = t.unpriced
     return row

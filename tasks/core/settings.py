@@ -215,6 +215,25 @@ class GatewaySettings(BaseSettings):
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise ConfigError('FRUGAL_GATEWAY_MODELS must be a JSON object of strings, e.g. {"gpt-4o-mini": "answer"}')
         return value
+class AuditSettings(BaseSettings):
+    """The shadow audit (`flows.ledger.audit`): a sample of accepted small answers re-asked of the large model."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_AUDIT_", extra="ignore")
+
+    rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of accepted small-model answers also sent to the large model, after the caller has its answer, "
+        "to measure agreement (e.g. 0.02); 0: off (an audit sends a prompt the router kept local to the large provider, "
+        "and costs money)",
+    )
+    budget_usd: float = Field(1.0, ge=0.0, description="most USD audits may spend per UTC day; audits stop when it is spent")
+    keep_prompts: bool = Field(
+        False,
+        description="keep the prompts of audited and rejected answers (beside the ledger, for router labels); "
+        "off: the ledger holds only request keys",
+    )
 
 
 #: every settings model, in the order the configuration table lists them
@@ -228,6 +247,7 @@ MODELS: tuple[type[BaseSettings], ...] = (
     PriceSettings,
     LedgerSettings,
     GatewaySettings,
+    AuditSettings,
 )
 
 
@@ -279,6 +299,7 @@ class Settings:
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     files: FileSettings = field(default_factory=FileSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 _snapshot: tuple[tuple[object, ...], Settings] | None = None
@@ -307,10 +328,11 @@ def _fingerprint() -> tuple[object, ...]:
 _pinned: ContextVar[Settings | None] = ContextVar("frugal_settings", default=None)
 
 
-def pin_settings() -> Token[Settings | None]:
-    """Make the current snapshot the one `get_settings` returns in this context (a run and its steps):
-    a run sees one consistent set of settings, and its steps do not each compare the environment."""
-    return _pinned.set(get_settings())
+def pin_settings(snapshot: Settings | None = None) -> Token[Settings | None]:
+    """Make the current snapshot (or `snapshot`: a run's, for work done on its behalf later) the one
+    `get_settings` returns in this context (a run and its steps): a run sees one consistent set of
+    settings, and its steps do not each compare the environment."""
+    return _pinned.set(snapshot or get_settings())
 
 
 def unpin_settings(token: Token[Settings | None]) -> None:
@@ -341,6 +363,7 @@ def get_settings() -> Settings:
                 ledger=LedgerSettings(),
                 files=FileSettings(),
                 gateway=GatewaySettings(),
+                audit=AuditSettings(),
             ),
         )
     return _snapshot[1]
