@@ -7,6 +7,7 @@ saying how to fix it; all of a file's problems are raised together.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -107,6 +108,12 @@ def _inputs_model(spec: PipelineSpec) -> type[BaseModel]:
         kind = PY_TYPES[inp.type] if default is not None else PY_TYPES[inp.type] | None  # `default: null`: optional
         fields[name] = (kind, Field(default, description=inp.description or None))
     return create_model(f"{spec.name}_inputs", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    listed = f"use one of: {', '.join(known)}"
+    return f"did you mean '{close[0]}'? {listed}" if close else listed
 
 
 def _levels(nodes: dict[str, tuple[str, ...]]) -> tuple[list[list[str]], list[str]]:
@@ -238,7 +245,7 @@ class _Compiler:
                 node=node_id,
                 field="uses",
                 loc=(*loc, "uses"),
-                hint=f"use one of: {', '.join(registry.names())}",
+                hint=_did_you_mean(spec.uses, registry.names()),
             )
             return None
         for_each = None
@@ -311,7 +318,9 @@ class _Compiler:
             if node is not None:
                 nodes[node_id] = node
         output = self.compile_fields(self.spec.output, node=None, field="output", loc=("output",))
-        levels, cyclic = _levels({n: node.deps for n, node in nodes.items()})
+        # a node that did not compile (an unknown step, say) has its own error: the nodes that read it
+        # are not in a cycle for that
+        levels, cyclic = _levels({n: tuple(d for d in node.deps if d in nodes) for n, node in nodes.items()})
         if cyclic:
             self.error(
                 f"the nodes {', '.join(cyclic)} depend on each other in a cycle",
