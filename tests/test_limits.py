@@ -131,9 +131,9 @@ def test_a_misspelt_step_reports_only_itself_with_a_suggestion(tmp_path):
         ("{% for i in range(100000) %}{% endfor %}", f"range() of 100000 items; the limit is {MAX_RANGE}"),
         (
             "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
-            f"more than {MAX_WORK} steps of work",
+            f"more than {MAX_WORK} units of work",
         ),
-        ("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}", "steps of work"),
+        ("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}", "units of work"),
         ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "recursion too deep"),
         ("{{ 'x' | center(1000000000) }}", "center() given 1000000000"),
         ("{{ 'x'.ljust(10**9) }}", "ljust() given 1000000000"),

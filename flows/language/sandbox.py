@@ -13,10 +13,11 @@ pipeline is *validated* (Jinja folds constant expressions at compile time),
   of more than `MAX_INT_BITS` bits, a string or list (counting nested items)
   longer than `MAX_LENGTH`, a `range` of more than `MAX_RANGE` items and a
   format width beyond `MAX_LENGTH` are refused;
-- each evaluation has a work budget (`MAX_WORK`: loop iterations, calls,
-  operators and filters, each charged at least 1 and sequence operations by
-  their size), so nested loops and recursive macros end with an error instead
-  of hanging.
+- each evaluation has a work budget (`MAX_WORK` units: the characters and
+  items it builds, plus a fixed cost per loop iteration, operator, filter and
+  call), so nested loops and recursive macros end with an error within about
+  a second instead of hanging. Reading a large value (a 1 MB document's
+  `length`) costs nothing; building one costs its size.
 
 A refused operation raises `LimitExceeded` (a `TemplateProblem`): the run
 fails with a one-line error naming the node, the field and the limit.
@@ -43,12 +44,15 @@ MAX_LENGTH = 1_000_000
 MAX_INT_BITS = 10_000
 #: most items of one range()
 MAX_RANGE = 10_000
-#: work units per evaluation of one value: each loop iteration, operator or filter costs 1, a call 10, plus the size it builds
-MAX_WORK = 1_000_000
+#: work units per evaluation of one value: the characters and items it builds, plus ITERATION_COST per loop
+#: iteration or operator and CALL_COST per call (~1 s of Python at most)
+MAX_WORK = 10_000_000
 
 LOOP_FILTER = "frugal_bounded_loop"
+#: work units of one loop iteration or operator (~0.5 µs of Python each)
+ITERATION_COST = 10
 #: work units of one call (a macro call costs ~10 loop iterations)
-CALL_COST = 10
+CALL_COST = 100
 
 
 class LimitExceeded(TemplateProblem):
@@ -81,7 +85,7 @@ def charge(units: int = 1) -> None:
         return
     budget[0] -= units
     if budget[0] < 0:
-        raise LimitExceeded(f"the expression does more than {MAX_WORK} steps of work (the limit); loops or recursion too large")
+        raise LimitExceeded(f"the expression does more than {MAX_WORK} units of work (the limit); loops or recursion too large")
 
 
 def size(value: Any, limit: int = MAX_LENGTH) -> int:
@@ -177,7 +181,7 @@ def bounded_range(*args: int) -> range:
 def bounded_loop(iterable: Iterable[Any]) -> Iterator[Any]:
     """Every `{% for %}` loop iterates through this: each iteration costs one unit of the budget."""
     for item in iterable:
-        charge()
+        charge(ITERATION_COST)
         yield item
 
 
@@ -231,7 +235,8 @@ def _bounded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         given = args[1:] if passes is not None else args  # a context/environment first, then the value
         value, rest = (given[0], given[1:]) if given else (None, ())
-        charge(check_size(value, f"the value given to {name}"))
+        charge(ITERATION_COST)
+        check_size(value, f"the value given to {name}")
         _check_args(name, rest, kwargs)
         _pre_check(name, value, rest, kwargs)
         result = fn(*args, **kwargs)
@@ -285,7 +290,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return super().wrap_str_format(value)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        charge()
+        charge(ITERATION_COST)
         check_binop(operator, left, right)
         return self.binop_table[operator](left, right)
 
