@@ -166,7 +166,16 @@ def input_specs(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def pipelines(draw: st.DrawFn) -> dict[str, Any]:
-    names = tuple(draw(st.lists(st.sampled_from(["a", "b", "c", "key", "route", "small", "in-valid", "_x", "inputs"]), min_size=1, max_size=5, unique=True)))
+    names = tuple(
+        draw(
+            st.lists(
+                st.sampled_from(["a", "b", "c", "key", "route", "small", "in-valid", "_x", "inputs"]),
+                min_size=1,
+                max_size=5,
+                unique=True,
+            )
+        )
+    )
     nodes: dict[str, Any] = {}
     for name in names:
         node: dict[str, Any] = {"uses": draw(st.sampled_from(PURE_STEPS + PURE_STEPS + OTHER_STEPS + MISSPELT))}
@@ -184,7 +193,10 @@ def pipelines(draw: st.DrawFn) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": draw(st.sampled_from(["fuzz", "Fuzz", "fuzz-1", ""])),
         "version": draw(st.one_of(st.just("1"), st.integers(0, 3), st.none())),
-        "inputs": {k: draw(input_specs()) for k in draw(st.lists(st.sampled_from(["prompt", "n", "items", "wait_for", "9x"]), max_size=3, unique=True))},
+        "inputs": {
+            k: draw(input_specs())
+            for k in draw(st.lists(st.sampled_from(["prompt", "n", "items", "wait_for", "9x"]), max_size=3, unique=True))
+        },
         "nodes": nodes,
         "output": draw(template_values(names)),
     }
@@ -210,7 +222,14 @@ def pipeline_texts(draw: st.DrawFn) -> str:
     elif splice == 3:
         lines = text.splitlines()
         at = draw(st.integers(0, len(lines)))
-        lines.insert(at, draw(st.sampled_from(["\t- x", ": :", "- [", "&a", "*undefined", "!!python/object:os.system x", "%YAML 9.9", "---\n---"])))
+        lines.insert(
+            at,
+            draw(
+                st.sampled_from(
+                    ["\t- x", ": :", "- [", "&a", "*undefined", "!!python/object:os.system x", "%YAML 9.9", "---\n---"]
+                )
+            ),
+        )
         text = "\n".join(lines) + "\n"
     elif splice == 4:
         text += "version: " + "9" * draw(st.integers(1, 6000)) + "\n"
@@ -304,7 +323,11 @@ def fuzz_expressions(expression: str, inputs: dict[str, Any]) -> None:
     spec = {
         "name": "fuzz",
         "version": "1",
-        "inputs": {"prompt": {"type": "string", "default": None}, "n": {"type": "integer", "default": 3}, "items": {"type": "list", "default": ["a"]}},
+        "inputs": {
+            "prompt": {"type": "string", "default": None},
+            "n": {"type": "integer", "default": 3},
+            "items": {"type": "list", "default": ["a"]},
+        },
         "nodes": {"key": {"uses": "hash_prompt", "with": {"prompt": "{{ " + expression + " }}"}}},
         "output": "{{ " + expression + " }}",
     }

@@ -140,7 +140,10 @@ def test_a_misspelt_step_reports_only_itself_with_a_suggestion(tmp_path):
         ("{{ '%999999999s' % 1 }}", "format width or precision"),
         ("{{ '{:>999999999}'.format(1) }}", "format width or precision"),
         ("{{ ('a' * 1000) | replace('a', 'a' * 1000) | replace('a', 'a' * 1000) }}", "(the limit)"),
-        ("{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}", "(the limit)"),
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+            "(the limit)",
+        ),
         ("{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}{{ ns.x }}", "longer"),
     ],
 )
