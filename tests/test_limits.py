@@ -127,7 +127,7 @@ def test_a_misspelt_step_reports_only_itself_with_a_suggestion(tmp_path):
     [
         ("{{ [1] * 10**9 }}", f"more than {MAX_LENGTH} characters or items"),
         ("{{ 10 ** 1000000000 }}", f"more than {MAX_INT_BITS} bits"),
-        ("{{ 'x' * 10**7 }}", f"more than {MAX_LENGTH} characters or items"),
+        ("{{ 'x' * 10**8 }}", f"more than {MAX_LENGTH} characters or items"),
         ("{% for i in range(100000) %}{% endfor %}", f"range() of 100000 items; the limit is {MAX_RANGE}"),
         (
             "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
@@ -161,6 +161,13 @@ def test_bounded_expressions_still_work():
     assert evaluate(compile_value("{{ inputs.n * 3 }}"), {"inputs": {"n": 2}}) == 6
 
 
+def test_an_expression_longer_than_the_limit_is_a_spec_error(tmp_path):
+    expression = " + ".join(["1"] * 4000)
+    path = write(tmp_path, VALID.replace('output: "{{ key }}"', f'output: "{{{{ {expression} }}}}"'))
+    with pytest.raises(SpecError, match=r"characters of expressions in one value; the limit is 10000"):
+        load_pipeline_file(path)
+
+
 def test_a_huge_expression_is_a_spec_error_not_a_crash(tmp_path):
     expression = "(" * 3000 + "1" + ")" * 3000
     path = write(tmp_path, VALID.replace('output: "{{ key }}"', f'output: "{{{{ {expression} }}}}"'))
@@ -175,7 +182,7 @@ async def test_a_limit_met_at_run_time_names_the_node_and_field(tmp_path, peer):
         name: demo
         version: "1"
         inputs:
-          n: {type: integer, default: 1000000000}
+          n: {type: integer, default: 100000000}
         nodes:
           key:
             uses: hash_prompt
@@ -187,7 +194,7 @@ async def test_a_limit_met_at_run_time_names_the_node_and_field(tmp_path, peer):
     with pytest.raises(StepError) as caught:
         await run_inline(load_pipeline_file(path), {})
     message = str(caught.value)
-    assert message.startswith("node 'key': with: prompt: repeating a value to more than")
+    assert message.startswith("node 'key': with: prompt: repeating a value to more than"), message
     assert "(the limit)" in message and peer.count() == 0
 
 

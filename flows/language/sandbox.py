@@ -38,21 +38,24 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flows.language.problems import TemplateProblem
 
-#: longest string, or list counting its nested items, an operation may produce
-MAX_LENGTH = 1_000_000
+#: longest string, or list counting its nested items, an operation may produce (a 10 MB document passes)
+MAX_LENGTH = 10_000_000
 #: largest integer an operation may produce, in bits (10**3000 has ~10,000)
 MAX_INT_BITS = 10_000
 #: most items of one range()
 MAX_RANGE = 10_000
 #: work units per evaluation of one value: the characters and items it builds, plus ITERATION_COST per loop
 #: iteration or operator and CALL_COST per call (~1 s of Python at most)
-MAX_WORK = 10_000_000
+MAX_WORK = 50_000_000
+
+#: characters of expressions and statements (inside {{ }} and {% %}) in one value; the text around them is free
+MAX_EXPRESSION_CHARS = 10_000
 
 LOOP_FILTER = "frugal_bounded_loop"
-#: work units of one loop iteration or operator (~0.5 µs of Python each)
-ITERATION_COST = 10
-#: work units of one call (a macro call costs ~10 loop iterations)
-CALL_COST = 100
+#: work units of one loop iteration, operator or filter
+ITERATION_COST = 50
+#: work units of one call (a macro call costs about ten loop iterations)
+CALL_COST = 2000
 
 
 class LimitExceeded(TemplateProblem):
@@ -88,29 +91,43 @@ def charge(units: int = 1) -> None:
         raise LimitExceeded(f"the expression does more than {MAX_WORK} units of work (the limit); loops or recursion too large")
 
 
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def _children(item: Any) -> Iterable[Any]:
+    return (*item.keys(), *item.values()) if isinstance(item, dict) else item
+
+
 def size(value: Any, limit: int = MAX_LENGTH) -> int:
-    """Characters of a string, or items of a list/tuple/dict counting nested ones; stops counting past `limit`
-    (so shared sub-lists, `[x, x]` nested forty deep, cost no more than `limit` steps)."""
+    """Characters of a string, or items of a list/tuple/dict counting nested ones (at most `limit` + 1).
+
+    Each distinct container is measured once, so a value that shares its parts (`[x, x]` nested
+    forty deep: 2**40 items once expanded) is measured in forty steps, not 2**40."""
     if isinstance(value, (str, bytes)):
         return len(value)
-    if not isinstance(value, (list, tuple, dict, set, frozenset)):
+    if not isinstance(value, _CONTAINERS):
         return 1
-    total = 0
-    stack: list[Any] = [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        if isinstance(item, (str, bytes)):
-            total += len(item)
-        elif isinstance(item, dict):
-            total += len(item)
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            total += len(item)
-            stack.extend(item)
-        else:
-            total += 1
-    return total
+    measured: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        item, children_done = stack.pop()
+        if children_done:
+            total = len(item)
+            for child in _children(item):
+                if isinstance(child, (str, bytes)):
+                    total += len(child)
+                elif isinstance(child, _CONTAINERS):
+                    total += measured.get(id(child), 0)
+                if total > limit:
+                    break
+            measured[id(item)] = min(total, limit + 1)
+            continue
+        if id(item) in measured:
+            continue
+        measured[id(item)] = 0  # in progress: a container met again inside itself counts nothing more
+        stack.append((item, True))
+        stack.extend((child, False) for child in _children(item) if isinstance(child, _CONTAINERS) and id(child) not in measured)
+    return measured[id(value)]
 
 
 def check_size(value: Any, what: str) -> int:

@@ -10,7 +10,10 @@ A string value is one of:
 The value an expression yields is data and is never rendered again, so a
 prompt containing ``{{ 7*7 }}`` reaches the model as those exact characters.
 
-The environment is Jinja's immutable sandbox. On top of it, attribute or item
+The environment is Jinja's immutable sandbox with every operation bounded
+(`flows.language.sandbox`: nothing folded at load time; limits on integer
+size, built length, range length, format widths and work per evaluation), and
+at most MAX_EXPRESSION_CHARS of expressions per value. On top of it, attribute or item
 access to names starting with ``_``, and `import` / `include` / `extends`, are
 refused when the pipeline is loaded. Attribute access on None yields None, so
 a skipped node's output can be read without guards (``route.label`` is None
@@ -32,7 +35,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from flows.language.fast_eval import compile_node, compile_text
 from flows.language.problems import TemplateProblem
-from flows.language.sandbox import MAX_LENGTH, BoundedSandbox, LimitExceeded, bound_loops, with_budget
+from flows.language.sandbox import MAX_EXPRESSION_CHARS, MAX_LENGTH, BoundedSandbox, LimitExceeded, bound_loops, with_budget
 
 __all__ = ["Compiled", "LimitExceeded", "TemplateProblem", "compile_expression", "compile_mapping", "compile_value", "evaluate"]
 
@@ -80,7 +83,13 @@ def _attrs(tree: nodes.Node) -> frozenset[tuple[str, str]]:
     return frozenset(dotted | indexed)
 
 
+_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+
+
 def _parse(source: str) -> nodes.Template:
+    code = sum(len(m.group()) for m in _CODE.finditer(source)) if len(source) > MAX_EXPRESSION_CHARS else 0
+    if code > MAX_EXPRESSION_CHARS:
+        raise TemplateProblem(f"{code} characters of expressions in one value; the limit is {MAX_EXPRESSION_CHARS}")
     try:
         tree = ENV.parse(source)
     except TemplateSyntaxError as exc:
