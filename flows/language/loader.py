@@ -147,20 +147,6 @@ def scan_tree(root: yaml.Node | None) -> tuple[dict[Path_, int], list[tuple[Path
     return lines, repeated
 
 
-def scan(text: str) -> tuple[dict[Path_, int], list[tuple[Path_, int, int]]]:
-    """`scan_tree` of a YAML text (size-checked)."""
-    loader, root = _compose(text)
-    loader.dispose()
-    if root is not None:
-        check_size(root)
-    return scan_tree(root)
-
-
-def line_map(text: str) -> dict[Path_, int]:
-    """1-based line of every mapping key and sequence item, by path."""
-    return scan(text)[0]
-
-
 def _line_of(lines: dict[Path_, int], loc: Path_) -> int | None:
     for end in range(len(loc), -1, -1):
         if loc[:end] in lines:
