@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SECONDS = 10.0
 #: the child's address-space limit; Python, pydantic, Jinja and Prefect's import take ~1.2 GB of it
 MEMORY_BYTES = 3 * 1024**3
-EXAMPLES = int(os.environ.get("FRUGAL_FUZZ_EXAMPLES", "1000"))
+EXAMPLES = int(os.environ.get("FRUGAL_FUZZ_EXAMPLES", "750"))  # per property: 1,500 pipelines in all
 
 PURE_STEPS = ("hash_prompt", "classify", "split_text")
 OTHER_STEPS = ("cache_lookup", "cache_store", "call_slm", "call_llm", "read_document", "write_summary")
