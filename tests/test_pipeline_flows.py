@@ -33,6 +33,8 @@ def test_answer_inputs_are_named_typed_described_parameters():
         "type": "string",
         "position": 0,
         "description": "The question or instruction to answer.",
+        "minLength": 1,
+        "pattern": r"\S",
     }
     assert props["max_tokens"]["type"] == "integer" and props["max_tokens"]["default"] == 256
     assert props["temperature"]["type"] == "number"  # one number field, not a union
@@ -111,3 +113,59 @@ async def test_the_typed_flow_runs_like_run_pipeline_and_publishes_its_artifacts
     by_type = {a.type: a.data for a in artifacts}
     assert by_type["result"] == typed
     assert "**Path:** key → lookup → route → small → store → output" in by_type["markdown"]
+
+
+def test_input_constraints_reach_the_parameter_schema():
+    props = schema_of(flow_for("answer"))["properties"]
+    assert (props["max_tokens"]["minimum"], props["max_tokens"]["maximum"]) == (1, 32768)
+    assert (props["temperature"]["minimum"], props["temperature"]["maximum"]) == (0, 2)
+    assert props["prompt"]["minLength"] == 1 and props["prompt"]["pattern"] == r"\S"
+
+
+def test_an_input_with_a_null_default_may_be_null():
+    props = schema_of(flow_for("summarise-document"))["properties"]
+    assert props["text"]["anyOf"] == [{"type": "string"}, {"type": "null"}] and props["text"]["default"] is None
+    assert props["error"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
+
+
+def test_a_deployment_schema_refuses_undeclared_parameters():
+    deployment = flow_for("answer").to_deployment(name="answer")
+    schema = deployment._parameter_openapi_schema.model_dump(exclude_unset=True)
+    assert schema["additionalProperties"] is False
+    assert list(schema["properties"]) == list(schema_of(flow_for("answer"))["properties"])
+
+
+@pytest.mark.slow
+def test_the_server_refuses_bad_parameters_at_submission_and_runs_summarise_document(served_prefect, tmp_path):
+    """Raw REST calls (no client-side checks): the server itself refuses what the pipeline's inputs forbid."""
+    import httpx
+
+    api = served_prefect.api_url
+
+    def create(deployment: str, parameters: dict) -> httpx.Response:
+        found = httpx.get(f"{api}/deployments/name/{deployment}/{deployment}").json()
+        return httpx.post(f"{api}/deployments/{found['id']}/create_flow_run", json={"parameters": parameters})
+
+    for parameters, words in [
+        ({"prompt": "hi", "max_tokens": -5}, "-5 is less than the minimum of 1"),
+        ({"prompt": "hi", "temperature": 3}, "3 is greater than the maximum of 2"),
+        ({"prompt": ""}, "should be non-empty"),
+        ({"prompt": "   "}, "does not match"),
+        ({"prompt": "hi", "colour": "red"}, "Additional properties are not allowed ('colour' was unexpected)"),
+    ]:
+        response = create("answer", parameters)
+        assert response.status_code == 409, (parameters, response.text)
+        assert words in response.text, (parameters, response.text)
+
+    # summarise-document with its optional `text`/`error` left out, as the UI's run form sends it, and given as null
+    from flows.orchestration.rest_client import RestCaller
+
+    document = served_prefect.folder / "data" / "doc-rest.txt"
+    document.parent.mkdir(parents=True, exist_ok=True)
+    document.write_text("The quarterly report shows revenue up four percent on lower costs.")
+    with RestCaller(api) as caller:
+        for extra in ({}, {"text": None, "error": None}):
+            params = {"id": "doc-rest", "source": str(document), "destination": str(served_prefect.folder / "data" / "out")}
+            called = caller.call("summarise-document", params | extra, timeout=120)
+            assert called.state == "COMPLETED", called
+            assert called.result["output"]["status"] == "ok"

@@ -39,16 +39,10 @@ def task_run_names(caller: RestCaller, flow_run_id: str) -> set[str]:
             {"source": "data/inbox", "destination": "/tmp/anywhere"},
             r"destination /tmp/anywhere is outside .*FRUGAL_FILE_WRITE_ROOTS",
         ),
-        pytest.param(
+        (
             "summarise-document",
             {"id": "env", "source": "/proc/self/environ", "destination": "data/summaries"},
             r"document /proc/self/environ .*system folder",
-            marks=pytest.mark.xfail(
-                reason="every summarise-document REST run fails today on its null-default string inputs (text, error) "
-                "before any step runs; remove this mark with that fix",
-                raises=AssertionError,
-                strict=True,
-            ),
         ),
     ],
 )

@@ -18,6 +18,8 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from flows.engine.results import RunResult
 from flows.language import catalog
 from flows.language.compiler import all_errors
 from tasks.core.errors import FrugalError, InputError, SpecErrors
+from tasks.core.settings import get_settings
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
@@ -39,13 +42,26 @@ def parse_inputs(pairs: list[str], declared: dict[str, str]) -> dict[str, Any]:
         if not sep or not key:
             raise InputError(f"--input {pair!r} must look like key=value")
         if raw.startswith("@"):
-            try:
-                raw = Path(raw[1:]).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InputError(f"--input {key}: cannot read {raw[1:]}: {exc}") from exc
+            raw = read_input_file(key, raw[1:])
         kind = declared.get(key, "string")
         values[key] = _convert(key, raw, kind)
     return values
+
+
+def read_input_file(key: str, name: str) -> str:
+    """`--input key=@FILE`: a regular file (not /dev/zero, a FIFO or a socket) of at most
+    FRUGAL_INPUT_FILE_MAX_BYTES, read no further than that, as UTF-8 text."""
+    limit = get_settings().engine.input_file_max_bytes
+    try:
+        with os.fdopen(os.open(name, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:  # a FIFO must not block the open
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise InputError(f"--input {key}: {name} is not a regular file (devices, FIFOs and sockets are not read)")
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise InputError(f"--input {key}: {name} is larger than {limit} bytes (FRUGAL_INPUT_FILE_MAX_BYTES)")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--input {key}: cannot read {name}: {exc}") from exc
 
 
 def _convert(key: str, raw: str, kind: str) -> Any:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from flows.language.compiler import Pipeline, load_pipeline_file
-from tasks.core.errors import PipelineNotFound
+from tasks.core.errors import PipelineNotFound, SpecError
 from tasks.core.settings import env_value, get_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -37,6 +37,18 @@ def pipeline_paths(folder: Path | None = None) -> list[Path]:
 
 def known_names() -> list[str]:
     return [p.stem for p in pipeline_paths()]
+
+
+def load_each(folder: Path | None = None) -> list[tuple[Path, Pipeline | SpecError]]:
+    """Every pipeline of the folder, or the error that kept it from loading: one bad file
+    (malformed, too big, an alias bomb) is reported beside the others instead of hiding them."""
+    found: list[tuple[Path, Pipeline | SpecError]] = []
+    for path in pipeline_paths(folder):
+        try:
+            found.append((path, load(str(path))))
+        except SpecError as exc:
+            found.append((path, exc))
+    return found
 
 
 def resolve(name_or_path: str) -> Path:

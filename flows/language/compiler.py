@@ -7,6 +7,7 @@ saying how to fix it; all of a file's problems are raised together.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import SchemaError
 
 from flows.language import registry
 from flows.language.loader import Path_, read_spec
 from flows.language.registry import Step
-from flows.language.spec import PY_TYPES, RESERVED_NAMES, NodeSpec, PipelineSpec
+from flows.language.spec import CONSTRAINT_TYPES, PY_TYPES, RESERVED_NAMES, InputSpec, NodeSpec, PipelineSpec, annotation
 from flows.language.templates import Compiled, TemplateProblem, compile_expression, compile_mapping, compile_value
 from tasks.core.errors import InputError, SpecError, SpecErrors
 
@@ -94,19 +96,50 @@ class Pipeline:
                     problems.append(f"missing required input '{name}'")
                 elif err["type"] == "extra_forbidden":
                     problems.append(f"unknown input '{name}' (inputs: {', '.join(self.spec.inputs) or 'none'})")
+                elif err["type"] in _CONSTRAINT_ERRORS:
+                    problems.append(f"input '{name}': {err['msg']} (got {_shown(err.get('input'))})")
                 else:
                     want = self.spec.inputs[name].type if name in self.spec.inputs else "?"
-                    problems.append(f"input '{name}' must be {want}: {err['msg']} (got {err.get('input')!r})")
+                    problems.append(f"input '{name}' must be {want}: {err['msg']} (got {_shown(err.get('input'))})")
             raise InputError(f"pipeline '{self.name}': " + "; ".join(problems)) from exc
 
 
+def _input_field(inp: InputSpec) -> tuple[Any, Any]:
+    default = ... if inp.required else inp.default
+    kind = annotation(inp, PY_TYPES)
+    kind = kind if default is not None else kind | None  # `default: null`: optional
+    return kind, Field(default, description=inp.description or None)
+
+
 def _inputs_model(spec: PipelineSpec) -> type[BaseModel]:
-    fields: dict[str, Any] = {}
-    for name, inp in spec.inputs.items():
-        default = ... if inp.required else inp.default
-        kind = PY_TYPES[inp.type] if default is not None else PY_TYPES[inp.type] | None  # `default: null`: optional
-        fields[name] = (kind, Field(default, description=inp.description or None))
-    return create_model(f"{spec.name}_inputs", __config__=ConfigDict(extra="forbid"), **fields)
+    fields = {name: _input_field(inp) for name, inp in spec.inputs.items()}
+    return create_model(f"{spec.name}_inputs", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
+
+
+#: pydantic error types that mean "the right type, but outside the declared constraints"
+_CONSTRAINT_ERRORS = frozenset(
+    {
+        "greater_than_equal",
+        "less_than_equal",
+        "string_too_short",
+        "string_too_long",
+        "too_short",
+        "too_long",
+        "string_pattern_mismatch",
+        "literal_error",
+    }
+)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    listed = f"use one of: {', '.join(known)}"
+    return f"did you mean '{close[0]}'? {listed}" if close else listed
 
 
 def _levels(nodes: dict[str, tuple[str, ...]]) -> tuple[list[list[str]], list[str]]:
@@ -209,6 +242,8 @@ class _Compiler:
                 self.error(
                     f"input name '{name}' is not an identifier", field=f"inputs.{name}", loc=loc, hint="use letters, digits and _"
                 )
+            if not self.check_constraints(name, inp):
+                continue
             if not inp.required and inp.default is not None:
                 try:
                     create_model("d", v=(PY_TYPES[inp.type], ...)).model_validate({"v": inp.default})
@@ -219,6 +254,64 @@ class _Compiler:
                         loc=(*loc, "default"),
                         hint=f"give a {inp.type} default or change the type",
                     )
+                    continue
+                try:
+                    create_model("d", v=_input_field(inp)).model_validate({"v": inp.default})
+                except ValidationError as exc:
+                    self.error(
+                        f"default {_shown(inp.default)} breaks the input's own constraints: {exc.errors()[0]['msg']}",
+                        field=f"inputs.{name}.default",
+                        loc=(*loc, "default"),
+                        hint="change the default or the constraint",
+                    )
+
+    def check_constraints(self, name: str, inp: InputSpec) -> bool:
+        """Constraints that fit the input's type, a minimum not above the maximum, a pattern that compiles."""
+        loc: Path_ = ("inputs", name)
+        ok = True
+        for key, types in CONSTRAINT_TYPES.items():
+            if getattr(inp, key) is not None and inp.type not in types:
+                self.error(
+                    f"'{key}' does not apply to a {inp.type} input",
+                    field=f"inputs.{name}.{key}",
+                    loc=(*loc, key),
+                    hint=f"'{key}' applies to: {', '.join(sorted(types))}",
+                )
+                ok = False
+        for low, high in (("min_length", "max_length"), ("minimum", "maximum")):
+            if getattr(inp, low) is not None and getattr(inp, high) is not None and getattr(inp, low) > getattr(inp, high):
+                self.error(
+                    f"{low} {getattr(inp, low)} is above {high} {getattr(inp, high)}",
+                    field=f"inputs.{name}.{low}",
+                    loc=(*loc, low),
+                    hint="swap them or fix one",
+                )
+                ok = False
+        if not ok:
+            return False
+        if inp.enum is not None:
+            try:
+                for value in inp.enum:
+                    create_model("d", v=(PY_TYPES[inp.type], ...)).model_validate({"v": value})
+            except ValidationError:
+                self.error(
+                    f"enum value {_shown(value)} is not a {inp.type}",
+                    field=f"inputs.{name}.enum",
+                    loc=(*loc, "enum"),
+                    hint=f"list {inp.type} values only",
+                )
+                return False
+        try:
+            create_model("d", v=_input_field(inp))
+        except (SchemaError, TypeError, ValueError) as exc:
+            self.error(
+                f"the constraints cannot be applied: {str(exc).splitlines()[0]}",
+                field=f"inputs.{name}",
+                loc=loc,
+                hint="check the pattern (a regular expression) and the bounds",
+            )
+            return False
+        return True
 
     def compile_node(self, node_id: str, spec: NodeSpec) -> Node | None:
         loc: Path_ = ("nodes", node_id)
@@ -238,7 +331,7 @@ class _Compiler:
                 node=node_id,
                 field="uses",
                 loc=(*loc, "uses"),
-                hint=f"use one of: {', '.join(registry.names())}",
+                hint=_did_you_mean(spec.uses, registry.names()),
             )
             return None
         for_each = None
@@ -311,7 +404,9 @@ class _Compiler:
             if node is not None:
                 nodes[node_id] = node
         output = self.compile_fields(self.spec.output, node=None, field="output", loc=("output",))
-        levels, cyclic = _levels({n: node.deps for n, node in nodes.items()})
+        # a node that did not compile (an unknown step, say) has its own error: the nodes that read it
+        # are not in a cycle for that
+        levels, cyclic = _levels({n: tuple(d for d in node.deps if d in nodes) for n, node in nodes.items()})
         if cyclic:
             self.error(
                 f"the nodes {', '.join(cyclic)} depend on each other in a cycle",

@@ -4,7 +4,9 @@ name: answer                 # [a-z0-9][a-z0-9_-]*
 version: "1"                 # part of every cache key: bump it to invalidate
 description: ...
 inputs:                      # typed; an input without a default is required
-  prompt: {type: string, description: ...}
+  prompt: {type: string, description: ..., min_length: 1}
+                             # constraints: min_length/max_length (string, list), minimum/maximum
+                             # (integer, number), pattern (string), enum (string, integer, number)
 nodes:                       # named steps; order comes from references
   key:
     uses: hash_prompt        # a name from the step registry, never an import path
@@ -21,7 +23,7 @@ output: "{{ ... }}"          # an expression, or a mapping of them
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
@@ -46,10 +48,44 @@ class InputSpec(BaseModel):
     type: InputType = Field(description="string, integer, number, boolean, list or object")
     description: str = ""
     default: Any = Field(None, description="absent: the input is required")
+    min_length: int | None = Field(None, ge=0, description="string or list: fewest characters or items")
+    max_length: int | None = Field(None, ge=0, description="string or list: most characters or items")
+    minimum: float | None = Field(None, description="integer or number: smallest value allowed")
+    maximum: float | None = Field(None, description="integer or number: largest value allowed")
+    pattern: str | None = Field(None, description=r"string: a regular expression it must contain a match of (\S: not blank)")
+    enum: list[Any] | None = Field(None, min_length=1, description="the only values allowed")
 
     @property
     def required(self) -> bool:
         return "default" not in self.model_fields_set
+
+    def constraints(self) -> dict[str, Any]:
+        """The declared constraints as pydantic `Field` keyword arguments (`enum` is a type: see compiler)."""
+        given = {
+            "min_length": self.min_length,
+            "max_length": self.max_length,
+            "ge": self.minimum,
+            "le": self.maximum,
+            "pattern": self.pattern,
+        }
+        if self.type == "integer":
+            given = {**given, "ge": _whole(self.minimum), "le": _whole(self.maximum)}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def _whole(value: float | None) -> float | int | None:
+    return int(value) if value is not None and float(value).is_integer() else value
+
+
+#: which constraints apply to which input types
+CONSTRAINT_TYPES: dict[str, frozenset[str]] = {
+    "min_length": frozenset({"string", "list"}),
+    "max_length": frozenset({"string", "list"}),
+    "minimum": frozenset({"integer", "number"}),
+    "maximum": frozenset({"integer", "number"}),
+    "pattern": frozenset({"string"}),
+    "enum": frozenset({"string", "integer", "number"}),
+}
 
 
 class NodeSpec(BaseModel):
@@ -89,3 +125,11 @@ class PipelineSpec(BaseModel):
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def annotation(inp: InputSpec, types: dict[str, Any]) -> Any:
+    """The type of an input with its constraints (``Annotated[int, Field(ge=1)]``; `enum` as a Literal),
+    from `types` (strict types for runs, JSON-schema-friendly ones for Prefect's run form)."""
+    base: Any = Literal[tuple(inp.enum)] if inp.enum else types[inp.type]  # type: ignore[misc]
+    constraints = inp.constraints()
+    return Annotated[base, Field(**constraints)] if constraints else base

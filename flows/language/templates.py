@@ -10,7 +10,10 @@ A string value is one of:
 The value an expression yields is data and is never rendered again, so a
 prompt containing ``{{ 7*7 }}`` reaches the model as those exact characters.
 
-The environment is Jinja's immutable sandbox. On top of it, attribute or item
+The environment is Jinja's immutable sandbox with every operation bounded
+(`flows.language.sandbox`: nothing folded at load time; limits on integer
+size, built length, range length, format widths and work per evaluation), and
+at most MAX_EXPRESSION_CHARS of expressions per value. On top of it, attribute or item
 access to names starting with ``_``, and `import` / `include` / `extends`, are
 refused when the pipeline is loaded. Attribute access on None yields None, so
 a skipped node's output can be read without guards (``route.label`` is None
@@ -21,34 +24,26 @@ mapping, ``.name`` reads the key before any method, so an input called
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flows.language.fast_eval import compile_node, compile_text
+from flows.language.problems import TemplateProblem
+from flows.language.sandbox import MAX_EXPRESSION_CHARS, MAX_LENGTH, BoundedSandbox, LimitExceeded, bound_loops, with_budget
+
+__all__ = ["Compiled", "LimitExceeded", "TemplateProblem", "compile_expression", "compile_mapping", "compile_value", "evaluate"]
 
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 _FORBIDDEN_NODES = (nodes.Import, nodes.FromImport, nodes.Include, nodes.Extends)
 
 
-class TemplateProblem(ValueError):
-    """A template is malformed or unsafe; the loader turns this into a SpecError.
-
-    At run time, `key` is the path of the mapping key whose value failed
-    (``params.max_tokens``), so the error names the field.
-    """
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        self.message, self.key = message, key
-        super().__init__(f"{key}: {message}" if key else message)
-
-
-class _Env(ImmutableSandboxedEnvironment):
+class _Env(BoundedSandbox):
     def getattr(self, obj: Any, attribute: str) -> Any:
         if obj is None:
             return None
@@ -88,13 +83,31 @@ def _attrs(tree: nodes.Node) -> frozenset[tuple[str, str]]:
     return frozenset(dotted | indexed)
 
 
+_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+
+
 def _parse(source: str) -> nodes.Template:
+    code = sum(len(m.group()) for m in _CODE.finditer(source)) if len(source) > MAX_EXPRESSION_CHARS else 0
+    if code > MAX_EXPRESSION_CHARS:
+        raise TemplateProblem(f"{code} characters of expressions in one value; the limit is {MAX_EXPRESSION_CHARS}")
     try:
         tree = ENV.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}") from exc
     _check_safe(tree)
     return tree
+
+
+def _guarded(fn: Callable[[Any], Compiled]) -> Callable[[Any], Compiled]:
+    """Compilation of a huge or deeply nested template ends in a TemplateProblem, not a crash."""
+
+    def compile_(source: Any) -> Compiled:
+        try:
+            return fn(source)
+        except (RecursionError, MemoryError, SyntaxError) as exc:  # Jinja's parser or Python's compiler gave up
+            raise TemplateProblem(f"template too large or nested too deeply to compile ({type(exc).__name__})") from exc
+
+    return functools.update_wrapper(compile_, fn)
 
 
 @dataclass
@@ -107,6 +120,7 @@ class Compiled:
     attrs: frozenset[tuple[str, str]] = field(default_factory=frozenset)
 
 
+@_guarded
 def compile_expression(source: str) -> Compiled:
     """Compile a bare expression (``not lookup.hit``) or ``{{ expr }}``."""
     m = _WHOLE.match(source)
@@ -117,6 +131,7 @@ def compile_expression(source: str) -> Compiled:
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"expression syntax error: {exc.message}") from exc
 
+    @with_budget
     def run(ctx: dict[str, Any]) -> Any:
         result = fn(**ctx)
         if isinstance(result, Undefined):
@@ -128,20 +143,35 @@ def compile_expression(source: str) -> Compiled:
     return Compiled(evaluate=fast or run, refs=frozenset(meta.find_undeclared_variables(tree)), attrs=_attrs(tree))
 
 
+def _render(template: Template, ctx: dict[str, Any]) -> str:
+    """The template's text, refused as soon as it passes MAX_LENGTH characters."""
+    parts: list[str] = []
+    total = 0
+    for part in template.generate(**ctx):
+        total += len(part)
+        if total > MAX_LENGTH:
+            raise LimitExceeded(f"the text would be longer than {MAX_LENGTH} characters (the limit)")
+        parts.append(part)
+    return "".join(parts)
+
+
+@_guarded
+def _compile_template(value: str) -> Compiled:
+    """Text with expressions or statements inside, rendered to a string."""
+    tree = _parse(value)
+    fast = compile_text(tree, ENV)
+    refs = frozenset(meta.find_undeclared_variables(tree))
+    template = ENV.from_string(bound_loops(tree))
+    return Compiled(evaluate=fast or with_budget(lambda ctx: _render(template, ctx)), refs=refs, attrs=_attrs(tree))
+
+
 def compile_value(value: Any) -> Compiled:
     """Compile a `with:` / `output:` value: nested lists and dicts of strings and literals."""
     if isinstance(value, str):
         if _WHOLE.match(value):
             return compile_expression(value)
         if "{{" in value or "{%" in value:
-            tree = _parse(value)
-            template = ENV.from_string(value)
-            fast = compile_text(tree, ENV)
-            return Compiled(
-                evaluate=fast or (lambda ctx: template.render(**ctx)),
-                refs=frozenset(meta.find_undeclared_variables(tree)),
-                attrs=_attrs(tree),
-            )
+            return _compile_template(value)
         return Compiled(evaluate=lambda ctx: value)
     if isinstance(value, list):
         parts = [compile_value(v) for v in value]
@@ -178,7 +208,7 @@ def compile_mapping(items: dict[str, Compiled]) -> Compiled:
     )
 
 
-_RUNTIME_ERRORS = (SecurityError, UndefinedError, TypeError, ValueError, ArithmeticError, LookupError)
+_RUNTIME_ERRORS = (SecurityError, UndefinedError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError)
 
 
 def _describe(exc: Exception) -> str:

@@ -5,9 +5,14 @@ A deployment's run form in the Prefect UI is drawn from its
 signature and docstring. `run_pipeline(pipeline, inputs)` has one `inputs`
 dict, so its form is a raw JSON box; the flows here have one keyword parameter
 per declared input instead, typed (string, integer, number, boolean, list,
-object), with the input's description and default, so the form shows named,
+object), with the input's description, default and constraints (minimum,
+maximum, min_length, max_length, pattern, enum), so the form shows named,
 typed fields, and the server checks a run's parameters against them before the
-run is created (`enforce_parameter_schema`).
+run is created (`enforce_parameter_schema`): ``max_tokens: -5``, an empty
+prompt or a parameter the pipeline does not declare is refused at submission
+(the last one for deployments made by `to_deployment`, as `frugal serve` does;
+`prefect deploy` builds its schema without the flow's help). An input whose
+default is null is optional (may be null).
 
 Every pipeline in the pipelines folder is an attribute of this module, named
 after the pipeline (`-` becomes `_`), so `prefect.yaml` entrypoints read
@@ -26,13 +31,16 @@ import inspect
 import keyword
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from prefect import Flow
+from prefect.deployments.runner import RunnerDeployment
+from prefect.utilities.callables import ParameterSchema
 from pydantic import StrictBool, StrictInt, StrictStr
 
 from flows.language import catalog
 from flows.language.compiler import Pipeline
+from flows.language.spec import InputSpec, annotation
 from flows.orchestration.flow import orchestrate
 from tasks.core.errors import InputError
 
@@ -73,8 +81,47 @@ def signature(pipeline: Pipeline) -> inspect.Signature:
             raise InputError(f"pipeline '{pipeline.name}': input '{name}' is reserved by Prefect flows; rename it")
         default = inspect.Parameter.empty if spec.required else spec.default
         kind = inspect.Parameter.KEYWORD_ONLY
-        params.append(inspect.Parameter(name, kind, default=default, annotation=PARAMETER_TYPES[spec.type]))
+        annotation = parameter_annotation(spec)
+        if default is None:  # `default: null`: the form may leave it empty, and a run may send null
+            annotation = Optional[annotation]  # noqa: UP045 (Prefect's schema reads Optional[...] as "may be null")
+        params.append(inspect.Parameter(name, kind, default=default, annotation=annotation))
     return inspect.Signature(params, return_annotation=dict[str, Any])
+
+
+def parameter_annotation(spec: InputSpec) -> Any:
+    """The parameter's type with the input's constraints (minimum, maximum, min_length, max_length, pattern,
+    enum), so Prefect's schema carries them and its server refuses a run that breaks them at submission."""
+    return annotation(spec, PARAMETER_TYPES)
+
+
+class ClosedParameterSchema(ParameterSchema):
+    """Prefect's parameter schema with ``additionalProperties: false``: a run given a parameter the
+    pipeline does not declare is refused when it is created, not failed when it starts."""
+
+    additionalProperties: bool = False  # noqa: N815 (the JSON-schema keyword)
+
+
+def _closed(deployment: RunnerDeployment) -> RunnerDeployment:
+    schema = deployment._parameter_openapi_schema
+    deployment._parameter_openapi_schema = ClosedParameterSchema(**schema.model_dump(), additionalProperties=False)
+    return deployment
+
+
+class PipelineFlow(Flow[..., Any]):
+    """A pipeline's flow; its deployments refuse parameters the pipeline does not declare."""
+
+    async def ato_deployment(self, *args: Any, **kwargs: Any) -> RunnerDeployment:  # type: ignore[override]
+        return _closed(await super().ato_deployment(*args, **kwargs))
+
+    def to_deployment(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        made = super().to_deployment(*args, **kwargs)
+        if inspect.isawaitable(made):  # called from a running event loop: Prefect's dispatch made a coroutine
+
+            async def closed() -> RunnerDeployment:
+                return _closed(await made)
+
+            return closed()
+        return _closed(made)
 
 
 def build_flow(pipeline: Pipeline) -> Flow[..., Any]:
@@ -89,7 +136,7 @@ def build_flow(pipeline: Pipeline) -> Flow[..., Any]:
     run.__name__ = run.__qualname__ = attr
     run.__module__ = __name__
     run.__doc__ = _docstring(pipeline)
-    return Flow(
+    return PipelineFlow(
         run,
         name=pipeline.name,
         description=" ".join(pipeline.spec.description.split()) or None,

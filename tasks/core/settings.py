@@ -57,6 +57,10 @@ class EngineSettings(BaseSettings):
         default_factory=default_data_dir, description="embedded cache and local files; default $XDG_DATA_HOME/frugal-flows"
     )
     pipelines_dir: Path | None = Field(None, description="folder of pipeline files; default the project's deployments/")
+    pipeline_max_bytes: int = Field(1_000_000, ge=1, description="larger pipeline files are refused before they are parsed")
+    input_file_max_bytes: int = Field(
+        10_000_000, ge=1, description="`--input key=@FILE`: larger files are refused (only regular files are read)"
+    )
 
 
 class BatchSettings(BaseSettings):
