@@ -68,7 +68,9 @@ async def test_injected_http_client_is_used():
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         provider = OpenAIProvider("http://models.invalid/v1", API_KEY, http_client=client)
-        completion = await provider.complete(ChatCall(model="m", messages=[{"role": "user", "content": "x"}], max_tokens=5, temperature=0))
+        completion = await provider.complete(
+            ChatCall(model="m", messages=[{"role": "user", "content": "x"}], max_tokens=5, temperature=0)
+        )
     assert completion.text == "injected" and completion.usage.estimated
     assert str(seen[0].url) == "http://models.invalid/v1/chat/completions"
 

@@ -147,7 +147,9 @@ class AnthropicProvider:
         url = self.base_url + "/v1/messages"
 
         async def attempt() -> httpx.Response:
-            response = await post(self.clients.get(), url, body, headers, provider=NAME, where=self.base_url, secrets=self.secrets)
+            response = await post(
+                self.clients.get(), url, body, headers, provider=NAME, where=self.base_url, secrets=self.secrets
+            )
             check_status(response, provider=NAME, key_variable=KEY_VARIABLE, secrets=self.secrets)
             return response
 
@@ -157,7 +159,9 @@ class AnthropicProvider:
         try:
             parsed = _Response.model_validate_json(response.content)
         except ValidationError as exc:
-            raise ModelError(f"{NAME} sent a response that is not a message: {redact(response.text[:200], *self.secrets)}", provider=NAME) from exc
+            raise ModelError(
+                f"{NAME} sent a response that is not a message: {redact(response.text[:200], *self.secrets)}", provider=NAME
+            ) from exc
         return Completion(
             text="".join(b.text or "" for b in parsed.content if b.type == "text"),
             model=f"{NAME}/{call.model}",

@@ -173,10 +173,9 @@ class OpenAIProvider:
             parsed = _Response.model_validate_json(response.content)
             choice = parsed.choices[0]
         except (ValidationError, IndexError) as exc:
-            raise ModelError(
-                f"{NAME} at {self.base_url} sent a response that is not a chat completion: {redact(response.text[:200], *self.secrets)}",
-                provider=NAME,
-            ) from exc
+            said = redact(response.text[:200], *self.secrets)
+            message = f"{NAME} at {self.base_url} sent a response that is not a chat completion: {said}"
+            raise ModelError(message, provider=NAME) from exc
         text = choice.message.content or ""
         if parsed.usage is not None:
             usage = parsed.usage.to_usage()

@@ -107,9 +107,7 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy,
             async with asyncio.timeout(allowed):
                 return await attempt()
         except TimeoutError as exc:
-            error = ModelTimeout(
-                f"{provider} did not answer within {allowed:.3g}s ({policy.timeout_hint})", provider=provider
-            )
+            error = ModelTimeout(f"{provider} did not answer within {allowed:.3g}s ({policy.timeout_hint})", provider=provider)
             error.__cause__ = exc
         except ModelUnavailable as exc:
             error = exc

@@ -22,7 +22,9 @@ from tasks.steps.model_call import PreparedCall, answer, prepare
 class LlmRequest(ModelRequest):
     """Arguments of `call_llm`."""
 
-    provider: str | None = Field(None, description="a registered provider (openai, anthropic, local, ...); default FRUGAL_LLM_PROVIDER")
+    provider: str | None = Field(
+        None, description="a registered provider (openai, anthropic, local, ...); default FRUGAL_LLM_PROVIDER"
+    )
     base_url: str | None = Field(None, description="endpoint; default OPENAI_BASE_URL / ANTHROPIC_BASE_URL")
 
 
