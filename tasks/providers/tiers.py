@@ -128,8 +128,10 @@ def small_choice(slm: SlmSettings | None = None, provider: str | None = None) ->
     provider = provider or slm.provider
     if provider == "local":
         return local_choice(slm)
-    if provider != "auto":
+    if provider == "ollama":
         return Choice(provider, slm.model, normalise_host(slm.host or DEFAULT_OLLAMA_HOST))
+    if provider != "auto":  # another registered provider: its own endpoint setting
+        return Choice(provider, slm.model, None)
     if slm.host and ollama_reachable(normalise_host(slm.host)):
         return Choice("ollama", slm.model, normalise_host(slm.host))
     choice = local_choice(slm)

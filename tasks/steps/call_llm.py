@@ -9,11 +9,12 @@ ceiling per call (see `tasks.providers.retry`); other failures raise a typed
 from __future__ import annotations
 
 from prefect import task
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tasks.core.model_request import ModelRequest
 from tasks.core.records import ModelAnswer
 from tasks.core.settings import Settings
+from tasks.providers import provider_names
 from tasks.providers.tiers import Choice, large_choice
 from tasks.steps.call_cache import RequestKey
 from tasks.steps.model_call import PreparedCall, answer, prepare
@@ -26,6 +27,13 @@ class LlmRequest(ModelRequest):
         None, description="a registered provider (openai, anthropic, local, ...); default FRUGAL_LLM_PROVIDER"
     )
     base_url: str | None = Field(None, description="endpoint; default OPENAI_BASE_URL / ANTHROPIC_BASE_URL")
+
+    @field_validator("provider")
+    @classmethod
+    def _registered(cls, name: str | None) -> str | None:
+        if name is not None and name not in provider_names():
+            raise ValueError(f"no model provider named '{name}'; known: {', '.join(sorted(provider_names()))}")
+        return name
 
 
 def llm_choice(request: LlmRequest, settings: Settings) -> Choice:

@@ -9,11 +9,12 @@ Transient failures are retried like the large tier's.
 from __future__ import annotations
 
 from prefect import task
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tasks.core.model_request import ModelRequest
 from tasks.core.records import ModelAnswer
 from tasks.core.settings import Settings
+from tasks.providers import provider_names
 from tasks.providers.tiers import Choice, probe_tiers, small_choice
 from tasks.steps.call_cache import RequestKey
 from tasks.steps.model_call import PreparedCall, answer, prepare
@@ -24,6 +25,13 @@ class SlmRequest(ModelRequest):
 
     provider: str | None = Field(None, description="a registered provider (ollama, local, ...); default FRUGAL_SLM_PROVIDER")
     host: str | None = Field(None, description="Ollama URL; default OLLAMA_HOST")
+
+    @field_validator("provider")
+    @classmethod
+    def _registered(cls, name: str | None) -> str | None:
+        if name is not None and name not in provider_names():
+            raise ValueError(f"no model provider named '{name}'; known: {', '.join(sorted(provider_names()))}")
+        return name
 
 
 def slm_choice(request: SlmRequest, settings: Settings) -> Choice:
