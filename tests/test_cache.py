@@ -269,12 +269,12 @@ def test_clients_of_closed_event_loops_are_let_go(redis_cache):
         """
         import asyncio, gc, os
         from tasks.steps.cache import LookupRequest, lookup
-        from tasks.providers.clients import http_client, ollama_client
+        from tasks.providers import get_provider
 
         async def one(n):
             await lookup(LookupRequest(key=f"let-go-{n}"))  # a miss that claims its own lease
-            http_client(5.0)
-            ollama_client("http://127.0.0.1:9", 5.0)
+            get_provider("openai", endpoint="http://127.0.0.1:9/v1").clients.get()
+            get_provider("ollama", endpoint="http://127.0.0.1:9").clients.get()
 
         for n in range(30):
             asyncio.run(one(n))

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from flows.orchestration.flow import run_inline
-from tasks.steps.call_llm import LlmRequest, call_llm, llm_identity
-from tasks.steps.call_slm import SlmRequest, call_slm, slm_identity
+from tasks.steps.call_llm import LlmRequest, call_llm, prepare_large
+from tasks.steps.call_slm import SlmRequest, call_slm, prepare_small
 from tasks.steps.hash_prompt import HashRequest, hash_prompt, request_key
 from tests.conftest import API_KEY
 
@@ -184,15 +184,16 @@ def test_llm_identity_never_holds_the_api_key(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     request = LlmRequest(system="Be brief.", prompt="What is 2+2?", labels=["4", "5"])
-    identity = llm_identity(request)
-    dumped = json.dumps(identity)
+    prepared = prepare_large(request)
+    dumped = prepared.identity.canonical.decode()
     assert API_KEY not in dumped
-    assert identity["model"] and identity["provider"] == "openai"
+    assert json.loads(dumped)["models"] == {"large": "openai/gpt-4o-mini"}
 
     anthropic_key = "sk-ant-api03-secret-value-0000"
     monkeypatch.setenv("FRUGAL_LLM_PROVIDER", "anthropic")
     monkeypatch.setenv("ANTHROPIC_API_KEY", anthropic_key)
-    dumped = json.dumps(llm_identity(request))
+    dumped = prepare_large(request).identity.canonical.decode()
+    assert json.loads(dumped)["models"] == {"large": "anthropic/claude-haiku-4-5"}
     assert anthropic_key not in dumped
     assert API_KEY not in dumped
 
@@ -203,10 +204,10 @@ def test_llm_identity_and_policy_key_follow_the_model(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     request = LlmRequest(prompt="What is 2+2?")
     monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-a")
-    first, first_key = llm_identity(request), _policy_key(call_llm, request)
+    first, first_key = prepare_large(request).identity, _policy_key(call_llm, request)
     assert _policy_key(call_llm, request) == first_key  # deterministic
     monkeypatch.setenv("FRUGAL_LLM_MODEL", "gpt-b")
-    assert llm_identity(request) != first
+    assert prepare_large(request).identity != first
     assert _policy_key(call_llm, request) != first_key
     # a model named on the node wins over the setting, and is part of the key too
     assert _policy_key(call_llm, LlmRequest(prompt="What is 2+2?", model="gpt-c")) != _policy_key(call_llm, request)
@@ -221,9 +222,9 @@ def test_slm_identity_follows_the_model(monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     request = SlmRequest(prompt="Label this.", labels=["a", "b"])
     monkeypatch.setenv("FRUGAL_SLM_MODEL", "llama3.2:1b")
-    first, first_key = slm_identity(request), _policy_key(call_slm, request)
-    assert first["model"] == "llama3.2:1b"
+    first, first_key = prepare_small(request), _policy_key(call_slm, request)
+    assert first.choice.model_id == "ollama/llama3.2:1b"
     monkeypatch.setenv("FRUGAL_SLM_MODEL", "qwen2.5:0.5b")
-    assert slm_identity(request)["model"] == "qwen2.5:0.5b"
+    assert prepare_small(request).choice.model_id == "ollama/qwen2.5:0.5b"
     assert _policy_key(call_slm, request) != first_key
     assert _policy_key(call_slm, request) != _policy_key(call_llm, LlmRequest(prompt="Label this.", labels=["a", "b"]))

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from tasks.core.completion import Completion
-from tasks.core.errors import ConfigError, ModelOutputInvalid, ModelRequestError
+from tasks.core.errors import ConfigError, ModelOutputInvalid, ModelRequestError, ModelTimeout
 from tasks.providers import llama_cpp as local_llama
 from tasks.providers.llama_cpp import LocalModel, find_bundled_model, get_local_model
+from tasks.steps.call_slm import SlmRequest, answer_small
 
 pytestmark = pytest.mark.slow
 
@@ -155,3 +156,23 @@ def test_a_truncated_gguf_raises_config_error_on_load(tmp_path: Path) -> None:
         model.complete([{"role": "user", "content": "hi"}], max_tokens=2, temperature=0)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert not model.loaded
+
+
+def test_logprobs_of_the_local_model(model: LocalModel) -> None:
+    out = model.complete([{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0, logprobs=True)
+    assert out.logprobs is not None and len(out.logprobs) == out.usage.output_tokens
+    assert "".join(t.token for t in out.logprobs) == out.text
+    assert all(t.logprob <= 0 and len(t.top) == 5 for t in out.logprobs)
+    assert out.logprobs[0].top[0].logprob >= out.logprobs[0].top[-1].logprob
+    assert model.complete([{"role": "user", "content": "Say hi."}], max_tokens=2, temperature=0).logprobs is None
+
+
+async def test_a_deadline_stops_waiting_for_the_local_model(model: LocalModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller gets ModelTimeout at the deadline; llama.cpp finishes that generation in its thread, unheard."""
+    monkeypatch.setenv("FRUGAL_SLM_PROVIDER", "local")
+    monkeypatch.setenv("FRUGAL_SLM_TIMEOUT", "0.05")
+    with pytest.raises(ModelTimeout, match="FRUGAL_SLM_TIMEOUT"):
+        await answer_small(SlmRequest(prompt="Write a short poem about the sea.", max_tokens=24))
+    monkeypatch.setenv("FRUGAL_SLM_TIMEOUT", "120")
+    answer = await answer_small(SlmRequest(prompt="Say hello.", max_tokens=4))  # the model still answers after
+    assert answer.text and answer.model == "local/smollm2-135m"

@@ -29,7 +29,7 @@ from tasks.core.errors import StepError
 from tasks.core.log import step_logger
 from tasks.core.settings import pin_settings, unpin_settings
 from tasks.core.subpipelines import SUBPIPELINES
-from tasks.providers.tiers import public_settings
+from tasks.providers.tiers import probe_tiers, public_settings
 
 
 def _report(node: Node, value: Any, cached: bool, duration_ms: float) -> NodeReport:
@@ -117,6 +117,7 @@ async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Run
     subpipelines = SUBPIPELINES.set(run_subpipeline)
     try:
         values = pipeline.validate_inputs(inputs)
+        await probe_tiers()  # is Ollama up? asked once per process, without blocking the loop
         context: dict[str, Any] = {"inputs": values, "settings": public_settings(), "pipeline": pipeline.identity}
         reports: dict[str, NodeReport] = {}
         if run is None:

@@ -1,4 +1,4 @@
-"""Canonical JSON and the sha256 request key built on it.
+"""Canonical JSON, and sha256 over it (`tasks.core.request_key` builds the request key on it).
 
 The key is a pure function of JSON-native data: sorted keys, no white space,
 UTF-8, no NaN, integral floats written as ints (0.0 is 0). Never string
@@ -19,9 +19,6 @@ import json
 from typing import Any
 
 import orjson
-
-#: Bump when the projection hashed by `request_key` changes meaning.
-KEY_SCHEMA = 1
 
 _INT64 = 2**63
 

@@ -49,7 +49,10 @@ class Completion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str
-    model: str = Field(description="provider-qualified id, e.g. 'ollama/llama3.2:1b'")
+    model: str = Field(description="provider-qualified id of the model asked for, e.g. 'ollama/llama3.2:1b'")
+    served_model: str | None = Field(
+        None, description="the model id the server said answered, when it differs (a dated version, a llama.cpp file path)"
+    )
     usage: Usage = Field(default_factory=Usage)
     latency_ms: float = 0.0
     finish_reason: str | None = Field(
@@ -58,3 +61,22 @@ class Completion(BaseModel):
     logprobs: list[TokenLogprob] | None = Field(
         None, description="per generated token, where the provider returns them (OpenAI-compatible, Ollama, llama.cpp)"
     )
+
+
+#: provider words for "the model ended its answer" and "the token limit cut it"
+_FINISH_WORDS = {
+    "stop": "stop",
+    "end_turn": "stop",  # Anthropic
+    "stop_sequence": "stop",  # Anthropic
+    "eos": "stop",
+    "length": "length",
+    "max_tokens": "length",  # Anthropic
+    "model_length": "length",
+}
+
+
+def normalise_finish_reason(word: str | None) -> str | None:
+    """'stop' or 'length' for the providers' words for them, else the provider's own word."""
+    if word is None or word == "":
+        return None
+    return _FINISH_WORDS.get(word, word)

@@ -19,7 +19,7 @@ V = TypeVar("V")
 _lock = threading.Lock()
 
 
-def for_loop(per_loop: dict[asyncio.AbstractEventLoop, V], loop: asyncio.AbstractEventLoop, make: type[V]) -> V:
+def for_loop(per_loop: dict[asyncio.AbstractEventLoop, V], loop: asyncio.AbstractEventLoop, make: Callable[[], V]) -> V:
     """`per_loop[loop]`, made with `make()` if missing (and then the closed loops' entries dropped)."""
     found = per_loop.get(loop)
     if found is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from tasks.core.completion import Completion
 from tasks.core.constraints import check
@@ -32,23 +32,33 @@ class ModelRequest(BaseModel):
         "(Anthropic: cache_control when long enough; OpenAI caches long prefixes by itself)",
     )
     price: PriceOverride | None = Field(None, description="this node's model price, instead of the price database")
+    logprobs: bool = Field(
+        False,
+        description="ask for each generated token's log-probability and its best alternatives, where the provider "
+        "gives them (always asked for `labels:` nodes)",
+    )
+
+    #: the request resolved against the settings (steps' `model_call.prepare`): kept, not part of the data
+    _prepared: Any = PrivateAttr(default=None)
+
+    @property
+    def wants_logprobs(self) -> bool:
+        """Log-probabilities are asked for: on request, and always for a label (they measure its confidence)."""
+        return self.logprobs or bool(self.labels)
+
+    @property
+    def prepared(self) -> Any:
+        return self._prepared
+
+    @prepared.setter
+    def prepared(self, value: Any) -> None:
+        self._prepared = value
 
     def chat_messages(self) -> list[dict[str, str]]:
         messages = build_messages(self.system, self.prompt, self.messages)
         if not any(m["role"] == "user" for m in messages):
             raise ValueError("a model call needs a `prompt` or a user message in `messages`")
         return messages
-
-    def identity(self, **resolved: Any) -> dict[str, Any]:
-        """JSON-native description of what is sent: the basis of the Prefect cache key."""
-        return {
-            **resolved,
-            "messages": self.chat_messages(),
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "labels": self.labels,
-            "schema": self.json_schema,
-        }
 
 
 def to_answer(completion: Completion, tier: Tier, request: ModelRequest) -> ModelAnswer:
@@ -71,6 +81,7 @@ def to_answer(completion: Completion, tier: Tier, request: ModelRequest) -> Mode
         label=checked.label,
         data=checked.data,
         reason=checked.reason,
+        served_model=completion.served_model,
         finish_reason=completion.finish_reason,
         logprobs=completion.logprobs,
     )

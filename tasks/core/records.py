@@ -73,6 +73,9 @@ class ModelAnswer(BaseModel):
     label: str | None = Field(None, description="the label, for label-constrained nodes")
     data: Any = Field(None, description="the parsed JSON, for schema-constrained nodes")
     reason: str | None = Field(None, description="why the answer is invalid, if it is")
+    served_model: str | None = Field(
+        None, description="the model the server said answered, when it differs from `model` (the one asked for)"
+    )
     finish_reason: str | None = Field(None, description="why generation stopped: 'stop', 'length' (the token limit), ...")
     logprobs: list[TokenLogprob] | None = Field(
         None, description="per generated token, where the provider returned them (for the confidence check)"

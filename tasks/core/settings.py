@@ -119,7 +119,9 @@ class SlmSettings(BaseSettings):
         validation_alias=AliasChoices("OLLAMA_HOST", "FRUGAL_SLM_HOST"),
         description="Ollama server URL",
     )
-    timeout: float = Field(60.0, gt=0, description="seconds for one small-model call")
+    timeout: float = Field(
+        60.0, gt=0, description="seconds for one small-model attempt, connect to the last byte of the answer (a total deadline)"
+    )
     local_model_path: Path | None = Field(
         None,
         validation_alias=AliasChoices("FRUGAL_LOCAL_MODEL_PATH", "FRUGAL_SLM_LOCAL_MODEL_PATH"),
@@ -158,9 +160,13 @@ class LlmSettings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "FRUGAL_LLM_ANTHROPIC_API_KEY"), description="API key (secret)"
     )
-    timeout: float = Field(60.0, gt=0, description="seconds for one HTTP attempt")
-    max_attempts: int = Field(4, ge=1, description="attempts per call, first included")
-    max_retry_seconds: float = Field(60.0, gt=0, description="total time budget for one call's retries")
+    timeout: float = Field(
+        60.0, gt=0, description="seconds for one attempt, connect to the last byte of the answer (a total deadline)"
+    )
+    max_attempts: int = Field(4, ge=1, description="attempts per model call of either tier, first included")
+    max_retry_seconds: float = Field(
+        60.0, gt=0, description="seconds for one model call of either tier, every attempt and wait included (a hard ceiling)"
+    )
     backoff_base: float = Field(0.5, gt=0, description="first backoff delay in seconds, doubled per retry")
 
 

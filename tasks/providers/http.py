@@ -1,19 +1,64 @@
-"""One POST to a model provider: retries, then typed errors with the provider's message (never the key)."""
+"""HTTP for the model providers: one httpx client per provider and event loop, and the mapping of
+httpx's errors and the providers' error answers onto `tasks.core.errors` (never with a secret)."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import functools
+import ssl
 from typing import Any
 
 import httpx
 
-from tasks.core.errors import ModelAuthError, ModelRequestError
+from tasks.core.errors import ModelAuthError, ModelRequestError, ModelTimeout, ModelUnavailable
+from tasks.core.loops import for_loop
 from tasks.core.redact import redact
-from tasks.providers.retry import RetryPolicy, send_with_retries
+from tasks.providers.retry import TRANSIENT_STATUS, Transient, retry_after_seconds
+
+#: connections per provider and event loop: enough for a batch's concurrency (httpcore scans its whole
+#: pool on every request, so a much larger pool costs CPU per call for nothing)
+LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every client of this process (httpx's default: certifi's CA bundle, or
+    SSL_CERT_FILE / SSL_CERT_DIR): each client would otherwise load the CA bundle itself, ~25 ms of CPU."""
+    return httpx.create_ssl_context()
+
+
+class LoopClients:
+    """A provider's httpx client, one per event loop (an asyncio client belongs to the loop that made it),
+    made on first use; or the one client injected, used as given and never closed here."""
+
+    def __init__(self, timeout: float, injected: httpx.AsyncClient | None = None) -> None:
+        self.timeout = timeout
+        self.injected = injected
+        self._per_loop: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+    def get(self) -> httpx.AsyncClient:
+        if self.injected is not None:
+            return self.injected
+        loop = asyncio.get_running_loop()
+        client = self._per_loop.get(loop)
+        if client is None or client.is_closed:
+            self._per_loop.pop(loop, None)
+            client = for_loop(self._per_loop, loop, self._make)  # drops the clients of closed loops too
+        return client
+
+    def _make(self) -> httpx.AsyncClient:
+        # httpx's own timeouts are per read; the attempt's total deadline is `retry.with_retries`'s
+        return httpx.AsyncClient(timeout=self.timeout, limits=LIMITS, verify=tls_context())
+
+    async def aclose(self) -> None:
+        """Close this loop's client."""
+        client = self._per_loop.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
 
 def error_text(response: httpx.Response) -> str:
-    """The provider's own error message, from its error object if present (OpenAI and Anthropic alike)."""
+    """The provider's own error message, from its error object if present (OpenAI, Anthropic, Ollama alike)."""
     try:
         body = response.json()
     except ValueError:
@@ -26,34 +71,45 @@ def error_text(response: httpx.Response) -> str:
     return response.text[:300]
 
 
-async def post_json(
-    http: httpx.AsyncClient,
+async def post(
+    client: httpx.AsyncClient,
     url: str,
     body: dict[str, Any],
     headers: dict[str, str],
     *,
     provider: str,
-    api_key: str | None,
-    key_variable: str,
-    policy: RetryPolicy,
-) -> tuple[httpx.Response, float]:
-    """POST with retries; return the successful response and its latency in ms, or raise a typed error."""
-    started = time.perf_counter()
-    response = await send_with_retries(
-        lambda: http.post(url, json=body, headers=headers), policy, provider, lambda r: redact(error_text(r), api_key)
-    )
-    latency = (time.perf_counter() - started) * 1000
-    if response.status_code in (401, 403):
+    where: str,
+    secrets: tuple[str, ...],
+    auth: httpx.Auth | None = None,
+    hint: str = "",
+) -> httpx.Response:
+    """POST `body`; httpx's errors become ours (`where` names the endpoint without credentials; `hint`
+    says what to do when it cannot be reached)."""
+    try:
+        return await client.post(url, json=body, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT)
+    except httpx.TimeoutException as exc:
+        raise ModelTimeout(f"{provider} at {where} did not answer in time ({type(exc).__name__})", provider=provider) from exc
+    except httpx.TransportError as exc:
+        detail = redact(f"{type(exc).__name__}: {exc}", *secrets)
+        fix = f"; {hint}" if hint else ""
+        raise ModelUnavailable(f"{provider} cannot be reached at {where}: {detail}{fix}", provider=provider) from exc
+
+
+def check_status(response: httpx.Response, *, provider: str, key_variable: str, secrets: tuple[str, ...]) -> None:
+    """Raise for an error answer: transient ones retryable, 401/403 an auth error naming `key_variable`."""
+    status = response.status_code
+    if status < 400:
+        return
+    said = redact(error_text(response), *secrets)
+    if status in TRANSIENT_STATUS:
+        raise Transient(
+            f"{provider} answered {status}: {said}",
+            provider=provider,
+            status=status,
+            retry_after=retry_after_seconds(response.headers),
+        )
+    if status in (401, 403):
         raise ModelAuthError(
-            f"{provider} refused the credentials ({response.status_code}): {redact(error_text(response), api_key)}; "
-            f"check {key_variable}",
-            provider=provider,
-            status=response.status_code,
+            f"{provider} refused the credentials ({status}): {said}; check {key_variable}", provider=provider, status=status
         )
-    if response.status_code >= 400:
-        raise ModelRequestError(
-            f"{provider} refused the request ({response.status_code}): {redact(error_text(response), api_key)}",
-            provider=provider,
-            status=response.status_code,
-        )
-    return response, latency
+    raise ModelRequestError(f"{provider} refused the request ({status}): {said}", provider=provider, status=status)

@@ -37,9 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.core.completion import Completion, Usage
+from tasks.core.completion import Completion, Usage, normalise_finish_reason
 from tasks.core.errors import ConfigError, ModelError, ModelOutputInvalid, ModelRequestError, ModelUnavailable
 from tasks.core.settings import get_settings
+from tasks.providers.base import TOP_LOGPROBS
+from tasks.providers.openai import logprobs_from
 
 __all__ = [
     "BUNDLED_DISTRIBUTION",
@@ -279,8 +281,10 @@ class LocalModel:
         max_tokens: int,
         temperature: float,
         json_schema: dict[str, Any] | None = None,
+        logprobs: bool = False,
     ) -> Completion:
-        """One chat completion, blocking. With ``json_schema`` the text is JSON matching it."""
+        """One chat completion, blocking. With ``json_schema`` the text is JSON matching it; with
+        ``logprobs`` each generated token's log-probability and its TOP_LOGPROBS best alternatives."""
         if max_tokens < 1:
             raise ModelRequestError(f"max_tokens must be >= 1, got {max_tokens}", provider=PROVIDER)
         request: dict[str, Any] = {
@@ -289,6 +293,8 @@ class LocalModel:
             "temperature": temperature,
             "cache_prompt": True,
         }
+        if logprobs:
+            request["logprobs"], request["top_logprobs"] = True, TOP_LOGPROBS
         if temperature <= 0:
             request["seed"] = 0  # greedy anyway; a fixed seed keeps every sampler deterministic
         server = self._ensure_loaded()
@@ -314,6 +320,7 @@ class LocalModel:
             text = choice["message"].get("content") or ""
             finish_reason = choice.get("finish_reason")
             usage = result.get("usage") or {}
+            token_logprobs = logprobs_from(choice.get("logprobs"))
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ModelError(
                 f"the local model returned an unexpected answer shape: {str(result)[:200]}", provider=PROVIDER
@@ -330,7 +337,8 @@ class LocalModel:
                 output_tokens=int(usage.get("completion_tokens") or 0),
             ),
             latency_ms=latency_ms,
-            finish_reason=finish_reason,
+            finish_reason=normalise_finish_reason(finish_reason),
+            logprobs=token_logprobs,
         )
 
     async def acomplete(
@@ -340,10 +348,22 @@ class LocalModel:
         max_tokens: int,
         temperature: float,
         json_schema: dict[str, Any] | None = None,
+        logprobs: bool = False,
     ) -> Completion:
-        """``complete`` in a worker thread, so the event loop keeps running."""
+        """``complete`` in a worker thread, so the event loop keeps running.
+
+        Cancelled (a deadline), the caller stops waiting at once, but llama.cpp cannot be
+        interrupted: the thread finishes the generation and its answer is discarded.
+        """
         return await asyncio.to_thread(
-            self.complete, messages, max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+            functools.partial(
+                self.complete,
+                messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                json_schema=json_schema,
+                logprobs=logprobs,
+            )
         )
 
     @staticmethod

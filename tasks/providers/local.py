@@ -1,35 +1,54 @@
-"""Answer with the in-process local model, for either tier."""
+"""The in-process local model (`tasks.providers.llama_cpp`) as a provider, for either tier.
+
+Its call runs in a worker thread under the call's deadline (FRUGAL_SLM_TIMEOUT,
+within FRUGAL_LLM_MAX_RETRY_SECONDS). llama.cpp cannot be interrupted: at the
+deadline the caller gets `ModelTimeout` at once, the thread finishes that
+generation, and its answer is discarded. Not retried: a timed-out generation
+still holds the model's one slot, so another attempt would only queue behind it.
+"""
 
 from __future__ import annotations
 
-from tasks.core.completion import Usage
-from tasks.core.constraints import output_schema
-from tasks.core.errors import ModelOutputInvalid
-from tasks.core.model_request import ModelRequest, to_answer
-from tasks.core.pricing import cost_of
-from tasks.core.records import ModelAnswer, Tier
-from tasks.core.settings import SlmSettings
-from tasks.providers.llama_cpp import get_local_model
-from tasks.providers.tiers import Choice
+from dataclasses import replace
+
+from tasks.core.completion import Completion
+from tasks.core.settings import Settings
+from tasks.providers.base import ChatCall
+from tasks.providers.llama_cpp import LocalModel, get_local_model
+from tasks.providers.retry import RetryPolicy, with_retries
+
+NAME = "local"
 
 
-async def answer_local(request: ModelRequest, tier: Tier, choice: Choice, slm: SlmSettings) -> ModelAnswer:
-    model = get_local_model(slm.local_model_path, n_threads=slm.local_threads, n_ctx=slm.local_ctx)
-    try:
-        completion = await model.acomplete(
-            request.chat_messages(),
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            json_schema=output_schema(request.labels, request.json_schema),
-        )
-    except ModelOutputInvalid as exc:
-        return ModelAnswer(
-            text="",
-            model=choice.model_id,
-            tier=tier,
-            cost_usd=cost_of(choice.model_id, Usage(), request.price),
-            valid=False,
-            reason=str(exc),
-        )
-    completion.model = choice.model_id
-    return to_answer(completion, tier, request)
+class LocalProvider:
+    """The GGUF model of `model`, loaded on first use."""
+
+    name = NAME
+
+    def __init__(self, model: LocalModel, *, policy: RetryPolicy | None = None) -> None:
+        self.model = model
+        self.policy = replace(policy or RetryPolicy(timeout_hint="raise FRUGAL_SLM_TIMEOUT"), max_attempts=1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, endpoint: str | None = None) -> LocalProvider:
+        slm = settings.slm
+        model = get_local_model(slm.local_model_path, n_threads=slm.local_threads, n_ctx=slm.local_ctx)
+        policy = RetryPolicy.from_settings(settings.llm, attempt_timeout=slm.timeout, timeout_hint="raise FRUGAL_SLM_TIMEOUT")
+        return cls(model, policy=policy)
+
+    async def complete(self, call: ChatCall) -> Completion:
+        async def attempt() -> Completion:
+            return await self.model.acomplete(
+                call.messages,
+                max_tokens=call.max_tokens,
+                temperature=call.temperature,
+                json_schema=call.json_schema,
+                logprobs=call.logprobs,
+            )
+
+        completion = await with_retries(attempt, self.policy, NAME)
+        completion.model = f"{NAME}/{call.model}"
+        return completion
+
+    async def aclose(self) -> None:
+        """Nothing per event loop: the model is shared by the whole process."""

@@ -1,4 +1,12 @@
-"""Ollama through the official `ollama` client."""
+"""Ollama's /api/chat over httpx, its answers validated with the official `ollama` package's models.
+
+The official client keeps its own httpx client and maps errors its own way; the
+wire is one POST, so this provider sends it with the same client, deadline,
+retries and error mapping as the other HTTP providers, and reads the answer
+with `ollama.ChatResponse` (the client's own pydantic model of it). Token
+log-probabilities are asked with the request's ``logprobs`` / ``top_logprobs``
+(Ollama 0.12.11 and later; older servers leave them out).
+"""
 
 from __future__ import annotations
 
@@ -7,66 +15,134 @@ from typing import Any
 
 import httpx
 import ollama
+from ollama._types import ChatRequest  # the client builds its request body with this model too
+from pydantic import ValidationError
 
-from tasks.core.completion import Completion, Usage
-from tasks.core.errors import ModelError, ModelRequestError, ModelTimeout, ModelUnavailable
+from tasks.core.completion import Completion, TokenLogprob, TopToken, Usage, normalise_finish_reason
+from tasks.core.errors import ModelError, ModelRequestError
+from tasks.core.redact import public_url, redact, url_secrets
+from tasks.core.settings import Settings
 from tasks.core.tokens import count_tokens
+from tasks.providers.base import TOP_LOGPROBS, ChatCall
+from tasks.providers.http import LoopClients, check_status, post
+from tasks.providers.openai import served
+from tasks.providers.retry import RetryPolicy, with_retries
+
+NAME = "ollama"
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 
 
-async def chat(
-    client: ollama.AsyncClient,
-    *,
-    host: str,
-    model: str,
-    messages: list[dict[str, str]],
-    max_tokens: int,
-    temperature: float,
-    json_schema: dict[str, Any] | None,
-) -> Completion:
-    started = time.perf_counter()
-    try:
-        response = await client.chat(
-            model=model,
-            messages=messages,
-            format=json_schema,
-            options={"temperature": temperature, "num_predict": max_tokens},
+def normalise_host(host: str) -> str:
+    """``host:port`` as OLLAMA_HOST may give it, as a URL."""
+    return host if "://" in host else f"http://{host}"
+
+
+def token_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
+    if logprobs is None:
+        return None
+    return [
+        TokenLogprob(
+            token=t.token, logprob=t.logprob, top=[TopToken(token=a.token, logprob=a.logprob) for a in t.top_logprobs or ()]
+        )
+        for t in logprobs
+    ]
+
+
+class OllamaProvider:
+    """An Ollama server at `host`."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        host: str = DEFAULT_OLLAMA_HOST,
+        *,
+        policy: RetryPolicy | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        url = normalise_host(host)
+        self.host = public_url(url).rstrip("/")
+        self.secrets = url_secrets(url)
+        parts = httpx.URL(url)
+        self.auth = httpx.BasicAuth(parts.username, parts.password) if parts.username or parts.password else None
+        self.policy = policy or RetryPolicy(attempt_timeout=timeout, timeout_hint="raise FRUGAL_SLM_TIMEOUT")
+        self.clients = LoopClients(timeout, http_client)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, endpoint: str | None = None) -> OllamaProvider:
+        slm = settings.slm
+        policy = RetryPolicy.from_settings(settings.llm, attempt_timeout=slm.timeout, timeout_hint="raise FRUGAL_SLM_TIMEOUT")
+        return cls(endpoint or slm.host or DEFAULT_OLLAMA_HOST, policy=policy, timeout=slm.timeout)
+
+    def body(self, call: ChatCall) -> dict[str, Any]:
+        request = ChatRequest(
+            model=call.model,
+            messages=call.messages,  # type: ignore[arg-type]  # plain dicts validate into ollama.Message
             stream=False,
+            format=call.json_schema,
+            options={"temperature": call.temperature, "num_predict": call.max_tokens},
+            logprobs=True if call.logprobs else None,
+            top_logprobs=TOP_LOGPROBS if call.logprobs else None,
         )
-    except ollama.ResponseError as exc:
-        if exc.status_code == 404:
-            raise ModelRequestError(
-                f"ollama at {host} has no model '{model}': run `ollama pull {model}` or set FRUGAL_SLM_MODEL",
-                provider="ollama",
-                status=404,
+        return request.model_dump(exclude_none=True)
+
+    async def complete(self, call: ChatCall) -> Completion:
+        body = self.body(call)
+        url = self.host + "/api/chat"
+
+        async def attempt() -> httpx.Response:
+            response = await post(
+                self.clients.get(),
+                url,
+                body,
+                {},
+                provider=NAME,
+                where=self.host,
+                secrets=self.secrets,
+                auth=self.auth,
+                hint="start it (`ollama serve`) or set OLLAMA_HOST",
+            )
+            if response.status_code == 404:
+                raise ModelRequestError(
+                    f"ollama at {self.host} has no model '{call.model}': run `ollama pull {call.model}` or set FRUGAL_SLM_MODEL",
+                    provider=NAME,
+                    status=404,
+                )
+            check_status(response, provider=NAME, key_variable="OLLAMA_HOST", secrets=self.secrets)
+            return response
+
+        started = time.perf_counter()
+        response = await with_retries(attempt, self.policy, NAME)
+        latency = (time.perf_counter() - started) * 1000
+        try:
+            parsed = ollama.ChatResponse.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ModelError(
+                f"ollama at {self.host} sent a chat response without a message: {redact(response.text[:200], *self.secrets)}",
+                provider=NAME,
             ) from exc
-        kind = ModelUnavailable if exc.status_code >= 500 or exc.status_code == 429 else ModelRequestError
-        raise kind(
-            f"ollama at {host} answered {exc.status_code}: {exc.error}", provider="ollama", status=exc.status_code
-        ) from exc
-    except httpx.TimeoutException as exc:
-        raise ModelTimeout(f"ollama at {host} did not answer in time; raise FRUGAL_SLM_TIMEOUT", provider="ollama") from exc
-    except (ConnectionError, httpx.TransportError) as exc:
-        raise ModelUnavailable(
-            f"ollama cannot be reached at {host}: start it (`ollama serve`) or set OLLAMA_HOST", provider="ollama"
-        ) from exc
-    latency = (time.perf_counter() - started) * 1000
-    if response.message is None:
-        raise ModelError(f"ollama at {host} sent a chat response without a message", provider="ollama")
-    text = response.message.content or ""
-    if response.prompt_eval_count is not None and response.eval_count is not None:
-        usage = Usage(input_tokens=response.prompt_eval_count, output_tokens=response.eval_count)
-    else:  # Ollama leaves the counts out in some cases: count them, and say so
-        usage = Usage(
-            input_tokens=response.prompt_eval_count
-            if response.prompt_eval_count is not None
-            else count_tokens((m["content"] for m in messages), f"ollama/{model}"),
-            output_tokens=response.eval_count if response.eval_count is not None else count_tokens([text], f"ollama/{model}"),
-            estimated=True,
+        text = parsed.message.content or ""
+        if parsed.prompt_eval_count is not None and parsed.eval_count is not None:
+            usage = Usage(input_tokens=parsed.prompt_eval_count, output_tokens=parsed.eval_count)
+        else:  # Ollama leaves the counts out in some cases: count them, and say so
+            model_id = f"{NAME}/{call.model}"
+            usage = Usage(
+                input_tokens=parsed.prompt_eval_count
+                if parsed.prompt_eval_count is not None
+                else count_tokens((m["content"] for m in call.messages), model_id),
+                output_tokens=parsed.eval_count if parsed.eval_count is not None else count_tokens([text], model_id),
+                estimated=True,
+            )
+        return Completion(
+            text=text,
+            model=f"{NAME}/{call.model}",
+            served_model=served(NAME, call.model, parsed.model),
+            usage=usage,
+            latency_ms=latency,
+            finish_reason=normalise_finish_reason(parsed.done_reason),
+            logprobs=token_logprobs(parsed.logprobs),
         )
-    return Completion(
-        text=text,
-        model=f"ollama/{response.model or model}",
-        usage=usage,
-        latency_ms=latency,
-        finish_reason=response.done_reason,
-    )
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()

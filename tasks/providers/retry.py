@@ -1,9 +1,13 @@
-"""Retries for HTTP model calls: exponential backoff that honours Retry-After.
+"""Retries and deadlines for model calls.
 
-Connect errors, timeouts, 429 and 5xx are transient and retried, bounded in
-attempts and in total time; anything else is returned to the caller, which
-turns it into a typed error. Retry-After (seconds or an HTTP date) and
-`retry-after-ms` replace the backoff when the server sends them.
+Every attempt runs under one total deadline (connect, send and the whole
+response, however slowly it trickles in: `asyncio.timeout` around the attempt,
+not httpx's per-read timeouts), and the call under a hard ceiling, the retry
+budget, across all its attempts and waits. Transient failures
+(`ModelUnavailable`: connect errors, timeouts, 408/409/429/5xx) are retried with
+full-jitter exponential backoff, bounded in attempts and in total time;
+Retry-After (seconds or an HTTP date) and ``retry-after-ms`` replace the backoff
+when the server sends them. Anything else is raised at once.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 
 from tasks.core.errors import ModelTimeout, ModelUnavailable
 from tasks.core.log import step_logger
+from tasks.core.settings import LlmSettings
+
+T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -28,7 +36,31 @@ class RetryPolicy:
     max_attempts: int = 4
     base_delay: float = 0.5
     max_delay: float = 8.0
+    #: seconds for the whole call, every attempt and wait included (a hard ceiling)
     budget: float = 60.0
+    #: seconds for one attempt, connect to the last byte of the answer
+    attempt_timeout: float = 60.0
+    #: what to raise when attempts time out, e.g. "raise FRUGAL_LLM_TIMEOUT"
+    timeout_hint: str = "raise FRUGAL_LLM_TIMEOUT"
+
+    @classmethod
+    def from_settings(cls, llm: LlmSettings, *, attempt_timeout: float, timeout_hint: str) -> RetryPolicy:
+        """The retry settings (FRUGAL_LLM_MAX_ATTEMPTS, ..._BACKOFF_BASE, ..._MAX_RETRY_SECONDS) hold for every provider."""
+        return cls(
+            max_attempts=llm.max_attempts,
+            base_delay=llm.backoff_base,
+            budget=llm.max_retry_seconds,
+            attempt_timeout=attempt_timeout,
+            timeout_hint=timeout_hint,
+        )
+
+
+class Transient(ModelUnavailable):
+    """A transient answer (429, 5xx, ...): retried, after `retry_after` seconds when the server said so."""
+
+    def __init__(self, message: str, *, provider: str, status: int, retry_after: float | None) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
@@ -62,44 +94,34 @@ def backoff(policy: RetryPolicy, attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-async def send_with_retries(
-    send: Callable[[], Awaitable[httpx.Response]],
-    policy: RetryPolicy,
-    provider: str,
-    describe_error: Callable[[httpx.Response], str],
-) -> httpx.Response:
-    """Call `send` until it returns a non-transient response or the policy is spent."""
-    deadline = time.monotonic() + policy.budget
-    attempt = 0
+async def with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy, provider: str) -> T:
+    """`attempt()` under its deadline, again on transient failures, until it answers or the policy is spent."""
+    loop = asyncio.get_running_loop()
+    ceiling = loop.time() + policy.budget
+    count = 0
     while True:
-        attempt += 1
-        wait: float | None = None
+        count += 1
+        allowed = min(policy.attempt_timeout, ceiling - loop.time())
+        error: ModelUnavailable
         try:
-            response = await send()
-        except httpx.TimeoutException as exc:
-            error: ModelUnavailable = ModelTimeout(f"{provider} did not answer in time ({type(exc).__name__})", provider=provider)
-        except httpx.TransportError as exc:
-            error = ModelUnavailable(f"{provider} cannot be reached: {type(exc).__name__}: {exc}", provider=provider)
-        else:
-            if response.status_code not in TRANSIENT_STATUS:
-                return response
-            error = ModelUnavailable(
-                f"{provider} answered {response.status_code}: {describe_error(response)}",
-                provider=provider,
-                status=response.status_code,
-            )
-            wait = retry_after_seconds(response.headers)
-        if attempt >= policy.max_attempts:
-            raise ModelUnavailable(
-                f"{error} (gave up after {attempt} attempts)", provider=provider, status=error.status
-            ) from error
-        wait = backoff(policy, attempt) if wait is None else wait
-        if time.monotonic() + wait > deadline:
+            async with asyncio.timeout(allowed):
+                return await attempt()
+        except TimeoutError as exc:
+            error = ModelTimeout(f"{provider} did not answer within {allowed:.3g}s ({policy.timeout_hint})", provider=provider)
+            error.__cause__ = exc
+        except ModelUnavailable as exc:
+            error = exc
+        if count >= policy.max_attempts:
+            kind = ModelTimeout if isinstance(error, ModelTimeout) else ModelUnavailable
+            raise kind(f"{error} (gave up after {count} attempts)", provider=provider, status=error.status) from error
+        wait = getattr(error, "retry_after", None)
+        wait = backoff(policy, count) if wait is None else wait
+        if loop.time() + wait >= ceiling:
             raise ModelTimeout(
-                f"{error} (retry budget of {policy.budget:g}s spent after {attempt} attempts; "
+                f"{error} (retry budget of {policy.budget:g}s spent after {count} attempts; "
                 "raise FRUGAL_LLM_MAX_RETRY_SECONDS to wait longer)",
                 provider=provider,
                 status=error.status,
             ) from error
-        step_logger().warning("%s; retry %d/%d in %.2fs", error, attempt, policy.max_attempts - 1, wait)
+        step_logger().warning("%s; retry %d/%d in %.2fs", error, count, policy.max_attempts - 1, wait)
         await asyncio.sleep(wait)

@@ -2,7 +2,9 @@
 
 Small tier, ``FRUGAL_SLM_PROVIDER=auto`` (the default): Ollama when
 ``OLLAMA_HOST`` is set and answers at start, else the bundled in-process model
-(`local`). Large tier, ``FRUGAL_LLM_PROVIDER=auto``: Anthropic when
+(`local`). Whether Ollama answers is asked once per host and process, without
+blocking the event loop (`probe_tiers`, awaited before a pipeline run reads the
+tiers). Large tier, ``FRUGAL_LLM_PROVIDER=auto``: Anthropic when
 ``ANTHROPIC_API_KEY`` is set, OpenAI(-compatible) when ``OPENAI_API_KEY`` or
 ``OPENAI_BASE_URL`` is, else the local model with a one-line warning, so the
 pipelines still run. Results always name the model that answered.
@@ -10,6 +12,7 @@ pipelines still run. Results always name the model that answered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from dataclasses import dataclass
@@ -17,26 +20,51 @@ from typing import Any
 
 import httpx
 
-from tasks.core.settings import LlmSettings, SlmSettings, get_settings
+from tasks.core.redact import public_url
+from tasks.core.settings import LlmSettings, Settings, SlmSettings, get_settings
+from tasks.providers.anthropic import DEFAULT_ANTHROPIC_URL
 from tasks.providers.llama_cpp import DEFAULT_MODEL_ID
+from tasks.providers.ollama import DEFAULT_OLLAMA_HOST, normalise_host
+from tasks.providers.openai import DEFAULT_OPENAI_URL
+from tasks.providers.single_flight import single_flight
 
-DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
+__all__ = [
+    "Choice",
+    "DEFAULT_ANTHROPIC_URL",
+    "DEFAULT_OPENAI_URL",
+    "large_choice",
+    "local_choice",
+    "ollama_reachable",
+    "probe_ollama",
+    "probe_tiers",
+    "public_settings",
+    "reference_model",
+    "small_choice",
+]
+
 log = logging.getLogger("frugal")
 _lock = threading.Lock()
 _probed: dict[str, bool] = {}
 _said: set[str] = set()
+#: seconds the start-up probe of Ollama waits for /api/version
+PROBE_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
 class Choice:
     provider: str
     model: str
-    #: Ollama host or HTTP base URL, None for the local model
+    #: Ollama host or HTTP base URL (as configured, credentials included), None for the local model
     endpoint: str | None
 
     @property
     def model_id(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    @property
+    def public_endpoint(self) -> str | None:
+        """The endpoint without ``user:password@``: what keys, messages and logs may hold."""
+        return None if self.endpoint is None else public_url(self.endpoint)
 
 
 def _say_once(key: str, message: str, level: int = logging.WARNING) -> None:
@@ -47,22 +75,46 @@ def _say_once(key: str, message: str, level: int = logging.WARNING) -> None:
     log.log(level, message)
 
 
-def ollama_reachable(host: str) -> bool:
-    """GET /api/version once per host per process (1 s timeout)."""
+async def probe_ollama(host: str) -> bool:
+    """GET /api/version once per host per process (PROBE_TIMEOUT), on the event loop without blocking it."""
     with _lock:
         if host in _probed:
             return _probed[host]
-    try:
-        ok = httpx.get(host.rstrip("/") + "/api/version", timeout=1.0, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        ok = False
+
+    async def ask() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=PROBE_TIMEOUT, trust_env=False) as client:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    response = await client.get(host.rstrip("/") + "/api/version")
+            return response.status_code == 200
+        except (httpx.HTTPError, TimeoutError):
+            return False
+
+    ok = await single_flight("ollama-probe:" + host, ask)
     with _lock:
-        _probed[host] = ok
-    return ok
+        _probed.setdefault(host, ok)
+        return _probed[host]
 
 
-def _normalise_host(host: str) -> str:
-    return host if "://" in host else f"http://{host}"
+def ollama_reachable(host: str) -> bool:
+    """The probe's answer for `host`. Not yet probed in this process: probed now, in a thread of its
+    own so that a running event loop is never asked to wait on itself (only a model step called outside
+    a pipeline run gets here; a run awaits `probe_tiers` first)."""
+    with _lock:
+        if host in _probed:
+            return _probed[host]
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(asyncio.run(probe_ollama(host))), name="ollama-probe")
+    worker.start()
+    worker.join()
+    return bool(result and result[0])
+
+
+async def probe_tiers(settings: Settings | None = None) -> None:
+    """Ask, once per process, what the tiers' choice depends on (is Ollama up?), without blocking the loop."""
+    slm = (settings or get_settings()).slm
+    if slm.provider == "auto" and slm.host:
+        await probe_ollama(normalise_host(slm.host))
 
 
 def local_choice(slm: SlmSettings) -> Choice:
@@ -70,23 +122,28 @@ def local_choice(slm: SlmSettings) -> Choice:
     return Choice("local", model, None)
 
 
-def small_choice(slm: SlmSettings | None = None) -> Choice:
+def small_choice(slm: SlmSettings | None = None, provider: str | None = None) -> Choice:
+    """The small tier's provider, model and endpoint; `provider` (a node's choice) wins over the setting."""
     slm = slm or get_settings().slm
-    if slm.provider == "local":
+    provider = provider or slm.provider
+    if provider == "local":
         return local_choice(slm)
-    if slm.provider == "ollama":
-        return Choice("ollama", slm.model, _normalise_host(slm.host or "http://127.0.0.1:11434"))
-    if slm.host and ollama_reachable(_normalise_host(slm.host)):
-        return Choice("ollama", slm.model, _normalise_host(slm.host))
+    if provider == "ollama":
+        return Choice(provider, slm.model, normalise_host(slm.host or DEFAULT_OLLAMA_HOST))
+    if provider != "auto":  # another registered provider: its own endpoint setting
+        return Choice(provider, slm.model, None)
+    if slm.host and ollama_reachable(normalise_host(slm.host)):
+        return Choice("ollama", slm.model, normalise_host(slm.host))
     choice = local_choice(slm)
-    why = f"Ollama at {slm.host} does not answer" if slm.host else "OLLAMA_HOST is not set"
+    why = f"Ollama at {public_url(normalise_host(slm.host))} does not answer" if slm.host else "OLLAMA_HOST is not set"
     _say_once("slm-local", f"small model: {why}; using the bundled local model {choice.model_id}", logging.INFO)
     return choice
 
 
-def large_choice(llm: LlmSettings | None = None) -> Choice:
+def large_choice(llm: LlmSettings | None = None, provider: str | None = None, slm: SlmSettings | None = None) -> Choice:
+    """The large tier's provider, model and endpoint; `provider` (a node's choice) wins over the setting."""
     llm = llm or get_settings().llm
-    provider = llm.provider
+    provider = provider or llm.provider
     if provider == "auto":
         if llm.anthropic_api_key is not None:
             provider = "anthropic"
@@ -100,10 +157,12 @@ def large_choice(llm: LlmSettings | None = None) -> Choice:
                 "the large tier falls back to the bundled local model",
             )
     if provider == "local":
-        return local_choice(get_settings().slm)
+        return local_choice(slm or get_settings().slm)
     if provider == "anthropic":
         return Choice("anthropic", llm.model or "claude-haiku-4-5", llm.anthropic_base_url)
-    return Choice("openai", llm.model or "gpt-4o-mini", llm.openai_base_url or DEFAULT_OPENAI_URL)
+    if provider == "openai":
+        return Choice("openai", llm.model or "gpt-4o-mini", llm.openai_base_url or DEFAULT_OPENAI_URL)
+    return Choice(provider, llm.model or "", None)  # a registered provider of an extension: its own defaults
 
 
 _public: tuple[object, dict[str, Any]] | None = None
@@ -115,7 +174,7 @@ def public_settings() -> dict[str, Any]:
     s = get_settings()
     if _public is not None and _public[0] is s:
         return _public[1]
-    small, large = small_choice(s.slm), large_choice(s.llm)
+    small, large = small_choice(s.slm), large_choice(s.llm, slm=s.slm)
     value = {
         "cache": {"ttl": s.cache.ttl, "prefix": s.cache.prefix},
         "slm": {"provider": small.provider, "model": small.model},
@@ -130,4 +189,4 @@ def reference_model() -> str:
     s = get_settings()
     if s.prices.reference_model:
         return s.prices.reference_model
-    return large_choice(s.llm).model_id
+    return large_choice(s.llm, slm=s.slm).model_id

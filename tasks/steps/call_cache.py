@@ -1,11 +1,12 @@
 """A Prefect cache policy for model calls: the key is the request actually sent.
 
 Prefect's default policy hashes the task's inputs, source and run id, so a
-re-run of a flow would pay again. This one hashes only a JSON-native identity
-of the request (provider, model, endpoint, normalised messages, output-changing
-parameters), resolved against settings, so a retried or re-run flow never pays
+re-run of a flow would pay again. This one is the request's identity
+(`tasks.core.request_key`, through `model_call.prepare`): provider, model,
+endpoint without credentials, normalised messages and output-changing
+parameters, resolved against settings. A retried or re-run flow never pays
 twice for a call it already made, even when the prompt cache was down. API keys
-are never part of the identity.
+are never part of it.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
-from tasks.core.canonical import sha256_of
+from tasks.steps.model_call import PreparedCall
 
 
 @dataclass
 class RequestKey(CachePolicy):
-    """Key = sha256 of `identify(inputs["request"])`, namespaced by `kind`."""
+    """Key = `kind` + the identity key of `prepare(inputs["request"])`."""
 
     kind: str = "call"
-    identify: Callable[[Any], dict[str, Any]] | None = None
+    prepare: Callable[[Any], PreparedCall] | None = None
 
     def compute_key(
         self,
@@ -35,6 +36,6 @@ class RequestKey(CachePolicy):
         **kwargs: Any,
     ) -> str | None:
         request = inputs.get("request")
-        if request is None or self.identify is None:
+        if request is None or self.prepare is None:
             return None
-        return f"{self.kind}-{sha256_of(self.identify(request))}"
+        return f"{self.kind}-{self.prepare(request).identity.key}"

@@ -1,9 +1,7 @@
-"""`hash_prompt`: the request key shared by the prompt cache and Prefect's result cache.
+"""`hash_prompt`: the prompt-cache key of a pipeline's request.
 
-The key is sha256 over the canonical JSON of this projection of the request:
-
-    {"k": KEY_SCHEMA, "namespace", "tier", "models", "messages", "params",
-     "pipeline", "version"}
+The key is `tasks.core.request_key.request_identity` of the request as the
+pipeline sees it, before routing:
 
 - `tier` is the tier asked for ("auto" lets the pipeline's router choose) and
   `models` the model id of each tier that may answer, so changing a model
@@ -22,8 +20,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.core.canonical import KEY_SCHEMA, NotPlain, drop_none, plain, sha256_of, sha256_of_plain
 from tasks.core.records import Message, build_messages
+from tasks.core.request_key import request_identity
 
 
 class HashRequest(BaseModel):
@@ -44,21 +42,15 @@ class HashRequest(BaseModel):
 
 def request_key(request: HashRequest) -> str:
     """The sha256 hex key of a request. Pure: same request, same key, in any process."""
-    projection = {
-        "k": KEY_SCHEMA,
-        "namespace": request.namespace,
-        "tier": request.tier,
-        "models": request.models,  # the canonical text sorts keys
-        "messages": build_messages(request.system, request.prompt, request.messages),
-        "params": drop_none(request.params),
-        "pipeline": request.pipeline,
-        "version": request.version,
-    }
-    try:  # only `params` may hold floats and the like: the rest is validated strings
-        projection["params"] = plain(projection["params"])
-    except NotPlain:
-        return sha256_of(projection)
-    return sha256_of_plain(projection)
+    return request_identity(
+        namespace=request.namespace,
+        tier=request.tier,
+        models=request.models,
+        messages=build_messages(request.system, request.prompt, request.messages),
+        params=request.params,
+        pipeline=request.pipeline,
+        version=request.version,
+    ).key
 
 
 @task(name="hash_prompt", cache_policy=NO_CACHE, persist_result=False)

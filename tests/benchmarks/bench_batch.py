@@ -32,7 +32,7 @@ Not a test: it prints figures and asserts nothing. What it does, in one process:
    (at most 15 % of its CPU busy over half a second, waiting up to a minute): what the previous run
    left behind, a Prefect server still taking in its task runs and events, must not slow the next.
 6. With --sharded-clients K, before the baseline, an experiment: the cold inline run again with each model endpoint served
-   by K HTTP clients in turn instead of one (tasks/clients.py keeps one), to show what the pool's
+   by K HTTP clients in turn instead of one (each provider keeps one per event loop), to show what the pool's
    per-request scan of its connections costs.
 
 The Prefect server is a loopback `prefect server start` on a fresh PostgreSQL database (the SQLite
@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import resource
@@ -67,6 +68,10 @@ sys.path.insert(0, str(PROJECT))
 
 from machine import cpu_seconds_of, peak_rss_mb, reset_peak_rss, wait_until_quiet  # noqa: E402  beside this file
 from profiling import BIN, RATE, py_spy, summarise_profile  # noqa: E402
+
+from tasks.providers import ChatCall, get_provider, register_provider  # noqa: E402
+from tasks.providers.ollama import OllamaProvider  # noqa: E402
+from tasks.providers.openai import OpenAIProvider  # noqa: E402
 
 WORDS = (
     "the quarterly report shows revenue growth across regions while costs rose slightly due to new hires "
@@ -304,21 +309,37 @@ def measure(name: str, items: int, peer_url: str, out: list[Measured], profile: 
 
 
 async def client_ceiling(url: str, concurrency: int, n: int) -> tuple[float, float]:
-    """Ollama chat requests through the project's shared httpx-based client, nothing else: (items/s, cpu ms/request)."""
-    import importlib
-
-    call_slm = importlib.import_module("tasks.steps.call_slm")  # the package attribute of that name is the task
+    """Ollama chat requests through the project's Ollama provider (its httpx client), nothing else: (items/s, cpu ms/request)."""
+    provider = get_provider("ollama", endpoint=url)
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
         async with semaphore:
-            await call_slm.ollama_client(url, 60.0).chat(
-                model="bench", messages=[{"role": "user", "content": f"ceiling {i}"}], stream=False
+            await provider.complete(
+                ChatCall(model="bench", messages=[{"role": "user", "content": f"ceiling {i}"}], max_tokens=64, temperature=0)
             )
 
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
     return n / (time.perf_counter() - started), (time.process_time() - cpu) / n * 1000
+
+
+class _ClientRing:
+    """Stands in for a provider's per-loop client: `k` clients of this loop, used in turn."""
+
+    def __init__(self, k: int, limits: Any) -> None:
+        self.k, self.limits = k, limits
+        self.cycle: Iterator[Any] | None = None
+
+    def get(self) -> Any:
+        import httpx
+
+        if self.cycle is None:
+            self.cycle = itertools.cycle([httpx.AsyncClient(timeout=60.0, limits=self.limits) for _ in range(self.k)])
+        return next(self.cycle)
+
+    async def aclose(self) -> None:
+        """The experiment's clients live as long as the process."""
 
 
 @contextlib.contextmanager
@@ -327,39 +348,29 @@ def sharded_clients(k: int, concurrency: int) -> Iterator[None]:
 
     httpcore's pool scans every connection of a client on each request and release (with a
     getpeername and a poll per idle connection); at 32 connections that costs ~2 ms of CPU per
-    request. With k clients each scan covers concurrency / k connections.
+    request. With k clients each scan covers concurrency / k connections. The providers are
+    swapped through the registry, the seam an extension uses.
     """
-    import importlib
-    import itertools
-
     import httpx
-    import ollama
 
-    call_slm = importlib.import_module("tasks.steps.call_slm")  # the package attribute of that name is the task
-    call_llm = importlib.import_module("tasks.steps.call_llm")
-    limits = httpx.Limits(
-        max_connections=max(2, -(-concurrency // k) * 2), max_keepalive_connections=max(2, -(-concurrency // k) * 2)
-    )
-    rings: dict[tuple[Any, ...], Iterator[Any]] = {}
+    size = max(2, -(-concurrency // k) * 2)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
 
-    def ollama_client(host: str, timeout: float) -> Any:
-        key = (id(asyncio.get_running_loop()), "ollama", host, timeout)
-        if key not in rings:
-            rings[key] = itertools.cycle([ollama.AsyncClient(host=host, timeout=timeout, limits=limits) for _ in range(k)])
-        return next(rings[key])
+    def ringed(factory: Any) -> Any:
+        def make(settings: Any, endpoint: str | None) -> Any:
+            provider = factory(settings, endpoint)
+            provider.clients = _ClientRing(k, limits)
+            return provider
 
-    def http_client(timeout: float) -> Any:
-        key = (id(asyncio.get_running_loop()), "http", timeout)
-        if key not in rings:
-            rings[key] = itertools.cycle([httpx.AsyncClient(timeout=timeout, limits=limits) for _ in range(k)])
-        return next(rings[key])
+        return make
 
-    saved = (call_slm.ollama_client, call_llm.http_client)
-    call_slm.ollama_client, call_llm.http_client = ollama_client, http_client
+    register_provider("ollama", ringed(OllamaProvider.from_settings))
+    register_provider("openai", ringed(OpenAIProvider.from_settings))
     try:
         yield
     finally:
-        call_slm.ollama_client, call_llm.http_client = saved
+        register_provider("ollama", OllamaProvider.from_settings)
+        register_provider("openai", OpenAIProvider.from_settings)
 
 
 def batch_inputs(docs: Path, destination: Path) -> dict[str, Any]:

@@ -12,7 +12,9 @@ controls what it answers and records what it was asked:
 
 Every request is recorded first, then delayed (``peer.delay``), then may fail
 (``peer.fail_next``), then is checked for its key (``peer.api_key``), then is
-validated and answered in the provider's own JSON.
+validated and answered in the provider's own JSON, with token log-probabilities
+when the request asks for them (``peer.token_logprob`` each), and, with
+``peer.trickle`` set, sent one byte per ``trickle`` seconds.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import inspect
 import json
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import anthropic_routes, ollama_routes, openai_routes
@@ -72,7 +74,10 @@ class ModelPeer:
             "ollama_models": list(ollama_models) if ollama_models is not None else ["llama3.2:1b"],
             "api_key": api_key,
             "delay": delay,
-            "ollama_version": "0.12.6",
+            "ollama_version": "0.13.0",
+            "token_logprob": -0.05,
+            "trickle": 0.0,
+            "served_model": None,
             "openai_models": ["gpt-4o-mini"],
             "anthropic_models": ["claude-3-5-haiku-latest"],
             "prompt_cache": False,
@@ -83,6 +88,9 @@ class ModelPeer:
         self.api_key: str | None  # when set, OpenAI and Anthropic requests must carry it
         self.delay: float  # seconds added before every response
         self.ollama_version: str
+        self.token_logprob: float  # each generated token's log-probability, when a request asks for them
+        self.trickle: float  # > 0: every response body is sent one byte per `trickle` seconds
+        self.served_model: str | None  # OpenAI answers name this model instead of the one asked for
         self.openai_models: list[str]  # listed by GET /v1/models (not enforced)
         self.anthropic_models: list[str]  # listed by GET /v1/models with anthropic-version
         self.prompt_cache: bool  # simulate the providers' prompt caches in usage (see tests/peers/prompt_cache.py)
@@ -227,13 +235,34 @@ def _ollama_tag(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
 
 
+def _trickled(response: Response, seconds: float) -> Response:
+    """`response` with its body sent one byte every `seconds` (its headers, Content-Length included, at once):
+    a server that never pauses long enough for a per-read timeout, yet never finishes."""
+    source = response.body_iterator if isinstance(response, StreamingResponse) else None
+    body = b"" if source is not None else bytes(response.body)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        if source is None:
+            parts: Any = [body]
+        else:
+            parts = [chunk.encode() if isinstance(chunk, str) else bytes(chunk) async for chunk in source]
+        for part in parts:
+            for i in range(len(part)):
+                yield part[i : i + 1]
+                await asyncio.sleep(seconds)
+
+    headers = {k: v for k, v in response.headers.items()}
+    return StreamingResponse(chunks(), status_code=response.status_code, headers=headers)
+
+
 def _mask(key: str) -> str:
     return key[:3] + "*" * max(len(key) - 7, 4) + key[-4:] if len(key) > 8 else "*" * len(key)
 
 
 def _bind(peer: ModelPeer, handler: Callable[[ModelPeer, Request], Awaitable[Response]]):
     async def endpoint(request: Request) -> Response:
-        return await handler(peer, request)
+        response = await handler(peer, request)
+        return _trickled(response, peer.trickle) if peer.trickle > 0 else response
 
     endpoint.__name__ = handler.__name__
     return endpoint

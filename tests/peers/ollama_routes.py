@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .wire import count_tokens, error_response, pieces, prompt_tokens, rfc3339_now, truncate
+from .wire import count_tokens, error_response, logprob_entries, pieces, prompt_tokens, rfc3339_now, truncate
 
 if TYPE_CHECKING:
     from .model_peer import ModelPeer
@@ -130,9 +130,21 @@ def answer_text(body: dict[str, Any], answer: str) -> tuple[str, bool]:
     return truncate(answer, options.get("num_predict") if isinstance(options, dict) else None)
 
 
-def ndjson(model: str | None, kind: str, text: str, final: dict[str, Any]) -> list[bytes]:
-    """A streamed answer's lines: its pieces, then the final frame."""
-    lines = [(json.dumps(frame(model, kind, piece, done=False)) + "\n").encode() for piece in pieces(text)]
+def logprobs_of(body: dict[str, Any], text: str, chosen: float) -> dict[str, Any]:
+    """``{"logprobs": [...]}`` when the request asked for them (``logprobs: true``; Ollama 0.12.11+), else {}."""
+    if not body.get("logprobs"):
+        return {}
+    return {"logprobs": logprob_entries(text, chosen, int(body.get("top_logprobs") or 0))}
+
+
+def ndjson(
+    model: str | None, kind: str, text: str, final: dict[str, Any], body: dict[str, Any] | None = None, chosen: float = 0.0
+) -> list[bytes]:
+    """A streamed answer's lines: its pieces (with their log-probabilities when asked), then the final frame."""
+    lines = [
+        (json.dumps(frame(model, kind, piece, done=False, **logprobs_of(body or {}, piece, chosen))) + "\n").encode()
+        for piece in pieces(text)
+    ]
     return [*lines, (json.dumps(frame(model, kind, "", **final)) + "\n").encode()]
 
 
@@ -151,10 +163,10 @@ async def _complete(peer: ModelPeer, request: Request, kind: str) -> Response:
     text, cut = answer_text(body, answer)
     final = final_fields(body, text, cut, started, kind)
     if body.get("stream", True) is False:
-        return JSONResponse(frame(model, kind, text, **final))
+        return JSONResponse(frame(model, kind, text, **final, **logprobs_of(body, text, peer.token_logprob)))
 
     async def lines() -> AsyncIterator[bytes]:
-        for line in ndjson(model, kind, text, final):
+        for line in ndjson(model, kind, text, final, body, peer.token_logprob):
             yield line
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

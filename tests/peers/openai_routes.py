@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .wire import count_tokens, error_response, pieces, prompt_tokens, rand_id, request_id_headers, truncate
+from .wire import count_tokens, error_response, logprob_entries, pieces, prompt_tokens, rand_id, request_id_headers, truncate
 
 if TYPE_CHECKING:
     from .model_peer import ModelPeer
@@ -68,7 +68,19 @@ def answer_choice(body: dict[str, Any], answer: str) -> tuple[str, str]:
     return text, "length" if cut else "stop"
 
 
-def completion(head: dict[str, Any], choices: list[tuple[str, str]], usage: dict[str, Any]) -> dict[str, Any]:
+def logprobs_of(body: dict[str, Any], text: str, chosen: float) -> dict[str, Any] | None:
+    """A choice's ``logprobs`` object when the request asked for them (``logprobs: true``), else None."""
+    if not body.get("logprobs"):
+        return None
+    return {"content": logprob_entries(text, chosen, int(body.get("top_logprobs") or 0)), "refusal": None}
+
+
+def completion(
+    head: dict[str, Any],
+    choices: list[tuple[str, str]],
+    usage: dict[str, Any],
+    logprobs: list[dict[str, Any] | None] | None = None,
+) -> dict[str, Any]:
     """A whole (not streamed) chat completion object."""
     return {
         **head,
@@ -77,7 +89,7 @@ def completion(head: dict[str, Any], choices: list[tuple[str, str]], usage: dict
             {
                 "index": i,
                 "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
-                "logprobs": None,
+                "logprobs": logprobs[i] if logprobs else None,
                 "finish_reason": reason,
             }
             for i, (text, reason) in enumerate(choices)
@@ -88,13 +100,17 @@ def completion(head: dict[str, Any], choices: list[tuple[str, str]], usage: dict
     }
 
 
-def head_of(body: dict[str, Any]) -> dict[str, Any]:
-    return {"id": rand_id("chatcmpl-", 29), "created": int(time.time()), "model": body["model"]}
+def head_of(body: dict[str, Any], served_model: str | None = None) -> dict[str, Any]:
+    """An answer's id, time and model: the one asked for, or the one the server says it serves
+    (llama.cpp's server names its model file)."""
+    return {"id": rand_id("chatcmpl-", 29), "created": int(time.time()), "model": served_model or body["model"]}
 
 
 async def chat_completions(peer: ModelPeer, request: Request) -> Response:
     body, early = await peer.admit(request, "openai")
     early = early or _validate(body)
+    if early is None and body.get("top_logprobs") is not None and not body.get("logprobs"):
+        early = _error(400, "Invalid value for 'top_logprobs': 'logprobs' must be set to true.", param="top_logprobs")
     if early is not None:
         return early
     choices: list[tuple[str, str]] = []  # (text, finish_reason), one per choice (``n``)
@@ -106,10 +122,12 @@ async def chat_completions(peer: ModelPeer, request: Request) -> Response:
     n_prompt = prompt_tokens(body)
     cached = peer.cache.openai(body) if peer.prompt_cache else 0
     usage = usage_of(n_prompt, sum(count_tokens(text) for text, _ in choices), cached)
-    head = head_of(body)
+    head = head_of(body, peer.served_model)
     headers = request_id_headers("openai")
+    chosen = peer.token_logprob
     if not body.get("stream"):
-        return JSONResponse(completion(head, choices, usage), headers=headers)
+        logprobs = [logprobs_of(body, text, chosen) for text, _ in choices]
+        return JSONResponse(completion(head, choices, usage, logprobs), headers=headers)
 
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
@@ -126,7 +144,9 @@ async def chat_completions(peer: ModelPeer, request: Request) -> Response:
         return f"data: {json.dumps(data)}\n\n".encode()
 
     def choice(i: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        return {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        piece = delta.get("content")
+        logprobs = logprobs_of(body, piece, chosen) if piece and finish_reason is None else None
+        return {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
 
     async def events() -> AsyncIterator[bytes]:
         for i, (text, reason) in enumerate(choices):

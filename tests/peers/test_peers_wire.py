@@ -94,7 +94,7 @@ def test_loopback_server_starts_on_ephemeral_port_and_stops_cleanly() -> None:
     with server:
         assert server.url.startswith("http://127.0.0.1:") and server.port and server.port > 0
         assert server.running
-        assert httpx.get(server.url + "/api/version", trust_env=False).json() == {"version": "0.12.6"}
+        assert httpx.get(server.url + "/api/version", trust_env=False).json() == {"version": "0.13.0"}
     assert not server.running
     assert set(threading.enumerate()) == before
     with pytest.raises(ConnectionRefusedError):
@@ -479,3 +479,53 @@ def test_openai_prompt_cache_usage_read_by_the_official_client(peer: ModelPeer, 
     assert (second.usage.prompt_tokens, second.usage.prompt_tokens_details.cached_tokens) == (1302, 1280)
     small = oai.chat.completions.create(model="gpt-4o-mini", messages=user("short prompt"))
     assert small.usage.prompt_tokens_details.cached_tokens == 0
+
+
+# -- token log-probabilities and trickling ---------------------------------------------
+
+
+def test_openai_logprobs_read_by_the_official_client(peer: ModelPeer, oai: openai.OpenAI) -> None:
+    peer.responder = lambda protocol, body: "quite positive"
+    peer.token_logprob = -0.25
+    resp = oai.chat.completions.create(model="m", messages=user("x"), logprobs=True, top_logprobs=3)
+    content = resp.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == "quite positive"
+    assert [t.logprob for t in content] == [-0.25, -0.25]
+    assert bytes(content[1].bytes) == b" positive"
+    assert [a.token for a in content[0].top_logprobs] == ["quite", " alt1", " alt2"]
+    assert [a.logprob for a in content[0].top_logprobs] == [-0.25, -1.25, -2.25]
+    plain = oai.chat.completions.create(model="m", messages=user("x"))
+    assert plain.choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        oai.chat.completions.create(model="m", messages=user("x"), top_logprobs=2)
+
+
+def test_openai_streamed_logprobs_read_by_the_official_client(peer: ModelPeer, oai: openai.OpenAI) -> None:
+    peer.responder = lambda protocol, body: "one two"
+    chunks = list(oai.chat.completions.create(model="m", messages=user("x"), stream=True, logprobs=True, top_logprobs=1))
+    tokens = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [t.token for t in tokens] == ["one", " two"]
+    assert all(len(t.top_logprobs) == 1 for t in tokens)
+
+
+def test_ollama_logprobs_read_by_the_official_client(peer: ModelPeer, url: str) -> None:
+    peer.responder = lambda protocol, body: "label positive"
+    peer.token_logprob = -0.5
+    with ollama.Client(host=url) as client:
+        resp = client.chat(model=MODEL, messages=user("x"), logprobs=True, top_logprobs=2)
+        assert [(t.token, t.logprob) for t in resp.logprobs] == [("label", -0.5), (" positive", -0.5)]
+        assert [(a.token, a.logprob) for a in resp.logprobs[1].top_logprobs] == [(" positive", -0.5), (" alt1", -1.5)]
+        streamed = list(client.chat(model=MODEL, messages=user("x"), logprobs=True, stream=True))
+        assert [t.token for part in streamed for t in part.logprobs or ()] == ["label", " positive"]
+        assert client.chat(model=MODEL, messages=user("x")).logprobs is None
+    assert peer.requests[0].json["logprobs"] is True and peer.requests[0].json["top_logprobs"] == 2
+
+
+def test_trickle_sends_a_whole_answer_one_byte_at_a_time(peer: ModelPeer, url: str) -> None:
+    """Every byte arrives within a short read timeout, yet the answer takes seconds: only a total deadline stops it."""
+    peer.responder = lambda protocol, body: "ok"
+    peer.trickle = 0.01
+    with httpx.Client(timeout=httpx.Timeout(0.5), trust_env=False) as client:
+        response = client.post(url + "/api/chat", json={"model": MODEL, "messages": user("x"), "stream": False})
+    assert response.json()["message"]["content"] == "ok"
+    assert len(response.content) > 100  # so it took > 100 reads, each well under the read timeout

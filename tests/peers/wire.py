@@ -74,6 +74,21 @@ def last_user_text(body: dict[str, Any]) -> str:
     return content_text(body.get("prompt"))
 
 
+def logprob_entries(text: str, chosen: float, top: int) -> list[dict[str, Any]]:
+    """One entry per token (word piece) of ``text``, as OpenAI's ``logprobs.content`` and Ollama's
+    ``logprobs`` write them: the token, its log-probability, its UTF-8 bytes, and ``top`` alternatives
+    (the chosen token first, then made-up ones, each less likely)."""
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    entries = []
+    for piece in pieces(text):
+        alternatives = [entry(piece, chosen)] + [entry(f" alt{k}", chosen - k) for k in range(1, max(top, 0))]
+        entries.append({**entry(piece, chosen), "top_logprobs": alternatives[: max(top, 0)]})
+    return entries
+
+
 # -- ids and times ------------------------------------------------------------------
 
 
