@@ -117,7 +117,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_orchestrated(pipeline: str, inputs: dict[str, Any], *, debug: bool) -> Any:
     """A Prefect flow run on PREFECT_API_URL's server, else on a temporary one that dies with us."""
     import asyncio
-    import contextlib
 
     from flows.orchestration.flow import run_orchestrated
     from flows.orchestration.quiet_logs import quiet_frugal_errors
@@ -125,11 +124,11 @@ def _run_orchestrated(pipeline: str, inputs: dict[str, Any], *, debug: bool) -> 
 
     if not debug:
         quiet_frugal_errors()
-    server: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-    if not os.environ.get("PREFECT_API_URL"):
-        print("starting a temporary Prefect server for this run (set PREFECT_API_URL to use yours)", file=sys.stderr)
-        server = temporary_server()
-    with server:
+    if os.environ.get("PREFECT_API_URL"):
+        return asyncio.run(run_orchestrated(pipeline, inputs))
+    with temporary_server() as (api_url, pid):
+        hint = "set PREFECT_API_URL to use yours"
+        print(f"a temporary Prefect server (pid {pid}, {api_url}) for this run; {hint}", file=sys.stderr)
         return asyncio.run(run_orchestrated(pipeline, inputs))
 
 
@@ -339,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API request is noise
     try:
         return int(args.func(args))
     except SpecErrors as exc:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import prefect
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
 from tasks.core.errors import ConfigError
@@ -103,11 +105,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def temporary_server() -> Iterator[str]:
-    """A server for the duration of the block, PREFECT_API_URL pointing at it; yields the API URL."""
+def temporary_server() -> Iterator[tuple[str, int]]:
+    """A server for the duration of the block, PREFECT_API_URL pointing at it; yields its API URL and pid."""
     process, api_url = start()
     try:
         with temporary_settings({PREFECT_API_URL: api_url}):
-            yield api_url
+            try:
+                yield api_url, process.pid
+            finally:  # the run's last events and log lines reach the server before it stops
+                EventsWorker.drain_all(timeout=10)
+                APILogWorker.drain_all(timeout=10)
     finally:
         stop(process)
