@@ -33,7 +33,9 @@ async def run_pipeline(pipeline: str = "answer", inputs: dict[str, Any] | None =
     return await orchestrate(catalog.load(pipeline), inputs)
 
 
-async def orchestrate(compiled: Pipeline, inputs: dict[str, Any] | None) -> dict[str, Any]:
+async def orchestrate(
+    compiled: Pipeline, inputs: dict[str, Any] | None, runner: OrchestratedRunner | None = None
+) -> dict[str, Any]:
     """The body of every pipeline flow: run the nodes as task runs, publish the result artifact."""
     install()
     ctx = FlowRunContext.get()
@@ -45,7 +47,7 @@ async def orchestrate(compiled: Pipeline, inputs: dict[str, Any] | None) -> dict
         flow_run_id=str(current.id) if current is not None else None,
         deployment_id=str(current.deployment_id) if current is not None and current.deployment_id else None,
     )
-    result = await execute(compiled, inputs, OrchestratedRunner(), run)
+    result = await execute(compiled, inputs, runner or OrchestratedRunner(), run)
     dumped = result.model_dump(mode="json")
     if ctx is not None:
         await publish_result(dumped, ctx.client)
