@@ -96,7 +96,8 @@ class InProcessRunner:
             names = ", ".join(f"{f.name}/{d.name}" for f, d in self.deployments)
             log.info("serving %s in process (limit %d runs at once)", names, self.limit)
             if self.ready is not None:
-                self.ready(f"serving {names} at {client.api_url} (in this process, {self.limit} runs at once); Ctrl-C stops")
+                where = str(client.api_url).rstrip("/")
+                self.ready(f"serving {names} at {where} (in this process, {self.limit} runs at once); Ctrl-C stops")
             self.started.set()
             try:
                 await asyncio.gather(self._listen(), self._poll())
