@@ -173,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not args.debug:
         quiet_frugal_errors(drop=False)
-    serve_pipelines(args.pipelines or catalog.known_names(), in_process=not args.subprocess)
+    serve_pipelines(args.pipelines or catalog.known_names(), in_process=not args.subprocess, record_skips=args.record_skips)
     return 0
 
 
@@ -305,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("pipelines", nargs="*", help="default: every pipeline")
     serve.add_argument(
         "--subprocess", action="store_true", help="Prefect's runner: a new process per run (default: in this process, faster)"
+    )
+    serve.add_argument(
+        "--record-skips",
+        action="store_true",
+        help="also record each skipped node as a Skipped task run (slower; the run's Markdown artifact always lists them)",
     )
     serve.set_defaults(func=cmd_serve)
 

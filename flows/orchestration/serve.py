@@ -28,6 +28,7 @@ from prefect.schedules import Cron
 from flows.language import catalog
 from flows.orchestration.inprocess_runner import serve_in_process
 from flows.orchestration.pipeline_flows import flow_for
+from flows.orchestration.task_runs import RECORD_SKIPS
 from tasks.core.errors import ConfigError
 
 
@@ -69,11 +70,13 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def serve_pipelines(names: list[str], *, in_process: bool = True) -> None:
+def serve_pipelines(names: list[str], *, in_process: bool = True, record_skips: bool = False) -> None:
     """Serve the pipelines: in this process (fastest, the default), or one subprocess per run (Prefect's runner).
 
     Prints one line on stdout once runs can be taken: what is served, and the API URL.
+    `record_skips`: a *Skipped* task run per skipped node (slower; see `flows.orchestration.task_runs`).
     """
+    RECORD_SKIPS.set(record_skips)
     if in_process:
         asyncio.run(serve_in_process([(flow_for(name), deployment_for(name)) for name in names], ready=_say))
     else:

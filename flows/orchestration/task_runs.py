@@ -15,6 +15,7 @@ the cached result replaced, as the prompt cache's own bypass does.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 from uuid import UUID
@@ -48,14 +49,18 @@ async def _chunk(work: Callable[[], Awaitable[Any]], items: int, key: str | None
 CHUNK_KEY = CachePolicy.from_cache_key_fn(lambda ctx, parameters: parameters.get("key"))
 
 
+#: the default of `OrchestratedRunner(record_skips=...)` in this context (`frugal serve --record-skips`)
+RECORD_SKIPS: ContextVar[bool] = ContextVar("record_skips", default=False)
+
+
 class OrchestratedRunner:
     """Each node is a Prefect task run named after its node id."""
 
     mode: Literal["orchestrated"] = "orchestrated"
 
-    def __init__(self, *, record_skips: bool = False) -> None:
+    def __init__(self, *, record_skips: bool | None = None) -> None:
         #: a *Skipped* task run per skipped node (the engine asks `shows_skips`)
-        self.shows_skips = record_skips
+        self.shows_skips = RECORD_SKIPS.get() if record_skips is None else record_skips
         #: set once this run's cache lookup said `bypass`: model calls refresh Prefect's result cache
         self.bypass = False
         self._tasks: dict[int, Task[Any, Any]] = {}
