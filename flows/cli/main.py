@@ -7,7 +7,7 @@
     frugal graph PIPELINE [--format mermaid|dot|svg|png] [--output FILE]
     frugal report [--since 7d] [--by pipeline|model|route|day] [--json] [--png PATH]
     frugal list
-    frugal demo [--inline]
+    frugal demo [--inline | --orchestrated]
 
 Errors print one line and exit non-zero; `--debug` shows the traceback.
 
@@ -178,9 +178,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import contextlib
+
     from flows.cli.demo import main as demo
 
-    return demo(inline=args.inline)
+    orchestrated = args.orchestrated if args.orchestrated is not None else orchestrated_by_default()
+    if not orchestrated:
+        return demo(inline=True)
+    from flows.orchestration.quiet_logs import quiet_frugal_errors
+    from flows.orchestration.temporary_server import temporary_server
+
+    if not args.debug:
+        quiet_frugal_errors()
+    server: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if not os.environ.get("PREFECT_API_URL"):
+        print("starting a temporary Prefect server for the demo; set PREFECT_API_URL to use yours", file=sys.stderr)
+        server = temporary_server()
+    with server:
+        return demo(inline=False)
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -298,7 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     lister.set_defaults(func=cmd_list)
 
     demo = sub.add_parser("demo", help="run the demo: prompts through answer, reviews through sentiment")
-    demo.add_argument("--inline", action="store_true", help="without Prefect flow runs")
+    demo_mode = demo.add_mutually_exclusive_group()
+    demo_mode.add_argument(
+        "--inline",
+        dest="orchestrated",
+        action="store_false",
+        default=None,
+        help="without Prefect (the default unless PREFECT_API_URL is set)",
+    )
+    demo_mode.add_argument("--orchestrated", dest="orchestrated", action="store_true", help="as Prefect flow runs")
     demo.set_defaults(func=cmd_demo)
 
     serve = sub.add_parser("serve", help="serve pipelines as Prefect deployments (no work pool needed)")

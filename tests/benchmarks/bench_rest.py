@@ -93,7 +93,8 @@ def phase(served: ServedPrefect, label: str, n: int) -> dict[str, float]:
     p50, p95 = statistics.median(times) * 1000, pct(times, 0.95) * 1000
     print(
         f"{label:<34} n={n:<4} p50={p50:7.0f} ms  p95={p95:7.0f} ms  "
-        f"server CPU/call={cpu_server / n * 1000:5.0f} ms  serve CPU/call={cpu_serve / n * 1000:5.0f} ms  task runs/hit={recorded}",
+        f"server CPU/call={cpu_server / n * 1000:5.0f} ms  serve CPU/call={cpu_serve / n * 1000:5.0f} ms  "
+        f"task runs/hit={recorded}",
         flush=True,
     )
     return {"p50": p50, "p95": p95}
