@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.benchmarks.machine import cpu_seconds_of, wait_until_quiet  # noqa: E402
 from tests.conftest import API_KEY, REDIS_URL  # noqa: E402
 from tests.peers.model_peer import ModelPeer  # noqa: E402
-from tests.prefect_server import BIN, ServedPrefect, served_prefect  # noqa: E402
+from tests.prefect_server import BIN, FAILING_PIPELINE, PROJECT, ServedPrefect, served_prefect  # noqa: E402
 
 PROMPT = "What is the capital of France?"
 
@@ -121,7 +121,13 @@ def main() -> int:
             "PREFECT_LOGGING_LEVEL": "WARNING",
         }
         print(f"Prefect server on SQLite, `frugal serve` in process; {args.n} cache hits per phase", flush=True)
-        with served_prefect(folder, env) as served:
+        pipelines = folder / "pipelines"  # the server fixture waits for the `fails` deployment too
+        pipelines.mkdir()
+        for path in (PROJECT / "deployments").glob("*.yaml"):
+            (pipelines / path.name).write_text(path.read_text())
+        (pipelines / "fails.yaml").write_text(FAILING_PIPELINE)
+        env["FRUGAL_PIPELINES_DIR"] = str(pipelines)
+        with served_prefect(folder, env, pipelines) as served:
             restart_serve(served)  # the fixture's serve logs at INFO; this one as configured above
             a = phase(served, "A  skips only in the artifact", args.n)
             restart_serve(served, "--record-skips")
