@@ -2,6 +2,7 @@
 #   make demo   the main job: prompts through `answer`, reviews through `sentiment`
 #   make test   the test suite (starts a local Redis if none answers on 6379)
 #   make bench  the cache-hit benchmark
+#   make path   put `frugal` on PATH (a link in ~/.local/bin to .venv/bin/frugal)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REDIS_PORT ?= 6379
 
-.PHONY: venv demo test lint bench redis sysdeps clean docs
+.PHONY: venv demo path test lint bench redis sysdeps clean docs
 
 venv: $(STAMP)
 
@@ -24,6 +25,15 @@ $(STAMP): pyproject.toml
 
 demo: venv
 	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=WARNING $(VENV)/bin/frugal demo
+	@echo
+	@echo "The CLI is $(VENV)/bin/frugal. To call it as \`frugal\`: \`source $(VENV)/bin/activate\`, or \`make path\`."
+
+# A link in ~/.local/bin (on PATH in most shells' defaults); says so when that folder is not on PATH.
+path: venv
+	@mkdir -p $(HOME)/.local/bin
+	@ln -sf "$(abspath $(VENV))/bin/frugal" $(HOME)/.local/bin/frugal
+	@echo "linked $(HOME)/.local/bin/frugal -> $(abspath $(VENV))/bin/frugal"
+	@case ":$$PATH:" in *":$(HOME)/.local/bin:"*) ;; *) echo "add $(HOME)/.local/bin to PATH: export PATH=\"$(HOME)/.local/bin:\$$PATH\"";; esac
 
 redis:
 	@if $(PY) -c "import redis; redis.Redis(port=$(REDIS_PORT), socket_connect_timeout=1).ping()" 2>/dev/null; then \

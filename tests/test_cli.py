@@ -267,3 +267,129 @@ def test_a_batch_draws_a_progress_bar_on_a_terminal(cli_env, peer, tmp_path):
     assert "nightly-summaries: summaries" in screen and "5/5" in screen, screen
     assert "━" in screen, "a bar, not lines"
     assert json.loads(out)["ok"] == 5
+
+
+def test_run_is_inline_unless_a_prefect_server_is_configured(cli_env, peer, tmp_path):
+    peer.responder = lambda protocol, body: "Paris."
+    proc = frugal(cli_env, "run", "answer", "-i", "prompt=Capital of France?", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["mode"] == "inline"
+    assert "Prefect server" not in proc.stderr and "telemetry" not in proc.stderr
+    assert not list((tmp_path / "prefect").glob("*.db"))  # no temporary server, no Prefect database
+
+    proc = frugal(cli_env, "run", "--help", cwd=tmp_path)
+    assert "the default unless PREFECT_API_URL is set" in " ".join(proc.stdout.split())
+
+
+def test_help_does_not_import_prefect(cli_env, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flows.cli.main", "--help"],
+        env={**cli_env, "PYTHONPATH": str(PROJECT_DIR)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "usage: frugal" in proc.stdout, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "argparse" in imported
+    assert not {name for name in imported if name.split(".")[0] == "prefect"}
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "soon"])
+def test_call_refuses_a_timeout_that_is_not_seconds(cli_env, tmp_path, value):
+    proc = frugal(cli_env, "call", "answer", "-i", "prompt=hi", "--timeout", value, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"argument --timeout: {value}" in proc.stderr.splitlines()[-1] or f"'{value}'" in proc.stderr.splitlines()[-1]
+    assert "seconds" in proc.stderr.splitlines()[-1]
+
+
+def test_report_names_the_reference_model_of_its_entries(cli_env, peer, tmp_path):
+    peer.responder = lambda protocol, body: "Paris."
+    then = {**cli_env, "FRUGAL_REFERENCE_MODEL": "openai/gpt-4o"}
+    assert frugal(then, "run", "answer", "-i", "prompt=Capital of France?", cwd=tmp_path).returncode == 0
+    now = {**cli_env, "FRUGAL_REFERENCE_MODEL": "openai/gpt-4o-mini"}
+    proc = frugal(now, "report", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Reference model: openai/gpt-4o (counterfactual" in proc.stdout, proc.stdout
+
+
+FAILING = """
+name: fails
+version: "1"
+description: Fails on purpose.
+inputs:
+  data: {type: object, default: {}}
+nodes:
+  key:
+    uses: hash_prompt
+    with: {prompt: "{{ inputs.data.missing }}"}
+output: "{{ key }}"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("debug", [False, True], ids=["one-line", "debug"])
+def test_an_orchestrated_failure_is_one_line(cli_env, tmp_path, debug):
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "fails.yaml").write_text(FAILING)
+    env = {**cli_env, "FRUGAL_PIPELINES_DIR": str(pipelines)}
+    args = ["--debug"] * debug + ["run", "fails", "--orchestrated", "-i", 'data={"present": 1}']
+    proc = subprocess.run([str(FRUGAL), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    if debug:
+        assert proc.stderr.count("Traceback (most recent call last)") >= 2, proc.stderr
+        return
+    line = assert_one_error_line(proc)
+    assert line == "error: node 'key': with: prompt: 'dict object' has no attribute 'missing'"
+    assert len(proc.stderr.splitlines()) < 12, proc.stderr
+    assert "telemetry" not in proc.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has stopped; only its exit status is left
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_run_leaves_no_prefect_server(cli_env, peer, tmp_path):
+    import threading
+
+    release = threading.Event()
+    peer.responder = lambda protocol, body: "late" if release.wait(60) else "too late"
+    proc = subprocess.Popen(
+        [str(FRUGAL), "run", "answer", "--orchestrated", "-i", "prompt=Capital of France?"],
+        env=cli_env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        server = None
+        for line in proc.stderr:
+            if found := re.search(r"a temporary Prefect server \(pid (\d+),", line):
+                server = int(found.group(1))
+                break
+        assert server is not None and _alive(server)
+        deadline = time.monotonic() + 120
+        while not peer.count() and time.monotonic() < deadline:  # the run is waiting on its model call
+            time.sleep(0.05)
+        assert peer.count(), "the run never called the model"
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _alive(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(server), f"the temporary Prefect server {server} outlived the killed run"
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,5 +1,6 @@
-"""Orchestrated runs on a real Prefect (test harness): one task run per node,
-skips visible, same results as inline, and no model call paid twice."""
+"""Orchestrated runs on a real Prefect (test harness): one task run per node that runs,
+skips shown in the run's Markdown artifact, the output where a Prefect user looks, same
+results as inline, no model call paid twice, and `bypass_cache` bypassing Prefect's cache too."""
 
 from __future__ import annotations
 
@@ -10,10 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect import task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from pydantic import BaseModel, ConfigDict
 
 from flows.language import registry
@@ -50,23 +58,71 @@ def strip_timing(result: dict) -> dict:
     }
 
 
-async def test_each_node_is_a_named_task_run_and_skips_are_visible(peer, redis_cache):
+async def artifacts_and_logs(state) -> tuple[dict[str, str], list[str]]:
+    """The flow run's Markdown artifact text by type, and its log lines."""
+    flow_run_id = state.state_details.flow_run_id
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+        for _ in range(100):  # log lines are sent in batches, a moment after the run
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            if any(log.message.startswith("output: ") for log in logs):
+                break
+            await asyncio.sleep(0.1)
+    return {a.type: a.data for a in artifacts if a.type == "markdown"}, [log.message for log in logs]
+
+
+async def test_each_node_that_runs_is_a_named_task_run_and_skips_are_in_the_artifact(peer, redis_cache):
     peer.responder = lambda protocol, body: "four"
     state = await run_pipeline("answer", {"prompt": "What is 2+2?"}, return_state=True)
     assert state.is_completed()
-    runs = await task_runs_of(state)
-    assert set(runs) == {"key", "lookup", "route", "small", "large", "store"}
-    assert runs["large"] == "Skipped"
-    assert runs["small"] == "Completed"
+    runs = await task_runs_of(state, 5)
+    assert runs == {"key": "Completed", "lookup": "Completed", "route": "Completed", "small": "Completed", "store": "Completed"}
 
     hit = await run_pipeline("answer", {"prompt": "What is 2+2?"}, return_state=True)
-    runs = await task_runs_of(hit)
-    assert [n for n, s in sorted(runs.items()) if s == "Skipped"] == ["large", "route", "small", "store"]
+    assert await task_runs_of(hit, 2) == {"key": "Completed", "lookup": "Completed"}  # no placeholder task runs
     result = await hit.aresult()
     assert result["output"]["cache"] == "hit"
     assert result["nodes"]["lookup"]["status"] == "cache_hit"
     assert result["nodes"]["small"]["status"] == "skipped"
     assert peer.count("/api/chat") == 1
+
+    # the skipped nodes and the answer, where a Prefect user looks: the Markdown artifact and the run's log
+    markdown, logs = await artifacts_and_logs(hit)
+    assert "**Skipped:** route, small, large, store" in markdown["markdown"]
+    assert "### Output\n\n```\nfour\n```" in markdown["markdown"]
+    assert "output: four" in logs
+
+
+async def test_record_skips_makes_skipped_task_runs(peer, redis_cache):
+    from flows.language import catalog
+    from flows.orchestration.flow import orchestrate
+    from flows.orchestration.task_runs import OrchestratedRunner
+
+    peer.responder = lambda protocol, body: "four"
+    await run_inline("answer", {"prompt": "What is 3+3?"})  # stored: the next run is a hit
+
+    @flow(name="record-skips")
+    async def recording() -> dict:
+        return await orchestrate(catalog.load("answer"), {"prompt": "What is 3+3?"}, OrchestratedRunner(record_skips=True))
+
+    hit = await recording(return_state=True)
+    runs = await task_runs_of(hit, 6)
+    assert [n for n, s in sorted(runs.items()) if s == "Skipped"] == ["large", "route", "small", "store"]
+
+
+async def test_bypass_cache_also_bypasses_prefects_result_cache(peer, redis_cache):
+    answers = iter(["first", "second", "third"])
+    peer.responder = lambda protocol, body: next(answers)
+    inputs = {"prompt": "Name a fruit.", "namespace": "bypass"}
+    first = await run_orchestrated("answer", inputs)
+    assert first.output["text"] == "first"
+    bypassed = await run_orchestrated("answer", {**inputs, "bypass_cache": True})
+    assert bypassed.output["cache"] == "bypass"
+    assert bypassed.output["text"] == "second", "answered from Prefect's result cache"
+    assert bypassed.nodes["small"].status == "ran"
+    assert peer.count("/api/chat") == 2
 
 
 @pytest.mark.parametrize(

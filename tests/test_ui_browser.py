@@ -127,12 +127,14 @@ def test_run_form_is_typed_and_starts_a_run(served_prefect, browser, shots):
         page.get_by_text(node, exact=True).first.wait_for(timeout=15_000)
     page.screenshot(path=str(shots / "ui-flow-run.png"))
 
-    # the run's Markdown artifact: the pipeline's diagram coloured by the path this run took
+    # the run's Markdown artifact: the output, and the pipeline's diagram coloured by the path this run took
     page.get_by_text("Artifacts", exact=True).first.click()
     page.get_by_text("took through the pipeline").first.click()
     page.wait_for_url(re.compile(r".*/artifacts/artifact/[0-9a-f-]{36}"))
     page.get_by_text("Path:").first.wait_for()
-    assert "key → lookup → route → small → store → output" in page.inner_text("body")
+    body = page.inner_text("body")
+    assert "key → lookup → route → small → store → output" in body
+    assert "Output" in body and "Paris." in body  # the answer, where a Prefect user looks
     diagram = page.locator("img[src^='data:image/svg+xml']").first
     diagram.wait_for()
     assert diagram.evaluate("img => img.naturalWidth") > 100  # the SVG decoded and drew

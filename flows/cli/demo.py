@@ -1,8 +1,9 @@
 """`frugal demo`: the main job on this machine, with nothing configured.
 
 A few prompts through `answer` (each twice: a miss, then a hit) and a handful
-of reviews through `sentiment`, as Prefect flow runs, then a table of what
-happened: route, model, cache, tokens, latency.
+of reviews through `sentiment`, inline, or as Prefect flow runs when a Prefect
+server is configured (`frugal demo --orchestrated` without one starts a temporary
+server), then a table of what happened: route, model, cache, tokens, latency.
 """
 
 from __future__ import annotations

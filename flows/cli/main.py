@@ -1,21 +1,24 @@
 """`frugal`: run, validate and serve pipelines from the command line.
 
-    frugal run PIPELINE --input key=value ... [--inline] [--json]
+    frugal run PIPELINE --input key=value ... [--inline | --orchestrated] [--json]
     frugal validate [PATH ...]
     frugal serve [PIPELINE ...] [--subprocess]
     frugal call DEPLOYMENT --input key=value ... [--wait/--no-wait] [--json]
     frugal graph PIPELINE [--format mermaid|dot|svg|png] [--output FILE]
     frugal report [--since 7d] [--by pipeline|model|route|day] [--json] [--png PATH]
     frugal list
-    frugal demo [--inline]
+    frugal demo [--inline | --orchestrated]
 
 Errors print one line and exit non-zero; `--debug` shows the traceback.
+
+Imports of the project and of Prefect are inside the commands that need them: `frugal --help`
+and `frugal validate` do not pay for Prefect (about 1.5 s of a cold start), and `frugal run`
+imports the Prefect flow engine only for an orchestrated run.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -24,14 +27,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.cli import gateway as gateway_commands
-from flows.engine.results import RunResult
-from flows.language import catalog
-from flows.language.compiler import all_errors
+from flows.cli import gateway as gateway_commands  # argparse only: the gateway itself loads when it runs
 from tasks.core.errors import FrugalError, InputError, SpecErrors
 from tasks.core.settings import get_settings
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
+#: our processes never send Prefect usage telemetry (it logged `ERROR Failed to send telemetry` offline)
+QUIET_PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def seconds(raw: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{raw} must be 0 or more seconds")
+    return value
+
+
+def orchestrated_by_default() -> bool:
+    """`frugal run` makes a Prefect flow run when a Prefect server is configured, else runs inline."""
+    return bool(os.environ.get("PREFECT_API_URL"))
 
 
 def parse_inputs(pairs: list[str], declared: dict[str, str]) -> dict[str, Any]:
@@ -83,20 +101,23 @@ def _convert(key: str, raw: str, kind: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from flows.cli.progress_bar import progress_display
+    from flows.language import catalog
+
     pipeline = catalog.load(args.pipeline)
     inputs = parse_inputs(args.input, {k: v.type for k, v in pipeline.spec.inputs.items()})
     pipeline.validate_inputs(inputs)  # fail before any model or server is started
-    from flows.cli.progress_bar import progress_display
+    orchestrated = args.orchestrated if args.orchestrated is not None else orchestrated_by_default()
 
     with progress_display():
-        if args.inline:
-            from flows.orchestration.flow import run_inline
+        if not orchestrated:
+            from flows.orchestration.inline import run_inline
 
             result = asyncio.run(run_inline(pipeline, inputs))
         else:
-            from flows.orchestration.flow import run_orchestrated
-
-            result = asyncio.run(run_orchestrated(args.pipeline, inputs))
+            result = _run_orchestrated(args.pipeline, inputs, debug=args.debug)
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0
@@ -109,7 +130,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_orchestrated(pipeline: str, inputs: dict[str, Any], *, debug: bool) -> Any:
+    """A Prefect flow run on PREFECT_API_URL's server, else on a temporary one that dies with us."""
+    import asyncio
+
+    from flows.orchestration.flow import run_orchestrated
+    from flows.orchestration.quiet_logs import quiet_frugal_errors
+    from flows.orchestration.temporary_server import temporary_server
+
+    if not debug:
+        quiet_frugal_errors()
+    if os.environ.get("PREFECT_API_URL"):
+        return asyncio.run(run_orchestrated(pipeline, inputs))
+    with temporary_server() as (api_url, pid):
+        hint = "set PREFECT_API_URL to use yours"
+        print(f"a temporary Prefect server (pid {pid}, {api_url}) for this run; {hint}", file=sys.stderr)
+        return asyncio.run(run_orchestrated(pipeline, inputs))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from flows.language import catalog
+    from flows.language.compiler import all_errors
+
     paths = [Path(p) for p in args.paths] or catalog.pipeline_paths()
     files: list[Path] = []
     for path in paths:
@@ -131,6 +173,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from flows.language import catalog
+
     for path in catalog.pipeline_paths():
         pipeline = catalog.load(str(path))
         inputs = ", ".join(f"{k}{'' if v.required else '?'}:{v.type}" for k, v in pipeline.spec.inputs.items())
@@ -139,22 +183,42 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.language import catalog
+    from flows.orchestration.quiet_logs import quiet_frugal_errors
     from flows.orchestration.serve import serve_pipelines
 
-    serve_pipelines(args.pipelines or catalog.known_names(), in_process=not args.subprocess)
+    if not args.debug:
+        quiet_frugal_errors(drop=False)
+    serve_pipelines(args.pipelines or catalog.known_names(), in_process=not args.subprocess, record_skips=args.record_skips)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import contextlib
+
     from flows.cli.demo import main as demo
 
-    return demo(inline=args.inline)
+    orchestrated = args.orchestrated if args.orchestrated is not None else orchestrated_by_default()
+    if not orchestrated:
+        return demo(inline=True)
+    from flows.orchestration.quiet_logs import quiet_frugal_errors
+    from flows.orchestration.temporary_server import temporary_server
+
+    if not args.debug:
+        quiet_frugal_errors()
+    server: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if not os.environ.get("PREFECT_API_URL"):
+        print("starting a temporary Prefect server for the demo; set PREFECT_API_URL to use yours", file=sys.stderr)
+        server = temporary_server()
+    with server:
+        return demo(inline=False)
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    from flows.engine.results import RunResult
     from flows.orchestration.rest_client import RestCaller
 
-    with RestCaller(args.api_url, timeout=args.http_timeout) as caller:
+    with RestCaller(args.api_url, httpx_settings={"timeout": args.http_timeout}) as caller:
         deployment = caller.find(args.deployment)
         inputs = parse_inputs(args.input, deployment.inputs)
         called = caller.call(deployment.name, inputs, wait=args.wait, timeout=args.timeout)
@@ -180,6 +244,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
+    from flows.language import catalog
     from flows.language.graph import draw
 
     pipeline = catalog.load(args.pipeline)
@@ -208,11 +273,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         period = "all time" if since is None else f"since {since:%Y-%m-%d %H:%M} UTC"
         print(f"Costs and savings {period}, by {args.by}: {len(entries)} ledger entries in {config().target.describe()}")
-        print(f"Reference model: {config().reference.model} (counterfactual = what it would have charged, no caching)\n")
+        reference = reference_models(entries, config().reference.model)
+        print(f"Reference model: {reference} (counterfactual = what it would have charged, no caching)\n")
         print(table(groups, total, args.by))
     if args.png:
         print(f"wrote {chart(entries, Path(args.png))}", file=sys.stderr)
     return 0
+
+
+def reference_models(entries: list[Any], current: str | None) -> str:
+    """The reference model(s) the entries' counterfactuals were computed against (the current one if none say)."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        model = getattr(entry, "reference_model", None)
+        if model:
+            counts[model] = counts.get(model, 0) + 1
+    if not counts:
+        return current or "-"
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{model} ({n} entries)" for model, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pipeline and print its output")
     run.add_argument("pipeline", help="a pipeline name (deployments/NAME.yaml) or a path to a YAML file")
     run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="an input; @FILE reads a file")
-    run.add_argument("--inline", action="store_true", help="run without Prefect task runs (fastest)")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--inline",
+        dest="orchestrated",
+        action="store_false",
+        default=None,
+        help="run in this process without Prefect (the default unless PREFECT_API_URL is set; fastest)",
+    )
+    mode.add_argument(
+        "--orchestrated",
+        dest="orchestrated",
+        action="store_true",
+        help="run as a Prefect flow run, each node a task run (the default when PREFECT_API_URL is set; "
+        "without it, on a temporary server started for this run)",
+    )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     run.set_defaults(func=cmd_run)
 
@@ -235,13 +329,26 @@ def build_parser() -> argparse.ArgumentParser:
     lister.set_defaults(func=cmd_list)
 
     demo = sub.add_parser("demo", help="run the demo: prompts through answer, reviews through sentiment")
-    demo.add_argument("--inline", action="store_true", help="without Prefect flow runs")
+    demo_mode = demo.add_mutually_exclusive_group()
+    demo_mode.add_argument(
+        "--inline",
+        dest="orchestrated",
+        action="store_false",
+        default=None,
+        help="without Prefect (the default unless PREFECT_API_URL is set)",
+    )
+    demo_mode.add_argument("--orchestrated", dest="orchestrated", action="store_true", help="as Prefect flow runs")
     demo.set_defaults(func=cmd_demo)
 
     serve = sub.add_parser("serve", help="serve pipelines as Prefect deployments (no work pool needed)")
     serve.add_argument("pipelines", nargs="*", help="default: every pipeline")
     serve.add_argument(
         "--subprocess", action="store_true", help="Prefect's runner: a new process per run (default: in this process, faster)"
+    )
+    serve.add_argument(
+        "--record-skips",
+        action="store_true",
+        help="also record each skipped node as a Skipped task run (slower; the run's Markdown artifact always lists them)",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -250,9 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE", help="an input; @FILE reads a file")
     call.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True, help="wait for the output (default)")
     call.add_argument("--json", action="store_true", help="print the flow run and the whole result as JSON")
-    call.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the run (default 300)")
+    call.add_argument("--timeout", type=seconds, default=300.0, help="seconds to wait for the run (default 300)")
     call.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL, else http://127.0.0.1:4200/api)")
-    call.add_argument("--http-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
+    call.add_argument("--http-timeout", type=seconds, default=30.0, help=argparse.SUPPRESS)
     call.set_defaults(func=cmd_call)
 
     graph = sub.add_parser("graph", help="draw a pipeline: nodes, edges from references, conditions")
@@ -273,8 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for name, value in QUIET_PREFECT.items():  # before anything imports Prefect
+        os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API request is noise
     try:
         return int(args.func(args))
     except SpecErrors as exc:

@@ -56,5 +56,3 @@ class InlineRunner:
 
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
         progress.report(pipeline, node.id, done, total)
-
-

@@ -17,12 +17,14 @@ from prefect.context import FlowRunContext
 from flows.engine.executor import execute
 from flows.engine.observers import RunInfo
 from flows.engine.results import RunResult
-from flows.engine.runners import InlineRunner
 from flows.language import catalog
 from flows.language.compiler import Pipeline
+from flows.orchestration.inline import run_inline
 from flows.orchestration.observers import install
 from flows.orchestration.run_artifact import publish_result
 from flows.orchestration.task_runs import OrchestratedRunner
+
+__all__ = ["orchestrate", "run_inline", "run_orchestrated", "run_pipeline"]
 
 
 @flow(name="frugal-pipeline", log_prints=False)
@@ -31,7 +33,9 @@ async def run_pipeline(pipeline: str = "answer", inputs: dict[str, Any] | None =
     return await orchestrate(catalog.load(pipeline), inputs)
 
 
-async def orchestrate(compiled: Pipeline, inputs: dict[str, Any] | None) -> dict[str, Any]:
+async def orchestrate(
+    compiled: Pipeline, inputs: dict[str, Any] | None, runner: OrchestratedRunner | None = None
+) -> dict[str, Any]:
     """The body of every pipeline flow: run the nodes as task runs, publish the result artifact."""
     install()
     ctx = FlowRunContext.get()
@@ -43,18 +47,11 @@ async def orchestrate(compiled: Pipeline, inputs: dict[str, Any] | None) -> dict
         flow_run_id=str(current.id) if current is not None else None,
         deployment_id=str(current.deployment_id) if current is not None and current.deployment_id else None,
     )
-    result = await execute(compiled, inputs, OrchestratedRunner(), run)
+    result = await execute(compiled, inputs, runner or OrchestratedRunner(), run)
     dumped = result.model_dump(mode="json")
     if ctx is not None:
         await publish_result(dumped, ctx.client)
     return dumped
-
-
-async def run_inline(pipeline: str | Pipeline, inputs: dict[str, Any] | None = None) -> RunResult:
-    """Run a pipeline without Prefect task runs: for latency-critical callers."""
-    install()
-    compiled = catalog.load(pipeline) if isinstance(pipeline, str) else pipeline
-    return await execute(compiled, inputs, InlineRunner())
 
 
 async def run_orchestrated(pipeline: str, inputs: dict[str, Any] | None = None) -> RunResult:

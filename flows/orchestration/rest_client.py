@@ -1,19 +1,21 @@
-"""Call a deployed pipeline over Prefect's REST API with nothing but httpx.
+"""Call a deployed pipeline over Prefect's REST API, through Prefect's own client.
 
     with RestCaller("http://127.0.0.1:4200/api") as caller:
         called = caller.call("answer", {"prompt": "What is the capital of France?"})
         called.result["output"]["text"]
 
-What it does, request by request (the README shows the same with curl):
+What it does, with `prefect.client.orchestration.get_client(sync_client=True)` (so the API URL,
+key, auth string, TLS settings and the client's own retries of 429/503 are Prefect's):
 
-1. find the deployment: `GET /deployments/name/{flow}/{deployment}`, or for a bare name
-   `POST /deployments/filter` by name (one match wanted);
-2. create a flow run with the pipeline's inputs as its parameters:
-   `POST /deployments/{id}/create_flow_run`; the server checks them against the
-   deployment's parameter schema (types, required inputs); unknown inputs are refused here,
-   before the request, against the same schema;
-3. poll `GET /flow_runs/{id}` until the run is final (every 50 ms for 2 s, then up to every 500 ms);
-4. read the output: the run's `result` artifact (`POST /artifacts/filter`; see
+1. find the deployment: `read_deployment_by_name("flow/deployment")`, or for a bare name
+   `read_deployments` filtered by name (one match wanted);
+2. create a flow run with the pipeline's inputs as its parameters
+   (`create_flow_run_from_deployment`); the server checks them against the deployment's
+   parameter schema; unknown inputs are refused here first, against the same schema;
+3. poll `read_flow_run` until the run is final (every 50 ms for 2 s, then up to every 500 ms:
+   an in-process cache hit completes in a few hundred ms, which `wait_for_flow_run`'s event
+   stream would cost a websocket per call to hear);
+4. read the output: the run's `result` artifact (`read_artifacts`; see
    `flows.orchestration.run_artifact` for why an artifact and not the persisted result).
 
 Errors are `CallError`s that say what went wrong: unknown deployment (with the known
@@ -23,20 +25,35 @@ message and its last error log line), timeout (the state the run was left in).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 import httpx
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterType,
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowFilter,
+    FlowFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterLevel,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import ArtifactSort, LogSort
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.core.errors import CallError, CallTimeout, DeploymentNotFound, ParametersRejected, RunFailed
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
-FAILED_STATES = frozenset({"FAILED", "CRASHED", "CANCELLED"})
+FAILED_STATES = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 RESULT_ARTIFACT_TYPE = "result"
-#: retries of a request the server answered 429 or 503 (0.2 s, doubled each time: 6.2 s in all)
-RETRIES = 5
 #: JSON-schema type of a parameter → the input type `frugal call` converts `key=value` to
 SCHEMA_TYPES = {
     "string": "string",
@@ -50,7 +67,7 @@ SCHEMA_TYPES = {
 
 @dataclass
 class Deployment:
-    id: str
+    id: UUID
     name: str  # flow/deployment
     schema: dict[str, Any]
 
@@ -73,37 +90,36 @@ class CallResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def api_url_from_env() -> str:
-    return os.environ.get("PREFECT_API_URL") or DEFAULT_API_URL
-
-
-def _auth_headers() -> dict[str, str]:
-    if os.environ.get("PREFECT_API_KEY"):
-        return {"Authorization": f"Bearer {os.environ['PREFECT_API_KEY']}"}
-    if os.environ.get("PREFECT_API_AUTH_STRING"):
-        import base64
-
-        return {"Authorization": "Basic " + base64.b64encode(os.environ["PREFECT_API_AUTH_STRING"].encode()).decode()}
-    return {}
-
-
-def _detail(response: httpx.Response) -> str:
+def _detail(exc: httpx.HTTPStatusError) -> str:
     try:
-        body = response.json()
+        body = exc.response.json()
     except ValueError:
-        return response.text.strip()[:500] or response.reason_phrase
+        return exc.response.text.strip()[:500] or exc.response.reason_phrase
     detail = body.get("detail", body) if isinstance(body, dict) else body
     return str(detail)
 
 
 class RestCaller:
-    """A small client of Prefect's REST API for calling deployments. Pass `http` to inject a client."""
+    """Calls deployments with Prefect's client. `api_url` (default: Prefect's PREFECT_API_URL setting,
+    else http://127.0.0.1:4200/api); `httpx_settings` go to the client (e.g. a `timeout`)."""
 
-    def __init__(self, api_url: str | None = None, *, http: httpx.Client | None = None, timeout: float = 30.0) -> None:
-        self.api_url = (api_url or api_url_from_env()).rstrip("/")
-        self._owns_http = http is None
-        self.http = http or httpx.Client(base_url=self.api_url, timeout=timeout, headers=_auth_headers())
+    def __init__(self, api_url: str | None = None, *, httpx_settings: dict[str, Any] | None = None) -> None:
+        self.api_url = (api_url or PREFECT_API_URL.value() or DEFAULT_API_URL).rstrip("/")
+        with temporary_settings({PREFECT_API_URL: self.api_url}):  # never a temporary ephemeral server
+            self._client: SyncPrefectClient = get_client(sync_client=True, httpx_settings=httpx_settings)
         self._found: dict[str, Deployment] = {}
+        self._entered = False
+
+    @property
+    def client(self) -> SyncPrefectClient:
+        """Prefect's client, opened on first use (`with RestCaller() as caller` closes it)."""
+        if not self._entered:
+            try:
+                self._client.__enter__()
+            except httpx.TransportError as exc:
+                raise self._unreachable(exc) from exc
+            self._entered = True
+        return self._client
 
     def __enter__(self) -> RestCaller:
         return self
@@ -112,40 +128,34 @@ class RestCaller:
         self.close()
 
     def close(self) -> None:
-        if self._owns_http:
-            self.http.close()
+        if self._entered:
+            self._entered = False
+            self._client.__exit__(None, None, None)
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One API request; 429 and 503 (a busy server, e.g. SQLite locked) are retried like Prefect's client does."""
-        for attempt in range(RETRIES + 1):
-            try:
-                response = self.http.request(method, self.api_url + path, **kwargs)
-            except httpx.TransportError as exc:
-                raise CallError(
-                    f"cannot reach the Prefect API at {self.api_url} ({type(exc).__name__}: {exc}); "
-                    "start it (`prefect server start`) or set PREFECT_API_URL"
-                ) from exc
-            if response.status_code not in (429, 503) or attempt == RETRIES:
-                return response
-            retry_after = response.headers.get("retry-after", "")
-            time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+    def _unreachable(self, exc: Exception) -> CallError:
+        return CallError(
+            f"cannot reach the Prefect API at {self.api_url} ({type(exc).__name__}: {exc}); "
+            "start it (`prefect server start`) or set PREFECT_API_URL"
+        )
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._request(method, path, **kwargs)
-        if response.is_error:
-            raise CallError(f"{method} {path}: HTTP {response.status_code}: {_detail(response)}")
-        return response.json()
+    def _api(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """One client call; transport and HTTP errors become `CallError`s naming `what`."""
+        try:
+            return call(*args, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        except httpx.HTTPStatusError as exc:
+            raise CallError(f"{what}: HTTP {exc.response.status_code}: {_detail(exc)}") from exc
 
     # -- deployments -------------------------------------------------------------------------
 
     def deployment_names(self) -> list[str]:
         """Every deployment as `flow/deployment`."""
-        deployments = self._json("POST", "/deployments/filter", json={"limit": 200})
-        flow_ids = sorted({d["flow_id"] for d in deployments})
-        flows = self._json("POST", "/flows/filter", json={"flows": {"id": {"any_": flow_ids}}}) if flow_ids else []
-        flow_names = {f["id"]: f["name"] for f in flows}
-        return sorted(f"{flow_names.get(d['flow_id'], '?')}/{d['name']}" for d in deployments)
+        deployments = self._api("listing deployments", self.client.read_deployments, limit=200)
+        flow_ids = sorted({d.flow_id for d in deployments}, key=str)
+        flows = self._api("listing flows", self.client.read_flows, flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids)))
+        flow_names = {f.id: f.name for f in flows} if flow_ids else {}
+        return sorted(f"{flow_names.get(d.flow_id, '?')}/{d.name}" for d in deployments)
 
     def _not_found(self, name: str) -> DeploymentNotFound:
         known = self.deployment_names()
@@ -158,30 +168,31 @@ class RestCaller:
         if found is not None:
             return found
         if "/" in name:
-            flow_name, _, dep_name = name.partition("/")
-            response = self._request("GET", f"/deployments/name/{flow_name}/{dep_name}")
-            if response.status_code == 404:
-                raise self._not_found(name)
-            if response.is_error:
-                raise CallError(f"reading deployment '{name}': HTTP {response.status_code}: {_detail(response)}")
-            body, full = response.json(), name
+            try:
+                body = self._api(f"reading deployment '{name}'", self.client.read_deployment_by_name, name)
+            except (ObjectNotFound, ValueError) as exc:  # ValueError: more than one '/'
+                raise self._not_found(name) from exc
+            full = name
         else:
-            matches = self._json("POST", "/deployments/filter", json={"deployments": {"name": {"any_": [name]}}})
+            by_name = DeploymentFilter(name=DeploymentFilterName(any_=[name]))
+            matches = self._api(f"finding deployment '{name}'", self.client.read_deployments, deployment_filter=by_name)
             if not matches:
                 raise self._not_found(name)
+            flows = self._api(
+                "reading flows",
+                self.client.read_flows,
+                flow_filter=FlowFilter(id=FlowFilterId(any_=[m.flow_id for m in matches])),
+            )
             if len(matches) > 1:
-                flows = self._json("POST", "/flows/filter", json={"flows": {"id": {"any_": [m["flow_id"] for m in matches]}}})
-                names = sorted(f"{f['name']}/{name}" for f in flows)
+                names = sorted(f"{f.name}/{name}" for f in flows)
                 raise DeploymentNotFound(f"deployment name '{name}' is ambiguous: {', '.join(names)}; give FLOW/DEPLOYMENT")
-            body = matches[0]
-            flow = self._json("GET", f"/flows/{body['flow_id']}")
-            full = f"{flow['name']}/{name}"
-        found = self._found[name] = Deployment(str(body["id"]), full, body.get("parameter_openapi_schema") or {})
+            body, full = matches[0], f"{flows[0].name}/{name}"
+        found = self._found[name] = Deployment(body.id, full, dict(body.parameter_openapi_schema or {}))
         return found
 
     # -- flow runs ---------------------------------------------------------------------------
 
-    def create_run(self, deployment: Deployment, parameters: dict[str, Any]) -> dict[str, Any]:
+    def create_run(self, deployment: Deployment, parameters: dict[str, Any]) -> FlowRun:
         """A flow run of the deployment; refuses unknown inputs, relays the server's validation errors."""
         known = deployment.inputs
         unknown = sorted(set(parameters) - set(known))
@@ -189,99 +200,106 @@ class RestCaller:
             raise ParametersRejected(
                 f"deployment '{deployment.name}' has no input {', '.join(map(repr, unknown))} (inputs: {', '.join(known)})"
             )
-        response = self._request("POST", f"/deployments/{deployment.id}/create_flow_run", json={"parameters": parameters})
-        if response.status_code in (409, 422):
-            raise ParametersRejected(f"deployment '{deployment.name}' refused the parameters: {_detail(response)}")
-        if response.status_code == 404:
-            self._found.clear()
-            raise self._not_found(deployment.name)
-        if response.is_error:
-            raise CallError(f"creating a run of '{deployment.name}': HTTP {response.status_code}: {_detail(response)}")
-        return dict(response.json())
+        try:
+            run: FlowRun = self.client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            if status in (409, 422):
+                raise ParametersRejected(f"deployment '{deployment.name}' refused the parameters: {_detail(exc)}") from exc
+            if status == 404:
+                self._found.clear()
+                raise self._not_found(deployment.name) from exc
+            raise CallError(f"creating a run of '{deployment.name}': HTTP {status}: {_detail(exc)}") from exc
+        return run
 
-    def read_run(self, run_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/flow_runs/{run_id}"))
+    def read_run(self, run_id: UUID) -> FlowRun:
+        run: FlowRun = self._api(f"reading flow run {run_id}", self.client.read_flow_run, run_id)
+        return run
 
-    def wait(self, run_id: str, timeout: float, *, first_poll: float = 0.05, max_poll: float = 0.5) -> dict[str, Any]:
+    def wait(self, run_id: UUID, timeout: float, *, first_poll: float = 0.05, max_poll: float = 0.5) -> FlowRun:
         """Poll until the run is final; raise `RunFailed` unless it completed, `CallTimeout` after `timeout` s.
 
-        Every `first_poll` s for the first 2 s (an in-process cache hit completes in a few hundred ms),
-        then less and less often, up to every `max_poll` s.
+        Every `first_poll` s for the first 2 s, then less and less often, up to every `max_poll` s.
         """
         started = time.monotonic()
         deadline = started + timeout
         interval = first_poll
         while True:
             run = self.read_run(run_id)
-            state = run.get("state") or {}
-            kind = state.get("type")
-            if kind == "COMPLETED":
+            kind = run.state.type if run.state is not None else None
+            if kind == StateType.COMPLETED:
                 return run
             if kind in FAILED_STATES:
                 raise RunFailed(self._failure(run))
             if time.monotonic() >= deadline:
                 hint = ""
-                if kind in ("SCHEDULED", None):
+                if kind in (StateType.SCHEDULED, None):
                     hint = ": nothing picked it up; is `frugal serve` (or a worker of its work pool) running?"
-                raise CallTimeout(
-                    f"flow run {run['name']} ({run_id}) is still {state.get('name') or kind} after {timeout:g}s{hint}"
-                )
+                state_name = (run.state.name if run.state is not None else None) or kind
+                raise CallTimeout(f"flow run {run.name} ({run_id}) is still {state_name} after {timeout:g}s{hint}")
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             if time.monotonic() - started > 2.0:
                 interval = min(max_poll, interval * 1.5)
 
-    def _failure(self, run: dict[str, Any]) -> str:
-        state = run.get("state") or {}
-        ended = state.get("name") or state.get("type")
-        text = f"flow run {run['name']} ({run['id']}) ended {ended}: {state.get('message') or ''}"
-        logs = self._json(
-            "POST",
-            "/logs/filter",
-            json={"logs": {"flow_run_id": {"any_": [run["id"]]}, "level": {"ge_": 40}}, "sort": "TIMESTAMP_DESC", "limit": 1},
+    def _failure(self, run: FlowRun) -> str:
+        state = run.state
+        ended = (state.name or state.type.value) if state is not None else "?"
+        text = f"flow run {run.name} ({run.id}) ended {ended}: {(state.message if state is not None else '') or ''}"
+        logs = self._api(
+            "reading the run's logs",
+            self.client.read_logs,
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]), level=LogFilterLevel(ge_=40)),
+            sort=LogSort.TIMESTAMP_DESC,
+            limit=1,
         )
         if logs:
-            last = str(logs[0].get("message", "")).strip().splitlines()
+            last = str(logs[0].message).strip().splitlines()
             errors = [line for line in last if "Error" in line or "error" in line]
             text += f" (last error: {(errors or last or [''])[-1].strip()[:500]})"
         return text.strip()
 
-    def output(self, run_id: str) -> dict[str, Any]:
+    def output(self, run_id: UUID) -> dict[str, Any]:
         """The run's result (output + node reports) from its `result` artifact."""
-        artifacts = self._json(
-            "POST",
-            "/artifacts/filter",
-            json={
-                "artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": [RESULT_ARTIFACT_TYPE]}},
-                "sort": "CREATED_DESC",
-                "limit": 1,
-            },
+        artifacts = self._api(
+            "reading the run's result artifact",
+            self.client.read_artifacts,
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), type=ArtifactFilterType(any_=[RESULT_ARTIFACT_TYPE])
+            ),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
         )
-        if not artifacts:
+        if not artifacts or not isinstance(artifacts[0].data, dict):
             raise CallError(
                 f"flow run {run_id} completed but published no result artifact; "
                 "is the deployment a frugal-flows pipeline flow (flows/orchestration/pipeline_flows.py)?"
             )
-        return dict(artifacts[0]["data"])
+        return dict(artifacts[0].data)
 
-    def ui_url(self, run_id: str) -> str:
+    def ui_url(self, run_id: UUID) -> str:
         base = self.api_url[: -len("/api")] if self.api_url.endswith("/api") else self.api_url
         return f"{base}/runs/flow-run/{run_id}"
 
     def call(self, name: str, parameters: dict[str, Any], *, wait: bool = True, timeout: float = 300.0) -> CallResult:
         """Find, create, (wait, read the output): the whole REST round trip."""
+        if timeout < 0:
+            raise CallError(f"timeout must be 0 or more seconds, got {timeout:g}")
         started = time.perf_counter()
         deployment = self.find(name)
         found = time.perf_counter()
         run = self.create_run(deployment, parameters)
         created = time.perf_counter()
-        called = CallResult(deployment.name, str(run["id"]), str((run.get("state") or {}).get("type")), self.ui_url(run["id"]))
+        state = run.state.type.value if run.state is not None else "None"
+        called = CallResult(deployment.name, str(run.id), state, self.ui_url(run.id))
         called.timings = {"find_ms": (found - started) * 1000, "create_ms": (created - found) * 1000}
         if not wait:
             return called
-        final = self.wait(called.flow_run_id, timeout)
+        final = self.wait(run.id, timeout)
         done = time.perf_counter()
-        called.state = str(final["state"]["type"])
-        called.result = self.output(called.flow_run_id)
+        called.state = final.state.type.value if final.state is not None else "None"
+        called.result = self.output(run.id)
         read = time.perf_counter()
         called.timings.update(wait_ms=(done - created) * 1000, output_ms=(read - done) * 1000, total_ms=(read - started) * 1000)
         return called

@@ -7,8 +7,10 @@
   worker's disk or in a bucket), which a caller without that storage cannot read; a
   variable would be global and never cleaned up. (The UI lists `result` artifacts only
   through the API: its Artifacts tab shows the Markdown one.)
-- A **Markdown artifact** drawn by `RunArtifactObserver`: the pipeline's diagram, coloured by
+- A **Markdown artifact** drawn by `RunArtifactObserver`: the run's output first (where a
+  Prefect user looks: the run page's Artifacts tab), the pipeline's diagram, coloured by
   the path this run took (ran, skipped, cache hit, failed), and a table of the nodes. The
+  output is also one line of the run's log (`output: ...`), shown on the run page. The
   picture is an SVG drawn by Graphviz when `dot` is installed (cached per path, so a
   pipeline pays for each distinct path once), and always the Mermaid source.
 
@@ -18,12 +20,14 @@ The observer is registered by `flows.orchestration.observers.install`; it does n
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.context import FlowRunContext
+from prefect.logging import get_run_logger
 
 from flows.language import graph
 from tasks.core.errors import ConfigError, StepError
@@ -36,6 +40,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("frugal")
 
 RESULT_TYPE = "result"
+#: the most characters of the output written to the run's log line
+LOG_CHARS = 2000
+
+
+def output_text(output: Any) -> str:
+    """The output as a user reads it: an answer's text, anything else as JSON."""
+    if isinstance(output, dict) and isinstance(output.get("text"), str):
+        return str(output["text"])
+    return json.dumps(output, indent=2, ensure_ascii=False, default=str)
+
+
+def _fenced(text: str) -> list[str]:
+    """`text` verbatim in a fenced block (a fence longer than any backtick run inside it)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
 
 
 async def publish_result(result: dict[str, Any], client: Any) -> None:
@@ -70,8 +90,10 @@ def _svg(pipeline: Pipeline, statuses: tuple[tuple[str, str], ...]) -> str | Non
     return _svgs[key]
 
 
-def markdown(pipeline: Pipeline, reports: dict[str, NodeReport], failed: str | None, error: str | None) -> str:
-    """The artifact's text: headline, diagram, node table, Mermaid source."""
+def markdown(
+    pipeline: Pipeline, reports: dict[str, NodeReport], failed: str | None, error: str | None, output: Any = None
+) -> str:
+    """The artifact's text: headline, output, diagram, node table, Mermaid source."""
     statuses: dict[str, str] = {n: r.status for n, r in reports.items()}
     if failed:
         statuses[failed] = "failed"
@@ -86,6 +108,8 @@ def markdown(pipeline: Pipeline, reports: dict[str, NodeReport], failed: str | N
     if failed or error:
         lines.append(f"**Failed:** {failed or '-'}: {error}  ")
     lines.append("")
+    if output is not None and not (failed or error):
+        lines += ["### Output", "", *_fenced(output_text(output)), ""]
     svg = _svg(pipeline, tuple(sorted((n, s) for n, s in statuses.items() if s in graph.STYLES)))
     if svg is not None:
         lines += [f"![{pipeline.name}: the path of this run](data:image/svg+xml;base64,{svg})", ""]
@@ -114,7 +138,14 @@ class RunArtifactObserver:
             return
         reports = dict(result.nodes) if result is not None else dict(run.reports)
         failed = error.node if isinstance(error, StepError) else None
-        text = markdown(run.pipeline, reports, failed if failed in run.pipeline.nodes else None, str(error) if error else None)
+        output = result.output if result is not None else None
+        text = markdown(
+            run.pipeline, reports, failed if failed in run.pipeline.nodes else None, str(error) if error else None, output
+        )
+        if result is not None:
+            shown = output_text(output)
+            cut = f" ... ({len(shown)} characters; the whole output is in the run's Markdown artifact)"
+            get_run_logger().info("output: %s", shown if len(shown) <= LOG_CHARS else shown[:LOG_CHARS] + cut)
         client: Any = ctx.client  # the engine's async client: flows here are async
         await client.create_artifact(
             artifact=ArtifactCreate(

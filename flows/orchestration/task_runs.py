@@ -1,9 +1,23 @@
 """The orchestrated runner: each node a Prefect task run named after its node id, each chunk of a
-`for_each:` node one task run, skipped nodes visible as *Skipped*."""
+`for_each:` node one task run.
+
+Skipped nodes (an `if:` that was false) are not task runs by default: the run's Markdown
+artifact lists and colours them (`flows.orchestration.run_artifact`). A cache hit of `answer`
+skips 4 of its 6 nodes, and a placeholder task run costs the Prefect server as much as a real
+one. Measured by `tests/benchmarks/bench_rest.py` (30 REST cache hits per phase, SQLite server,
+a 2-core machine at load ~12): with them (`frugal serve --record-skips`, 6 task runs per hit)
+p50 2,945 ms and 892 ms of server CPU per call; without (2 task runs) 1,556–2,026 ms and
+618–660 ms.
+
+A run whose prompt-cache lookup said `bypass` (the `bypass_cache` input) also bypasses
+Prefect's result cache for its model calls (`refresh_cache`): the model is called again and
+the cached result replaced, as the prompt cache's own bypass does.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 from uuid import UUID
@@ -37,14 +51,22 @@ async def _chunk(work: Callable[[], Awaitable[Any]], items: int, key: str | None
 CHUNK_KEY = CachePolicy.from_cache_key_fn(lambda ctx, parameters: parameters.get("key"))
 
 
+#: the default of `OrchestratedRunner(record_skips=...)` in this context (`frugal serve --record-skips`)
+RECORD_SKIPS: ContextVar[bool] = ContextVar("record_skips", default=False)
+
+
 class OrchestratedRunner:
     """Each node is a Prefect task run named after its node id."""
 
     mode: Literal["orchestrated"] = "orchestrated"
-    shows_skips = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, record_skips: bool | None = None) -> None:
+        #: a *Skipped* task run per skipped node (the engine asks `shows_skips`)
+        self.shows_skips = RECORD_SKIPS.get() if record_skips is None else record_skips
+        #: set once this run's cache lookup said `bypass`: model calls refresh Prefect's result cache
+        self.bypass = False
         self._tasks: dict[int, Task[Any, Any]] = {}
+        self._refreshing: dict[int, Task[Any, Any]] = {}
         self._skips: dict[int, Task[Any, Any]] = {}
         self._progress: dict[int, UUID] = {}
         #: each finished node's state, so a node's task run names its upstream nodes (the UI's run graph)
@@ -70,10 +92,19 @@ class OrchestratedRunner:
             prepared = self._tasks[id(node)] = node.step.task.with_options(**options)
         return prepared
 
+    def _refreshing_task(self, node: Node) -> Task[Any, Any]:
+        prepared = self._refreshing.get(id(node))
+        if prepared is None:
+            prepared = self._refreshing[id(node)] = self.task_for(node).with_options(refresh_cache=True)
+        return prepared
+
     async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
-        state = await self.task_for(node)(request, return_state=True, wait_for=self._upstream(node))
+        prepared = self._refreshing_task(node) if self.bypass and node.step.model_call else self.task_for(node)
+        state = await prepared(request, return_state=True, wait_for=self._upstream(node))
         self._states[node.id] = state
         value = await state.aresult()
+        if getattr(value, "cache", None) == "bypass":
+            self.bypass = True
         return value, state.name == "Cached"
 
     async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
