@@ -142,8 +142,9 @@ def run_prompts(n: int, tag: str, **extra: str) -> dict[str, int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(**extra: str) -> dict:
-    """`frugal report --json --since all`: it must work after every fault."""
+def report(**extra: str) -> dict | None:
+    """`frugal report --json --since all`, which must work after every fault; None (and the failure
+    kept for the test to assert on, after its tally) if it did not."""
     done = subprocess.run(
         [*FRUGAL, "report", "--since", "all", "--json"],
         capture_output=True,
@@ -152,15 +153,31 @@ def report(**extra: str) -> dict:
         env=child_env(**extra),
         timeout=300,
     )
-    assert done.returncode == 0, f"frugal report failed after the fault: {done.stderr[-2000:]}"
+    if done.returncode != 0:
+        REPORT_FAILURES.append(done.stderr.strip()[-500:])
+        return None
     return json.loads(done.stdout)
 
 
-def recorded(totals: dict) -> int:
+REPORT_FAILURES: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh_failures() -> None:
+    REPORT_FAILURES.clear()
+
+
+def report_worked() -> None:
+    assert not REPORT_FAILURES, f"frugal report failed after the fault: {REPORT_FAILURES[-1]}"
+
+
+def recorded(totals: dict | None) -> int:
+    if totals is None:
+        return 0
     return totals["total"]["calls"] + totals["total"]["cache_hits"]
 
 
-def entries_since(ts: float, **extra: str) -> int:
+def entries_since(ts: float, **extra: str) -> int:  # 0 if the ledger cannot be read
     """How many ledger entries were made at or after `ts` (a Unix time), as a new process reads them."""
     script = (
         "import sys; from datetime import UTC, datetime; from flows.ledger import read_entries; "
@@ -169,7 +186,8 @@ def entries_since(ts: float, **extra: str) -> int:
     done = subprocess.run(
         [sys.executable, "-c", script, repr(ts)], capture_output=True, text=True, cwd=PROJECT, env=child_env(**extra), timeout=300
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    if done.returncode != 0:
+        return 0
     return int(done.stdout.strip().splitlines()[-1])
 
 
@@ -243,6 +261,7 @@ def test_redis_killed_mid_run(steady, tmp_path):
     TALLY.entries += recorded(totals)
     TALLY.calls_expected += 40
     TALLY.calls += steady.count()
+    report_worked()
     assert outcome["answered"] == 40
 
 
@@ -274,6 +293,7 @@ def test_corrupt_sqlite_file(steady, damage):
     TALLY.entries += entries_since(mark)
     TALLY.calls_expected += 10
     TALLY.calls += steady.count() - calls_before
+    report_worked()
     assert second["answered"] == 10
 
 
@@ -325,6 +345,7 @@ def test_full_disk(steady, tmp_path, monkeypatch):
     TALLY.entries += recorded(totals)
     TALLY.calls_expected += 11
     TALLY.calls += steady.count()
+    report_worked()
     assert outcome["answered"] == 10
 
 
@@ -365,6 +386,7 @@ def test_provider_that_hangs(steady, monkeypatch):
     TALLY.entries += recorded(totals)
     TALLY.calls_expected += calls_hung + 3  # each hung request is one attempt (FRUGAL_*_MAX_ATTEMPTS=1)
     TALLY.calls += steady.count()
+    report_worked()
     assert hung == {"answered": 0, "failed": 2}
     assert back["answered"] == 3
 
@@ -401,9 +423,10 @@ def test_batch_killed_and_rerun(steady, tmp_path):
     TALLY.answers += summaries
     TALLY.answerable += documents
     TALLY.entries_expected += steady.count()  # every paid call is on record
-    TALLY.entries += totals["total"]["calls"]
+    TALLY.entries += totals["total"]["calls"] if totals else 0
     TALLY.calls_expected += documents
     TALLY.calls += steady.count()
+    report_worked()
     assert summaries == documents
 
 
@@ -464,5 +487,6 @@ def test_sigkill_loses_at_most_the_documented_bound(steady):
     TALLY.calls_expected += 1
     TALLY.calls += steady.count()
     # the bound: entries made in the last LINGER seconds (and the one round being written), not more
+    report_worked()
     bound = int(rate * LINGER * 2) + 64
     assert lost <= bound, f"{lost} of {done} entries lost; the documented bound is {bound}"
