@@ -84,6 +84,18 @@ class Tally:
     calls_expected: int = 0
     calls: int = 0
 
+    details: list[str] = field(default_factory=list)
+
+    def add(self, fault: str, answers: int, answerable: int, e_expected: int, e: int, m_expected: int, m: int) -> None:
+        self.faults.append(fault)
+        self.answers += answers
+        self.answerable += answerable
+        self.entries_expected += e_expected
+        self.entries += e
+        self.calls_expected += m_expected
+        self.calls += m
+        self.details.append(f"  {fault}: answers {answers}/{answerable}, entries {e}/{e_expected}, calls {m}/{m_expected}")
+
     def line(self) -> str:
         return (
             f"faults tried {len(self.faults)}, answers returned {self.answers}/{self.answerable}, "
@@ -99,12 +111,12 @@ TALLY = Tally()
 def _print_the_line(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = TALLY.line() + f"  [{', '.join(TALLY.faults)}]"
-    if reporter is not None:
-        reporter.write_line("")
-        reporter.write_line(line)
-    else:
-        print(line)
+    lines = ["", *TALLY.details, TALLY.line()]
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line)
+        else:
+            print(line)
 
 
 def free_port() -> int:
@@ -254,13 +266,15 @@ def test_redis_killed_mid_run(steady, tmp_path):
         totals = report(FRUGAL_CACHE_URL=server.url)
     finally:
         server.stop()
-    TALLY.faults.append("redis killed")
-    TALLY.answers += outcome["answered"]
-    TALLY.answerable += 40
-    TALLY.entries_expected += 40
-    TALLY.entries += recorded(totals)
-    TALLY.calls_expected += 40
-    TALLY.calls += steady.count()
+    TALLY.add(
+        "redis killed",
+        outcome["answered"],
+        40,
+        40,
+        recorded(totals),
+        40,
+        steady.count(),
+    )
     report_worked()
     assert outcome["answered"] == 40
 
@@ -286,13 +300,15 @@ def test_corrupt_sqlite_file(steady, damage):
     mark = time.time()
     second = run_prompts(10, f"after-{damage}")
     report()
-    TALLY.faults.append(f"sqlite {damage}")
-    TALLY.answers += second["answered"]
-    TALLY.answerable += 10
-    TALLY.entries_expected += 10  # the 5 entries in the damaged file went with it
-    TALLY.entries += entries_since(mark)
-    TALLY.calls_expected += 10
-    TALLY.calls += steady.count() - calls_before
+    TALLY.add(
+        f"sqlite {damage}",
+        second["answered"],
+        10,
+        10,
+        entries_since(mark),
+        10,
+        steady.count() - calls_before,
+    )
     report_worked()
     assert second["answered"] == 10
 
@@ -338,13 +354,15 @@ def test_full_disk(steady, tmp_path, monkeypatch):
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(data)], check=False)
-    TALLY.faults.append(f"disk full ({how})")
-    TALLY.answers += outcome["answered"]
-    TALLY.answerable += 10
-    TALLY.entries_expected += 11
-    TALLY.entries += recorded(totals)
-    TALLY.calls_expected += 11
-    TALLY.calls += steady.count()
+    TALLY.add(
+        f"disk full ({how})",
+        outcome["answered"],
+        10,
+        11,
+        recorded(totals),
+        11,
+        steady.count(),
+    )
     report_worked()
     assert outcome["answered"] == 10
 
@@ -379,13 +397,15 @@ def test_provider_that_hangs(steady, monkeypatch):
     calls_hung = steady.count()
     back = run_prompts(3, "back")
     totals = report()
-    TALLY.faults.append("provider hangs")
-    TALLY.answers += hung["answered"] + back["answered"]
-    TALLY.answerable += 3
-    TALLY.entries_expected += 3
-    TALLY.entries += recorded(totals)
-    TALLY.calls_expected += calls_hung + 3  # each hung request is one attempt (FRUGAL_*_MAX_ATTEMPTS=1)
-    TALLY.calls += steady.count()
+    TALLY.add(
+        "provider hangs",
+        hung["answered"] + back["answered"],
+        3,
+        3,
+        recorded(totals),
+        calls_hung + 3,
+        steady.count(),
+    )
     report_worked()
     assert hung == {"answered": 0, "failed": 2}
     assert back["answered"] == 3
@@ -419,13 +439,15 @@ def test_batch_killed_and_rerun(steady, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     totals = report()
     summaries = len([p for p in out.glob("*.md")])
-    TALLY.faults.append("batch SIGKILLed and rerun")
-    TALLY.answers += summaries
-    TALLY.answerable += documents
-    TALLY.entries_expected += steady.count()  # every paid call is on record
-    TALLY.entries += totals["total"]["calls"] if totals else 0
-    TALLY.calls_expected += documents
-    TALLY.calls += steady.count()
+    TALLY.add(
+        "batch SIGKILLed and rerun",
+        summaries,
+        documents,
+        steady.count(),
+        totals["total"]["calls"] if totals else 0,
+        documents,
+        steady.count(),
+    )
     report_worked()
     assert summaries == documents
 
@@ -479,13 +501,15 @@ def test_sigkill_loses_at_most_the_documented_bound(steady):
     kept = recorded(report())
     lost = max(0, done - kept)
     rate = done / max(time.monotonic() - (started or time.monotonic()), 1e-3)
-    TALLY.faults.append("SIGKILL while writing")
-    TALLY.answers += done
-    TALLY.answerable += done
-    TALLY.entries_expected += done
-    TALLY.entries += min(kept, done)
-    TALLY.calls_expected += 1
-    TALLY.calls += steady.count()
+    TALLY.add(
+        "SIGKILL while writing",
+        done,
+        done,
+        done,
+        min(kept, done),
+        1,
+        steady.count(),
+    )
     # the bound: entries made in the last LINGER seconds (and the one round being written), not more
     report_worked()
     bound = int(rate * LINGER * 2) + 64
