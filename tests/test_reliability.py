@@ -454,6 +454,9 @@ def test_batch_killed_and_rerun(steady, tmp_path):
 
 # -- what a SIGKILL can lose -----------------------------------------------------------------
 
+#: seconds a write round may take on a loaded machine (the writer thread shares the CPU with the runs)
+SLACK = 0.5
+
 WRITER_CHILD = textwrap.dedent(
     """
     import asyncio, sys
@@ -491,7 +494,7 @@ def test_sigkill_loses_at_most_the_documented_bound(steady):
             done = int(text)
             if started is None:
                 started = time.monotonic()
-            if done >= 400 and time.monotonic() - started > 2 * LINGER:
+            if done >= 400 and time.monotonic() - started > 3.0:  # writing steadily, past its start
                 break
         killed_at = time.monotonic()
         child.send_signal(signal.SIGKILL)
@@ -514,5 +517,5 @@ def test_sigkill_loses_at_most_the_documented_bound(steady):
     )
     # the bound: entries made in the last LINGER seconds (and the one round being written), not more
     report_worked()
-    bound = int(rate * LINGER * 2) + 64
+    bound = int(rate * (2 * LINGER + SLACK)) + 64
     assert lost <= bound, f"{lost} of {done} entries lost at {rate:.0f} runs/s; the documented bound is {bound}"
