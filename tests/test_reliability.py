@@ -110,12 +110,10 @@ TALLY = Tally()
 @pytest.fixture(scope="module", autouse=True)
 def _print_the_line(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
     lines = ["", *TALLY.details, TALLY.line()]
-    for line in lines:
-        if reporter is not None:
-            reporter.write_line(line)
-        else:
+    with capture.global_and_fixture_disabled():  # shown with -q too, not captured as teardown output
+        for line in lines:
             print(line)
 
 

@@ -345,7 +345,8 @@ def _flush_at_exit() -> None:
     clean = WRITER.flush(timeout=10.0)
     problems = WRITER.problems()
     if not clean and not problems:
-        problems = ["entries still queued at exit could not be written in 10 s"]
+        where = ", ".join(f"{folder}/{spool.NAME}" for folder in sorted(WRITER._spooled)) or "memory"
+        problems = [f"some entries are not in their store yet; they wait in {where}"]
     for problem in problems:
         # straight to stderr: at exit, logging handlers may hold streams already closed
         print(f"frugal: cost ledger, at exit: {problem}", file=sys.stderr)
