@@ -3,7 +3,7 @@ every model call and every cache hit is one entry with exact cost, counterfactua
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import json
 import logging
 import textwrap
@@ -261,27 +261,30 @@ async def test_a_run_that_fails_after_a_paid_call_keeps_its_entry(priced, reques
     assert config().target.kind == store
 
 
-async def test_a_down_store_keeps_entries_and_writes_them_when_it_is_back(priced, redis_cache, monkeypatch):
-    from flows.ledger import stores
+async def test_a_down_store_keeps_entries_in_the_spool_and_writes_them_when_it_is_back(priced, redis_cache, monkeypatch):
+    from flows.ledger import spool, stores
 
     priced.responder = lambda protocol, body: "four"
     real = stores.RedisLedger.append
     ours = config().target
-    calls = {"n": 0}
+    down = {"now": True}
 
     def flaky(self, rows, retention_days):
-        if self.target == ours:
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise stores.CacheError("Redis is down (test)")
+        if self.target == ours and down["now"]:
+            raise stores.CacheError("Redis is down (test)")
         return real(self, rows, retention_days)
 
     monkeypatch.setattr(stores.RedisLedger, "append", flaky)
     await run_inline("answer", {"prompt": "What is 2+2?"})
-    assert not ledger.flush()  # the first write failed: kept for a retry
-    assert ledger.flush()  # the next round writes it
+    assert not ledger.flush()  # the store cannot take it: it is in the spool, on disk
+    [line] = spool.spool_path(ours).read_text().splitlines()
+    assert json.loads(line)["ledger"][0] == "redis"
+    assert open_ledger(ours).read() == []
+    down["now"] = False
+    assert ledger.flush()  # back: the spool is replayed, and emptied
     [entry] = ledger.read_entries()
     assert entry.savings == {"routing": entry.counterfactual}
+    assert not spool.pending(ours.spool_dir)
 
 
 async def test_retention_drops_old_entries(redis_cache, monkeypatch):
@@ -387,23 +390,16 @@ def test_the_fast_serialisation_reads_back_as_the_same_entries():
     ]
 
 
-async def test_many_inline_hits_share_batches_and_none_is_lost(priced, redis_cache, monkeypatch):
-    """Inline runs join one open batch (no batch per run); the writer thread takes it while runs
-    keep coming, the request path prepares it every PREPARE_EVERY runs: every run is stored once."""
+async def test_many_inline_hits_share_writes_and_none_is_lost(priced, redis_cache, monkeypatch):
+    """Inline runs are queued one by one and written a gathering at a time: every run is stored once."""
     from flows.ledger import writer
 
-    monkeypatch.setattr(writer, "PREPARE_EVERY", 7)
     monkeypatch.setattr(writer, "LINGER", 0.02)
-    from flows.ledger import observer
-
-    monkeypatch.setattr(observer, "PREPARE_EVERY", 7)
     priced.responder = lambda protocol, body: "Paris."
     await run_inline("answer", {"prompt": "Capital of France?"})  # the miss: one call entry
     runs = 120
-    for i in range(runs):
+    for _ in range(runs):
         await run_inline("answer", {"prompt": "Capital of France?"})
-        if i % 10 == 0:
-            await asyncio.sleep(0.03)  # the writer thread takes the open batch meanwhile
     stored = entries()
     hits = [e for e in stored if e.kind == "hit"]
     assert len(hits) == runs and len({e.run_id for e in hits}) == runs
@@ -471,3 +467,78 @@ def test_an_escalation_rejects_the_answer_it_replaced():
     ]
     first, _ = record(run, nodes).seen
     assert (first.accepted, first.reject_reason, first.replaced_by) == (False, "rejected", "large")
+# -- storage faults ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+async def test_a_corrupt_sqlite_file_is_moved_aside_and_made_anew(priced, damage, caplog):
+    """The embedded file (cache and ledger) damaged between two runs: the next run is answered,
+    recorded in a new file, and the damaged one is kept beside it for inspection."""
+    from pathlib import Path
+
+    from flows.ledger import stores, writer
+
+    priced.responder = lambda protocol, body: "four"
+    await run_inline("answer", {"prompt": "What is 2+2?"})
+    assert ledger.flush()
+    path = Path(config().target.location)
+    for opened in (stores._stores, importlib.import_module("tasks.stores.sqlite_store")._stores):
+        for one in opened.values():  # as in a new process: nothing open
+            if hasattr(one, "close"):
+                one.close()
+        opened.clear()
+    for extra in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        extra.unlink(missing_ok=True)
+    if damage == "truncated":
+        with path.open("r+b") as f:
+            f.truncate(path.stat().st_size // 3)
+    else:
+        path.write_bytes(b"not a database at all " * 1000)
+    with caplog.at_level(logging.WARNING):
+        result = await run_inline("answer", {"prompt": "What is 3+3?"})
+        assert ledger.flush()
+    assert result.output["text"] == "four"
+    assert [e.kind for e in ledger.read_entries()][-1:] == ["call"]
+    assert list(path.parent.glob("cache.sqlite3.corrupt-*")), "the damaged file is kept aside"
+    assert "moved aside" in caplog.text
+    assert writer.WRITER.problems() == []
+
+
+def test_entries_spooled_by_a_process_are_replayed_by_the_next_one(tmp_path, monkeypatch):
+    """A process whose store could not be written until its exit leaves its entries in the spool;
+    the next process that reads the ledger (`read_entries`, as `frugal report` does) stores them first."""
+    import os
+    import subprocess
+    import sys
+
+    from flows.ledger import spool
+
+    blocker = tmp_path / "ledger-folder"
+    blocker.write_text("a file where the ledger's folder should be: the store cannot be opened")
+    monkeypatch.setenv("FRUGAL_CACHE_URL", f"sqlite:///{blocker}/ledger.sqlite3")
+    target = config().target
+    script = textwrap.dedent(
+        """
+        import datetime
+        from decimal import Decimal
+        from flows.ledger.entry import LedgerEntry
+        from flows.ledger.observer import config
+        from flows.ledger.writer import WRITER, Batch
+        cfg = config()
+        now = datetime.datetime.now(datetime.UTC)
+        made = [
+            LedgerEntry(id=f"r:{i}", ts=now, run_id="r", pipeline="p", version="1", node=f"n{i}", seq=i, mode="inline",
+                        namespace="default", kind="call", model="openai/gpt-4o-mini", route="large", cache="miss",
+                        valid=True, cost=Decimal("0.001"))
+            for i in range(3)
+        ]
+        WRITER.submit(Batch(cfg.target, cfg.reference, 0, entries=made))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ledger-spool.jsonl" in done.stderr  # said at exit
+    assert len(spool.spool_path(target).read_text().splitlines()) == 3
+    blocker.unlink()  # the store can be written again
+    assert sorted(e.id for e in ledger.read_entries()) == ["r:0", "r:1", "r:2"]
+    assert not spool.pending(target.spool_dir)

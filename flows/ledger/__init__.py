@@ -39,6 +39,8 @@ def flush(timeout: float = 10.0) -> bool:
 
 
 def read_entries(since: datetime | None = None, until: datetime | None = None) -> list[LedgerEntry]:
-    """The entries of the current ledger (per FRUGAL_CACHE_URL) in a time range, oldest first."""
-    WRITER.flush()
-    return open_ledger(config().target).read(since, until)
+    """The entries of the current ledger (per FRUGAL_CACHE_URL) in a time range, oldest first,
+    after writing what this process queued and replaying what the spool holds for it."""
+    target = config().target
+    WRITER.flush(target=target)
+    return open_ledger(target).read(since, until)

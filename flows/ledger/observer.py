@@ -23,7 +23,7 @@ from flows.ledger.audit import AUDITOR
 from flows.ledger.entry import LedgerEntry, Reference, settle
 from flows.ledger.record import RECORDED_STEPS, RunRecord, make_entries, record
 from flows.ledger.stores import Target, open_ledger, target_for
-from flows.ledger.writer import PREPARE_EVERY, WRITER, Batch
+from flows.ledger.writer import WRITER, Batch
 from tasks.core.errors import CacheError, FrugalError
 from tasks.core.settings import Settings, get_settings
 from tasks.providers.tiers import reference_model
@@ -101,9 +101,8 @@ class LedgerObserver:
         if run.mode == "inline" and rec.flow_run_id is not None and rec.seen:
             self._adopt(rec)  # a batch item or a sub-pipeline: its flow run's cost table shows it
         if run.mode == "inline" and error is None:
-            # stored within LINGER seconds; prepared here, PREPARE_EVERY runs at a time (see writer.py)
-            if rec.seen and WRITER.submit_record(cfg.target, cfg.reference, cfg.retention_days, rec) >= PREPARE_EVERY:
-                WRITER.prepare_queued()
+            if rec.seen:  # stored within LINGER seconds by the writer's thread (see writer.py)
+                WRITER.submit_record(cfg.target, cfg.reference, cfg.retention_days, rec)
             return
         made = [settle(entry, cfg.reference) for entry in make_entries(rec)]
         if made:

@@ -9,11 +9,14 @@ the embedded SQLite file (``FRUGAL_DATA_DIR/cache.sqlite3`` or the
 ``FRUGAL_LEDGER_RETENTION_DAYS`` are dropped as new ones are written.
 
 Stores are synchronous: the ledger's writer thread calls them (`flows.ledger.writer`).
-Every store raises `CacheError`, and only that, when it cannot do its job.
+Every store raises `CacheError`, and only that, when it cannot do its job; the
+writer then keeps the entries in the spool (`flows.ledger.spool`). A corrupt
+SQLite file is moved aside and made anew (`tasks.stores.sqlite_file`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -30,6 +33,9 @@ from redis.exceptions import RedisError
 from flows.ledger.entry import LedgerEntry
 from tasks.core.errors import CacheError, ConfigError
 from tasks.core.settings import CacheSettings, EngineSettings
+from tasks.stores.sqlite_file import SqliteFile
+
+log = logging.getLogger("frugal")
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Target:
     location: str  # the Redis URL or the SQLite file
     key: str = ""  # the Redis key
     timeout: float = 2.0
+    spool_dir: str = ""  # FRUGAL_DATA_DIR: where entries wait when the store cannot take them
 
     def describe(self) -> str:
         if self.kind == "redis":
@@ -53,12 +60,13 @@ class Target:
 
 def target_for(cache: CacheSettings, engine: EngineSettings) -> Target:
     url = cache.url.strip()
+    spool = str(engine.data_dir.expanduser().resolve())
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return Target("redis", url, f"{cache.prefix}:ledger", max(cache.timeout, 2.0))
+        return Target("redis", url, f"{cache.prefix}:ledger", max(cache.timeout, 2.0), spool)
     if url.startswith("sqlite:///"):
-        return Target("sqlite", str(Path(url.removeprefix("sqlite://")).expanduser().resolve()))
+        return Target("sqlite", str(Path(url.removeprefix("sqlite://")).expanduser().resolve()), spool_dir=spool)
     if not url:
-        return Target("sqlite", str((engine.data_dir / "cache.sqlite3").expanduser().resolve()))
+        return Target("sqlite", str((engine.data_dir / "cache.sqlite3").expanduser().resolve()), spool_dir=spool)
     raise ConfigError(f"FRUGAL_CACHE_URL={url!r} is not understood: use redis://HOST:PORT/DB, rediss://..., sqlite:///PATH")
 
 
@@ -100,7 +108,7 @@ class RedisLedger:
         if not rows:
             return
         try:
-            # one ZADD per CHUNK entries: packing a huge command holds the GIL for milliseconds
+            # one ZADD per CHUNK entries: Redis serves nobody else while it runs one command
             for start in range(0, len(rows), CHUNK):
                 pipe = self._client.pipeline(transaction=False)
                 pipe.zadd(self.target.key, {text: ts for _, ts, text in rows[start : start + CHUNK]})
@@ -121,47 +129,57 @@ class RedisLedger:
 
 
 class SqliteLedger:
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS ledger (id TEXT PRIMARY KEY, ts REAL NOT NULL, entry TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts)",
+    )
+
     def __init__(self, target: Target) -> None:
         self.target = target
-        self._lock = threading.Lock()
         self._trimmed = 0.0
         path = Path(target.location)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS ledger (id TEXT PRIMARY KEY, ts REAL NOT NULL, entry TEXT NOT NULL)")
-            self._db.execute("CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts)")
+            self._file = SqliteFile(path, self.SCHEMA, timeout=10)
         except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"ledger {path} cannot be opened: {exc}; check FRUGAL_DATA_DIR") from exc
 
     def append(self, rows: list[Row], retention_days: int) -> None:
         if not rows:
             return
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")
+            try:
+                db.executemany("INSERT OR REPLACE INTO ledger (id, ts, entry) VALUES (?, ?, ?)", rows)
+                if retention_days and time.monotonic() - self._trimmed > 3600:
+                    db.execute("DELETE FROM ledger WHERE ts < ?", (time.time() - retention_days * 86400,))
+                    self._trimmed = time.monotonic()
+            except BaseException:
+                if db.in_transaction:
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error as rollback:  # the file may be the problem: the first error says it
+                        log.debug("ledger: rollback failed too: %s", rollback)
+                raise
+            db.execute("COMMIT")
+
         try:
-            with self._lock:
-                self._db.execute("BEGIN")
-                try:
-                    self._db.executemany("INSERT OR REPLACE INTO ledger (id, ts, entry) VALUES (?, ?, ?)", rows)
-                    if retention_days and time.monotonic() - self._trimmed > 3600:
-                        self._db.execute("DELETE FROM ledger WHERE ts < ?", (time.time() - retention_days * 86400,))
-                        self._trimmed = time.monotonic()
-                except sqlite3.Error:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
+            self._file.run(write)
+        except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"ledger in {self.target.describe()} cannot be written: {exc}") from exc
 
     def read(self, since: datetime | None = None, until: datetime | None = None) -> list[LedgerEntry]:
         low = since.timestamp() if since else float("-inf")
         high = until.timestamp() if until else float("inf")
+        query = "SELECT entry FROM ledger WHERE ts >= ? AND ts <= ? ORDER BY ts"
         try:
-            with self._lock:
-                raw = self._db.execute("SELECT entry FROM ledger WHERE ts >= ? AND ts <= ? ORDER BY ts", (low, high)).fetchall()
-        except sqlite3.Error as exc:
+            raw = self._file.run(lambda db: db.execute(query, (low, high)).fetchall())
+        except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"ledger in {self.target.describe()} cannot be read: {exc}") from exc
         return _ordered(e for e in (_parse(r[0]) for r in raw) if e is not None)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 _stores: dict[tuple[int, Target], LedgerStore] = {}

@@ -1,30 +1,45 @@
-"""Redis backend: one pooled asyncio client per URL and event loop.
+"""Redis backend: one redis-py asyncio client (`redis.asyncio.Redis`, pooled) per URL and event loop.
+
+The pool is redis-py's plain `ConnectionPool` (a connection per command in flight, kept
+for reuse): its `BlockingConnectionPool` cost ~15 % more CPU per GET here.
 
 redis-py's asyncio clients belong to the loop that created them, so clients are
-kept per loop, and let go when their loop is closed (`tasks.core.loops`). Timeouts
-are short and retries minimal: a cache that is down must cost a request
-milliseconds, not seconds.
+kept per loop, and let go when their loop is closed (`tasks.core.loops`).
 
-The timeout bounds each whole operation (`tasks.stores.deadlines`: one timer
-per loop for every call in flight) rather than being redis-py's
-`socket_timeout` (5 s by default since redis-py 6): that one wraps every write
-in `asyncio.wait_for`, which starts a task per command, and arms a timer per
-read. Single commands go over `tasks.stores.redis_connections` (redis-py's
-connections without the client's per-command overhead), which drops a
-connection whose command was cancelled, so no reply is read out of turn.
+Two deadlines, because a slow reply and a down cache are different things:
+
+- **down** (`FRUGAL_CACHE_TIMEOUT`, 0.5 s by default): connecting takes at most
+  that long (redis-py's `socket_connect_timeout`); a refused or reset connection
+  fails at once. Either is a `CacheError`: the cache steps make it a logged miss
+  (`cache: error`). Retries are minimal (one, without backoff), so a cache that
+  is down costs a request milliseconds.
+- **slow** (past `FRUGAL_CACHE_TIMEOUT`, up to `PATIENCE` times it): a command
+  on a live connection whose reply comes late, usually because the event loop
+  was busy elsewhere (a loaded `frugal serve`), is waited for and served, and a
+  warning says the read was slow (at most one line per `SAY_EVERY` seconds). A
+  hit stays a hit: it is not turned into a paid model call. Only a reply later
+  than `PATIENCE` x `FRUGAL_CACHE_TIMEOUT` (a Redis that accepts connections but
+  hangs) is a `CacheError`; such a Redis costs each request that long.
+
+The bound is one `asyncio.timeout` around each whole operation (connection
+from the pool, send, reply); a cancelled command's connection is closed by
+redis-py, so no reply is ever read out of turn.
 
 Two Lua scripts save round trips on the misses of a cold batch: storing an
 answer releases its lease in the same call, and a look-up that misses takes
 the lease in the same call (`get_or_claim`). A plain GET costs a little less
 than the script on a hit, so the script is used only while most recent
-look-ups of this client missed. A server that refuses scripts gets the plain
-commands.
+look-ups of this client missed. Scripts go through redis-py's `register_script`
+(loaded again if the server forgot them); a server that refuses scripts gets
+the plain commands.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -32,9 +47,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
 from tasks.core.errors import CacheError
+from tasks.core.log import step_logger
 from tasks.core.loops import for_loop
-from tasks.stores.deadlines import Deadlines
-from tasks.stores.redis_connections import Connections
+
+T = TypeVar("T")
 
 _clients: dict[asyncio.AbstractEventLoop, dict[tuple[str, float], RedisStore]] = {}
 
@@ -53,6 +69,10 @@ return 1
 """
 #: the share of recent look-ups that missed above which a look-up claims the lease in the same call
 MOSTLY_MISSES = 0.5
+#: a reply is waited for up to this many times FRUGAL_CACHE_TIMEOUT before the cache counts as hung
+PATIENCE = 10
+#: seconds between two warnings about slow reads (the count in between is in the next one)
+SAY_EVERY = 10.0
 
 
 def _redact(url: str) -> str:
@@ -82,43 +102,63 @@ class RedisStore:
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
-        self._deadlines = Deadlines(asyncio.get_running_loop(), timeout)
-        self._client = aioredis.Redis.from_url(
+        self.patience = timeout * PATIENCE
+        pool = aioredis.ConnectionPool.from_url(
             url,
             socket_connect_timeout=timeout,
-            socket_timeout=None,  # bounded per operation below; redis-py's default (5 s) would wrap each write in wait_for
+            socket_timeout=None,  # bounded per operation (`_bounded`), not per socket read
             retry=Retry(NoBackoff(), 1),
-            max_connections=64,
         )
-        self._connections = Connections(self._client.connection_pool)  # single commands, without the client's overhead
-        self._scripts: dict[str, bytes] | None = {}  # source -> sha1 once loaded; None: the server refuses scripts
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._get_or_claim = self._client.register_script(GET_OR_CLAIM)
+        self._store_and_release = self._client.register_script(STORE_AND_RELEASE)
+        self._scripts = True  # False once the server refused them
         self._miss_rate = 0.0  # the share of recent look-ups that missed (`_saw`)
+        self._slow = 0  # slow reads not reported yet
+        self._said = 0.0  # when slow reads were last reported
 
-    async def _raw(self, *args: object) -> Any:
-        """One command within the deadline, its errors as redis-py raised them."""
-        return await self._deadlines.bound(self._connections.call(*args))
-
-    async def _command(self, *args: object) -> object:
-        """One command within the deadline; a failure of any kind is the cache being unreachable."""
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """Await one operation: a late reply is served (and reported), a hung one is a CacheError."""
+        started = time.monotonic()
         try:
-            return await self._raw(*args)
+            async with asyncio.timeout(self.patience):
+                result = await call
+        except TimeoutError as exc:
+            raise CacheError(f"Redis at {_redact(self.url)} is hung: no reply within {self.patience:g}s") from exc
         except (RedisError, OSError) as exc:
             raise self._unreachable(exc) from exc
+        took = time.monotonic() - started
+        if took > self.timeout:
+            self._slow_read(took)
+        return result
+
+    def _slow_read(self, took: float) -> None:
+        self._slow += 1
+        now = time.monotonic()
+        if now - self._said >= SAY_EVERY:
+            step_logger().warning(
+                "prompt cache: %d slow read(s), the last %.2fs (FRUGAL_CACHE_TIMEOUT=%gs), served all the same; "
+                "a busy event loop or a loaded Redis",
+                self._slow,
+                took,
+                self.timeout,
+            )
+            self._slow, self._said = 0, now
 
     def _saw(self, missed: bool) -> None:
         """Move the miss rate: an average over about the last 16 look-ups."""
         self._miss_rate = self._miss_rate * (15 / 16) + (1 / 16 if missed else 0.0)
 
     async def get(self, key: str) -> bytes | None:
-        return _as_bytes(await self._command("GET", key))
+        return _as_bytes(await self._bounded(self._client.get(key)))
 
     async def get_or_claim(self, key: str, seconds: float) -> tuple[bytes | None, bool | None]:
         """The value under `key`, or None and whether the key's lease was taken now (None: not tried)."""
-        if self._miss_rate <= MOSTLY_MISSES or self._scripts is None:
+        if self._miss_rate <= MOSTLY_MISSES or not self._scripts:
             value = await self.get(key)
             self._saw(value is None)
             return value, None
-        answer = await self._script(GET_OR_CLAIM, (key, f"{key}:lease"), (_ms(seconds),))
+        answer = await self._script(self._get_or_claim, (key, f"{key}:lease"), (_ms(seconds),))
         if answer is _REFUSED:
             return await self.get_or_claim(key, seconds)
         self._saw(isinstance(answer, int))
@@ -126,58 +166,49 @@ class RedisStore:
             return None, bool(answer)
         return _as_bytes(answer), None
 
-    async def _script(self, source: str, keys: tuple[str, ...], args: tuple[object, ...]) -> object:
-        """Run a Lua script by its digest (loading it first); `_REFUSED` if the server does not run scripts."""
-        scripts = self._scripts
-        assert scripts is not None
+    async def _script(self, script: Any, keys: tuple[str, ...], args: tuple[object, ...]) -> object:
+        """Run a registered Lua script; `_REFUSED` if the server does not run scripts."""
         try:
-            for attempt in (0, 1):
-                sha = scripts.get(source)
-                if sha is None:
-                    sha = scripts[source] = await self._raw("SCRIPT", "LOAD", source)
-                try:
-                    return await self._raw("EVALSHA", sha, len(keys), *keys, *args)
-                except NoScriptError:  # the server restarted or flushed its scripts: load it again, once
-                    scripts.pop(source, None)
-                    if attempt:
-                        raise
-        except ResponseError as exc:
-            refused = isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
-            if isinstance(exc, NoScriptError) or not refused:
-                raise self._unreachable(exc) from exc
-            self._scripts = None  # e.g. scripting disabled or not permitted: the plain commands from now on
+            return await self._bounded(script(keys=keys, args=args))
+        except CacheError as exc:
+            cause = exc.__cause__
+            refused = isinstance(cause, NoPermissionError) or (
+                isinstance(cause, ResponseError)
+                and not isinstance(cause, NoScriptError)
+                and "unknown command" in str(cause).lower()
+            )
+            if not refused:
+                raise
+            self._scripts = False  # e.g. scripting disabled or not permitted: the plain commands from now on
             return _REFUSED
-        except (RedisError, OSError) as exc:
-            raise self._unreachable(exc) from exc
-        raise AssertionError("unreachable")
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         """Store the value and release the key's lease, in one round trip."""
-        if self._scripts is not None:
-            if await self._script(STORE_AND_RELEASE, (key, f"{key}:lease"), (value, ttl)) is not _REFUSED:
-                return
-        try:
+        if self._scripts and await self._script(self._store_and_release, (key, f"{key}:lease"), (value, ttl)) is not _REFUSED:
+            return
+
+        async def plain() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.set(key, value, ex=ttl)
                 pipe.delete(f"{key}:lease")
-                await self._deadlines.bound(pipe.execute())
-        except (RedisError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+                await pipe.execute()
+
+        await self._bounded(plain())
 
     async def claim(self, key: str, seconds: float) -> bool:
         """Take the lease on `key` unless someone holds it (SET NX PX)."""
-        return await self._command("SET", f"{key}:lease", b"1", "NX", "PX", _ms(seconds)) is not None
+        return bool(await self._bounded(self._client.set(f"{key}:lease", b"1", nx=True, px=_ms(seconds))))
 
     async def release(self, key: str) -> None:
-        await self._command("DEL", f"{key}:lease")
+        await self._bounded(self._client.delete(f"{key}:lease"))
 
-    def _unreachable(self, exc: Exception) -> CacheError:
+    def _unreachable(self, exc: BaseException) -> CacheError:
         reason = str(exc) or type(exc).__name__
         return CacheError(f"Redis at {_redact(self.url)} is unreachable: {reason}")
 
     async def aclose(self) -> None:
-        await self._connections.aclose()
         await self._client.aclose()
+        await self._client.connection_pool.disconnect()
 
 
 def redis_store(url: str, timeout: float) -> RedisStore:
