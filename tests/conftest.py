@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (see below)
 import pytest
 import redis
 
@@ -28,6 +29,10 @@ from tests.peers.server import LoopbackServer
 
 REDIS_URL = os.environ.get("FRUGAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 API_KEY = "sk-test-0123456789abcdef"
+
+# hypothesis is imported here, before any test runs: its pytest plugin otherwise imports it in the
+# terminal summary, and that late compile failed with CPython 3.11's "AST constructor recursion
+# depth mismatch" after some batch tests (seen under pytest only), turning a green run red.
 
 _PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy")
 #: every variable the settings read (derived from the settings models), and the proxies
