@@ -73,11 +73,13 @@ def run_checks(
         return out
     found = out.rejections
     scores = out.scores
-    if (r := constraints.well_formed(answer.valid, answer.reason)) is not None:
+    labelled = bool(labels) or answer.label is not None
+    if not labelled and (r := degenerate.empty(answer.text)) is not None:
+        found.append(r)  # the same answer is also invalid (not JSON, or "empty answer"): one reason is enough
+    elif (r := constraints.well_formed(answer.valid, answer.reason)) is not None:
         found.append(r)
     if (r := truncation.truncated(answer.finish_reason, answer.usage.output_tokens)) is not None:
         found.append(r)
-    labelled = bool(labels) or answer.label is not None
     if not labelled and answer.valid:
         _check_text(answer.text, thresholds, prompt, system, found, scores)
     if thresholds.confidence:
