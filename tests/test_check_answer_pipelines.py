@@ -167,3 +167,15 @@ async def test_on_reject_fail_stops_the_run_with_the_reason(peer, tmp_path):
     peer.responder = tiers("Paris is the capital of France.")
     with pytest.raises(StepError, match=r"check.*rejected \(too_long\): 6 words, more than max_words=3"):
         await run_inline(catalog.load(str(path)), {"prompt": "What is the capital of France?"})
+
+
+async def test_the_run_artifact_shows_the_verdict(peer, redis_cache):
+    from flows.orchestration.run_artifact import markdown
+
+    peer.responder = tiers(LOOP)
+    result = await run_inline("answer", {"prompt": "What is the capital of France?"})
+    text = markdown(catalog.load("answer"), result.nodes, None, None)
+    row = next(line for line in text.splitlines() if line.startswith("| small_check "))
+    assert "rejected ollama/llama3.2:1b: loop" in row and "-> escalate" in row
+    row = next(line for line in text.splitlines() if line.startswith("| large_check "))
+    assert "accepted openai/gpt-test (escalated from ollama/llama3.2:1b: loop)" in row
