@@ -25,8 +25,14 @@ def token(text: str, logprob: float, *alternatives: tuple[str, float]) -> TokenL
 
 def label_tokens(label: str, logprob: float, *alternatives: tuple[str, float]) -> list[TokenLogprob]:
     """`{"label": "<label>"}` as SmolLM2 tokenises it, the label one token with its alternatives."""
-    return [token('{"', -0.5), token("label", -0.1), token('":', -0.1), token(' "', -0.1), token(label, logprob, *alternatives),
-            token('"}', -0.2)]
+    return [
+        token('{"', -0.5),
+        token("label", -0.1),
+        token('":', -0.1),
+        token(' "', -0.1),
+        token(label, logprob, *alternatives),
+        token('"}', -0.2),
+    ]
 
 
 def verdict(text: str, prompt: str | None = "Tell me about Paris, the capital of France.", **fields):
@@ -52,8 +58,11 @@ def test_a_good_answer_is_accepted():
         ("Paris is the capital of France and its largest city.", {"max_words": 5}, "too_long"),
         ("Paris is the capital.", {"max_chars": 10}, "too_long"),
         ("Paris.", {"valid": False, "reason": "answer is not JSON"}, "invalid"),
-        ("Paris is the capital of France.", {"logprobs": [token("Paris", -4.0), token(" is", -3.0)], "min_mean_logprob": -1.0},
-         "low_confidence"),
+        (
+            "Paris is the capital of France.",
+            {"logprobs": [token("Paris", -4.0), token(" is", -3.0)], "min_mean_logprob": -1.0},
+            "low_confidence",
+        ),
     ],
 )
 def test_each_defect_is_rejected_with_its_reason(text, fields, reason):
@@ -82,7 +91,7 @@ def test_the_language_asked_for_wins_over_the_prompts_own():
     assert expected_language("Hi", None) == (None, "the prompt is too short to tell its language")
     v = verdict("La tour Eiffel est une tour de fer puddlé construite à Paris.", prompt="Describe the Eiffel Tower in French.")
     assert v.accepted
-    assert identify("Das Wetter ist heute schön und warm.") [0] == "de"
+    assert identify("Das Wetter ist heute schön und warm.")[0] == "de"
 
 
 def test_the_node_may_name_the_language():
@@ -102,8 +111,15 @@ def test_a_label_the_grammar_forced_is_rejected():
     """SmolLM2 under the label grammar, on 'Best ramen I've had outside Tokyo.': it wanted "Positive" (capitalised,
     which the grammar forbids) and wrote "negative". Case is ignored, so positive wins and the answer escalates."""
     tokens = label_tokens(
-        "negative", -5.12, ("Positive", -3.89), ("negative", -5.12), ("Negative", -5.8), ("POS", -6.31), ("positive", -6.68),
-        ("Arr", -2.9), ("neutral", -8.46),
+        "negative",
+        -5.12,
+        ("Positive", -3.89),
+        ("negative", -5.12),
+        ("Negative", -5.8),
+        ("POS", -6.31),
+        ("positive", -6.68),
+        ("Arr", -2.9),
+        ("neutral", -8.46),
     )
     conf = label_confidence("negative", LABELS, tokens)
     assert conf is not None and conf.runner_up == "positive"
@@ -116,15 +132,22 @@ def test_a_narrow_margin_is_rejected_and_the_threshold_is_per_node():
     tokens = label_tokens("positive", -0.6, ("positive", -0.6), ("neutral", -0.9))
     v = judge(CheckRequest(answer=answer("positive", label="positive", logprobs=tokens), labels=LABELS))
     assert (v.accepted, v.reason) == (False, "low_margin")
-    loose = judge(CheckRequest(answer=answer("positive", label="positive", logprobs=tokens), labels=LABELS,
-                               min_label_prob=0.5, min_label_margin=0.1))
+    loose = judge(
+        CheckRequest(
+            answer=answer("positive", label="positive", logprobs=tokens), labels=LABELS, min_label_prob=0.5, min_label_margin=0.1
+        )
+    )
     assert loose.accepted
 
 
 def test_labels_that_share_a_prefix_are_told_apart_where_they_part():
-    """"ne|gative" and "ne|utral": the first token "ne" decides nothing; the second one does."""
-    tokens = [token('{"label": "', -0.1), token("ne", -0.2, ("ne", -0.2), ("pos", -3.0)),
-              token("utral", -0.7, ("utral", -0.7), ("gative", -0.7)), token('"}', -0.1)]
+    """ "ne|gative" and "ne|utral": the first token "ne" decides nothing; the second one does."""
+    tokens = [
+        token('{"label": "', -0.1),
+        token("ne", -0.2, ("ne", -0.2), ("pos", -3.0)),
+        token("utral", -0.7, ("utral", -0.7), ("gative", -0.7)),
+        token('"}', -0.1),
+    ]
     conf = label_confidence("neutral", LABELS, tokens)
     assert conf is not None and conf.runner_up == "negative"
     assert conf.prob == pytest.approx(conf.runner_up_prob) and conf.margin == pytest.approx(0.0)
@@ -147,10 +170,14 @@ def test_on_reject_decides_what_follows():
 
 def test_an_answer_that_replaces_a_rejected_one_says_where_it_came_from():
     small = verdict("Paris est la capitale de la France et sa plus grande ville.")
-    large = judge(CheckRequest(
-        answer=ModelAnswer(text="Paris is the capital of France.", model="openai/gpt-4o", tier="large"),
-        prompt="Tell me about Paris, the capital of France.", replaces=small, on_reject="flag",
-    ))
+    large = judge(
+        CheckRequest(
+            answer=ModelAnswer(text="Paris is the capital of France.", model="openai/gpt-4o", tier="large"),
+            prompt="Tell me about Paris, the capital of France.",
+            replaces=small,
+            on_reject="flag",
+        )
+    )
     assert (large.accepted, large.escalated_from, large.escalation_reason) == (True, "local/smollm2-135m", "language")
     assert large.answer.escalated_from == "local/smollm2-135m"
     assert "escalated from local/smollm2-135m: language" in large.note

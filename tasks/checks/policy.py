@@ -35,7 +35,9 @@ class Thresholds(BaseModel):
     min_language_prob: float = Field(0.9, ge=0, le=1, description="a wrong language counts only when identified this surely")
     max_sentence_repeats: int | None = Field(2, ge=1, description="a sentence occurring more often than this is a loop")
     max_repeated_share: float | None = Field(0.35, ge=0, le=1, description="share of repeated word 4-grams that makes a loop")
-    max_echo_share: float | None = Field(0.9, ge=0, le=1, description="share of word 6-grams copied from the prompt that makes an echo")
+    max_echo_share: float | None = Field(
+        0.9, ge=0, le=1, description="share of word 6-grams copied from the prompt that makes an echo"
+    )
     confidence: bool = Field(True, description="judge confidence from token log-probabilities when the provider returned them")
     min_mean_logprob: float | None = Field(None, le=0, description="free text: least mean token log-probability")
     min_label_prob: float | None = Field(0.5, ge=0, le=1, description="labels: least probability of the chosen label")
@@ -110,7 +112,7 @@ def _check_text(
     scores["sentence_repeats"] = degenerate.sentence_repeats(text)[0]
     if (r := constraints.within_limits(text, t.max_words, t.max_chars)) is not None:
         found.append(r)
-    if (r := degenerate.loop(text, max_sentence_repeats=t.max_sentence_repeats, max_repeated_share=t.max_repeated_share)):
+    if r := degenerate.loop(text, max_sentence_repeats=t.max_sentence_repeats, max_repeated_share=t.max_repeated_share):
         found.append(r)
     sources = [s for s in (prompt, system) if s]
     if sources:

@@ -48,7 +48,7 @@ BUILTIN_STEPS: tuple[Step, ...] = (
     Step("classify", classify, ClassifyRequest, summary="route: simple or complex"),
     Step("call_slm", call_slm, SlmRequest, summary="answer with the small model", model_call=True),
     Step("call_llm", call_llm, LlmRequest, summary="answer with the large model", model_call=True),
-    Step("check_answer", check_answer, AnswerCheckRequest, summary="accept or reject a model answer: escalate, retry, fail or flag"),
+    Step("check_answer", check_answer, AnswerCheckRequest, summary="accept or reject a model answer"),
     Step("list_documents", list_documents, ListRequest, summary="describe a directory or JSONL file for for_each"),
     Step("read_document", read_document, ReadRequest, summary="read one document or fail with the reason"),
     Step("split_text", split_text, SplitRequest, summary="split a long text into parts"),

@@ -49,12 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tasks.core.completion import Completion, TokenLogprob, TopToken, Usage
 from tasks.core.constraints import label_schema
+from tasks.core.model_request import ModelRequest, to_answer
 from tasks.core.pricing import rates_for
 from tasks.core.records import ModelAnswer
 from tasks.providers.llama_cpp import LocalModel, find_bundled_model
 from tasks.steps.call_llm import LlmRequest, answer_large
 from tasks.steps.check_answer import CheckRequest, judge
-from tasks.core.model_request import ModelRequest, to_answer
 
 ROOT = Path(__file__).resolve().parents[2]
 EVALS = ROOT / "evals" / "quality"
@@ -186,8 +186,13 @@ async def run(args: argparse.Namespace) -> None:
                 right = float(answer.label == r["label"])
                 large_request = LlmRequest(system=SENTIMENT_SYSTEM, prompt=r["text"], labels=LABELS, max_tokens=16)
                 gold_label, all_large = await large.answer(large_request, r["label"])
-                cell = Cell(n=1, small_score=right, small_tokens_out=answer.usage.output_tokens,
-                            small_seconds=answer.latency_ms / 1000, all_large_cost=all_large)
+                cell = Cell(
+                    n=1,
+                    small_score=right,
+                    small_tokens_out=answer.usage.output_tokens,
+                    small_seconds=answer.latency_ms / 1000,
+                    all_large_cost=all_large,
+                )
                 if verdict.accepted:
                     cell.accepted, cell.accepted_score, cell.after_score = 1, right, right
                 else:
@@ -196,9 +201,21 @@ async def run(args: argparse.Namespace) -> None:
                     cell.large_cost = all_large
                 cells[("sentiment", r["lang"])].add(cell)
                 if dump:
-                    dump.write(json.dumps({"task": "sentiment", "id": r["id"], "lang": r["lang"], "gold": r["label"],
-                                           "kind": r["kind"], "answer": answer.label, "reasons": verdict.reasons,
-                                           "scores": verdict.scores}) + "\n")
+                    dump.write(
+                        json.dumps(
+                            {
+                                "task": "sentiment",
+                                "id": r["id"],
+                                "lang": r["lang"],
+                                "gold": r["label"],
+                                "kind": r["kind"],
+                                "answer": answer.label,
+                                "reasons": verdict.reasons,
+                                "scores": verdict.scores,
+                            }
+                        )
+                        + "\n"
+                    )
         if "summary" in args.tasks:
             for d in docs:
                 request = ModelRequest(system=SUMMARY_SYSTEM, prompt=d["text"], max_tokens=MAX_WORDS * 2)
@@ -208,8 +225,13 @@ async def run(args: argparse.Namespace) -> None:
                 stand_in = "; ".join(f["fact"] for f in d["facts"])
                 large_request = LlmRequest(system=SUMMARY_SYSTEM, prompt=d["text"], max_tokens=MAX_WORDS * 2)
                 large_text, all_large = await large.answer(large_request, stand_in)
-                cell = Cell(n=1, small_score=recall, small_tokens_out=answer.usage.output_tokens,
-                            small_seconds=answer.latency_ms / 1000, all_large_cost=all_large)
+                cell = Cell(
+                    n=1,
+                    small_score=recall,
+                    small_tokens_out=answer.usage.output_tokens,
+                    small_seconds=answer.latency_ms / 1000,
+                    all_large_cost=all_large,
+                )
                 if verdict.accepted:
                     cell.accepted, cell.accepted_score, cell.after_score = 1, recall, recall
                 else:
@@ -218,9 +240,21 @@ async def run(args: argparse.Namespace) -> None:
                     cell.large_cost = all_large
                 cells[("summary", d["lang"])].add(cell)
                 if dump:
-                    dump.write(json.dumps({"task": "summary", "id": d["id"], "lang": d["lang"], "recall": recall,
-                                           "finish": answer.finish_reason, "reasons": verdict.reasons,
-                                           "scores": verdict.scores, "text": answer.text}) + "\n")
+                    dump.write(
+                        json.dumps(
+                            {
+                                "task": "summary",
+                                "id": d["id"],
+                                "lang": d["lang"],
+                                "recall": recall,
+                                "finish": answer.finish_reason,
+                                "reasons": verdict.reasons,
+                                "scores": verdict.scores,
+                                "text": answer.text,
+                            }
+                        )
+                        + "\n"
+                    )
         model.close()
         report(model.model_id, cells)
     if dump:
@@ -229,8 +263,10 @@ async def run(args: argparse.Namespace) -> None:
 
 def report(model: str, cells: dict[tuple[str, str], Cell]) -> None:
     print(f"\n== small model {model}")
-    head = f"{'task':9} {'lang':4} {'n':>3} {'before':>7} {'accept':>7} {'escal':>6} {'acc.ok':>7} {'after':>6} " \
-           f"{'tok/s':>6} {'large $':>9} {'all-large $':>11}  reasons"
+    head = (
+        f"{'task':9} {'lang':4} {'n':>3} {'before':>7} {'accept':>7} {'escal':>6} {'acc.ok':>7} {'after':>6} "
+        f"{'tok/s':>6} {'large $':>9} {'all-large $':>11}  reasons"
+    )
     print(head)
     totals: dict[str, Cell] = defaultdict(Cell)
     for (task, lang), c in sorted(cells.items()):
