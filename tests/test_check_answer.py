@@ -131,7 +131,9 @@ def test_a_label_the_grammar_forced_is_rejected():
 def test_a_narrow_margin_is_rejected_and_the_threshold_is_per_node():
     tokens = label_tokens("positive", -0.6, ("positive", -0.6), ("neutral", -0.9))
     v = judge(CheckRequest(answer=answer("positive", label="positive", logprobs=tokens), labels=LABELS))
-    assert (v.accepted, v.reason) == (False, "low_margin")
+    assert (v.accepted, v.reason) == (False, "low_label_prob")  # p=0.57 < 0.9 by default
+    v = judge(CheckRequest(answer=answer("positive", label="positive", logprobs=tokens), labels=LABELS, min_label_prob=0.5))
+    assert (v.accepted, v.reason) == (False, "low_margin")  # it leads neutral by 0.15 < 0.8
     loose = judge(
         CheckRequest(
             answer=answer("positive", label="positive", logprobs=tokens), labels=LABELS, min_label_prob=0.5, min_label_margin=0.1

@@ -36,12 +36,12 @@ class Thresholds(BaseModel):
     max_sentence_repeats: int | None = Field(2, ge=1, description="a sentence occurring more often than this is a loop")
     max_repeated_share: float | None = Field(0.35, ge=0, le=1, description="share of repeated word 4-grams that makes a loop")
     max_echo_share: float | None = Field(
-        0.9, ge=0, le=1, description="share of word 6-grams copied from the prompt that makes an echo"
+        0.8, ge=0, le=1, description="share of word 6-grams copied from the prompt that makes an echo"
     )
     confidence: bool = Field(True, description="judge confidence from token log-probabilities when the provider returned them")
     min_mean_logprob: float | None = Field(None, le=0, description="free text: least mean token log-probability")
-    min_label_prob: float | None = Field(0.5, ge=0, le=1, description="labels: least probability of the chosen label")
-    min_label_margin: float | None = Field(0.2, ge=0, le=1, description="labels: least lead of the chosen label over the next")
+    min_label_prob: float | None = Field(0.9, ge=0, le=1, description="labels: least probability of the chosen label")
+    min_label_margin: float | None = Field(0.8, ge=0, le=1, description="labels: least lead of the chosen label over the next")
 
 
 @dataclass
