@@ -179,3 +179,36 @@ async def test_the_run_artifact_shows_the_verdict(peer, redis_cache):
     assert "rejected ollama/llama3.2:1b: loop" in row and "-> escalate" in row
     row = next(line for line in text.splitlines() if line.startswith("| large_check "))
     assert "accepted openai/gpt-test (escalated from ollama/llama3.2:1b: loop)" in row
+
+
+async def test_nightly_summaries_index_carries_the_verdicts(peer, redis_cache, tmp_path):
+    import json
+
+    source = tmp_path / "docs"
+    source.mkdir()
+    (source / "good.txt").write_text("The board met on Monday and approved the budget for next year. " * 3)
+    (source / "loops.txt").write_text("The team met on Friday and chose a new supplier for the office chairs. " * 3)
+
+    def respond(protocol: str, body: dict[str, Any]) -> str:
+        text = body["messages"][-1]["content"]
+        if protocol == "ollama":
+            return "The board approved the budget." if "board" in text else "The team met. " * 5
+        return "The team chose a new chair supplier."
+
+    peer.responder = respond
+    out = tmp_path / "out"
+    result = await run_inline("nightly-summaries", {"source": str(source), "destination": str(out)})
+    assert result.output["ok"] == 2
+    rows = {row["id"]: row for row in map(json.loads, (out / "index.jsonl").read_text().splitlines())}
+    assert {k: rows["good"][k] for k in ("route", "accepted", "reason", "escalated_from")} == {
+        "route": "small",
+        "accepted": True,
+        "reason": None,
+        "escalated_from": None,
+    }
+    assert {k: rows["loops"][k] for k in ("route", "accepted", "reason", "escalated_from")} == {
+        "route": "large",
+        "accepted": True,
+        "reason": "loop",
+        "escalated_from": SMALL,
+    }

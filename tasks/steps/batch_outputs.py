@@ -15,7 +15,8 @@ from tasks.core.files import holds, write_atomic
 from tasks.steps.file_writer import write_file
 from tasks.steps.sources import iter_items
 
-INDEX_FIELDS = ("id", "source", "summary_path", "route", "model", "cache", "tokens", "status")
+#: an ok item's line; `accepted`, `reason`, `escalated_from` are the answer check's verdict (docs/quality.md)
+INDEX_FIELDS = ("id", "source", "summary_path", "route", "model", "cache", "tokens", "status", "accepted", "reason", "escalated_from")
 
 
 class SummaryRequest(BaseModel):
@@ -76,7 +77,9 @@ def index_line(record: dict[str, Any]) -> dict[str, Any]:
         "cache": None,
         "tokens": None,
         "status": record.get("status", "error"),
+        "accepted": None,
         "reason": record.get("error"),
+        "escalated_from": None,
     }
 
 
