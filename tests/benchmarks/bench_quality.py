@@ -171,7 +171,7 @@ async def run(args: argparse.Namespace) -> None:
     reviews, docs = load(args.split)
     large = Large()
     paths = [Path(p) for p in args.model] or [find_bundled_model()]
-    dump = open(args.dump, "w") if args.dump else None
+    dump = open(args.dump, "w", buffering=1) if args.dump else None  # line-buffered: progress shows
     print(f"split={args.split}  reviews={len(reviews)}  documents={len(docs)} (<= {LONG_WORDS} words, readable)")
     print(f"large tier: {large.name}")
     for path in paths:
