@@ -20,6 +20,7 @@ for the large model's answer), so the final verdict says what it was escalated f
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 from prefect import task
@@ -144,7 +145,8 @@ def _retry_with(answer: ModelAnswer | None, code: str) -> dict[str, Any]:
 @task(name="check_answer", cache_policy=NO_CACHE, persist_result=False)
 async def check_answer(request: CheckRequest) -> Verdict:
     """Accept or reject a model answer; the verdict says whether to escalate, retry or flag it."""
-    verdict = judge(request)
+    # in a worker thread: loading the language model takes ~0.3 s once, and a long prompt's identification ~1 ms
+    verdict = await asyncio.to_thread(judge, request)
     if not verdict.accepted:
         step_logger().warning("answer rejected, %s: %s", verdict.action, verdict.note)
     return verdict
