@@ -16,7 +16,19 @@ from tasks.steps.file_writer import write_file
 from tasks.steps.sources import iter_items
 
 #: an ok item's line; `accepted`, `reason`, `escalated_from` are the answer check's verdict (docs/quality.md)
-INDEX_FIELDS = ("id", "source", "summary_path", "route", "model", "cache", "tokens", "status", "accepted", "reason", "escalated_from")
+INDEX_FIELDS = (
+    "id",
+    "source",
+    "summary_path",
+    "route",
+    "model",
+    "cache",
+    "tokens",
+    "status",
+    "accepted",
+    "reason",
+    "escalated_from",
+)
 
 
 class SummaryRequest(BaseModel):
