@@ -55,13 +55,14 @@ async def test_each_node_is_a_named_task_run_and_skips_are_visible(peer, redis_c
     state = await run_pipeline("answer", {"prompt": "What is 2+2?"}, return_state=True)
     assert state.is_completed()
     runs = await task_runs_of(state)
-    assert set(runs) == {"key", "lookup", "route", "small", "large", "store"}
+    assert set(runs) == {"key", "lookup", "route", "small", "small_check", "large", "large_check", "store"}
     assert runs["large"] == "Skipped"
     assert runs["small"] == "Completed"
 
     hit = await run_pipeline("answer", {"prompt": "What is 2+2?"}, return_state=True)
     runs = await task_runs_of(hit)
-    assert [n for n, s in sorted(runs.items()) if s == "Skipped"] == ["large", "route", "small", "store"]
+    skipped = ["large", "large_check", "route", "small", "small_check", "store"]
+    assert [n for n, s in sorted(runs.items()) if s == "Skipped"] == skipped
     result = await hit.aresult()
     assert result["output"]["cache"] == "hit"
     assert result["nodes"]["lookup"]["status"] == "cache_hit"

@@ -58,8 +58,8 @@ def test_call_returns_the_output_then_a_cache_hit(served_prefect):
         assert second.result["nodes"]["lookup"]["status"] == "cache_hit"
 
         # each node a task run named after its node id; the run's artifacts: result and path
-        runs = task_runs(caller, second.flow_run_id, 6)
-        assert {r["name"] for r in runs} == {"key", "lookup", "route", "small", "large", "store"}
+        runs = task_runs(caller, second.flow_run_id, 8)
+        assert {r["name"] for r in runs} == {"key", "lookup", "route", "small", "small_check", "large", "large_check", "store"}
         # ...whose recorded inputs are the pipeline's edges: the UI's run graph has the pipeline's shape
         names = {r["id"]: r["name"] for r in runs}
         upstream = {
@@ -70,14 +70,18 @@ def test_call_returns_the_output_then_a_cache_hit(served_prefect):
             "lookup": {"key"},
             "route": {"lookup"},
             "small": {"route"},
-            "large": {"route", "small"},
-            "store": {"key", "lookup", "large", "small"},
+            "small_check": {"route", "small"},
+            "large": {"route", "small_check"},
+            "large_check": {"route", "small_check", "large"},
+            "store": {"key", "lookup", "large_check", "small_check"},
         }
         artifacts = caller._json("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [second.flow_run_id]}}})
         markdown = next(a["data"] for a in artifacts if a["type"] == "markdown")
         assert "**Path:** key → lookup (cache hit) → output" in markdown
-        assert "**Skipped:** route, small, large, store" in markdown
-        assert "```mermaid" in markdown and "class n_route,n_small,n_large,n_store skipped" in markdown
+        assert "**Skipped:** route, small, small_check, large, large_check, store" in markdown
+        assert (
+            "```mermaid" in markdown and "class n_route,n_small,n_small_check,n_large,n_large_check,n_store skipped" in markdown
+        )
 
 
 def test_call_errors_say_what_went_wrong(served_prefect):
