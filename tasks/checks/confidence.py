@@ -17,9 +17,12 @@ the chosen one (beyond it nothing is known). An alternative that could still
 become several labels ("n" for negative and neutral) decides nothing and is left
 out too, unless it is the chosen token.
 
-Providers report probabilities before the grammar masks the tokens it forbids, so
-the other labels show up among the alternatives only if enough are asked for: with
-SmolLM2-135M, 20 alternatives often list none of the other labels; 100 usually list them all.
+Providers report probabilities before the grammar masks the tokens it forbids, and
+only the best few alternatives: the probability they leave unlisted may belong to any
+label. It is counted against the chosen label (its probability is a lower bound, the
+others' an upper bound), so a provider that lists 5 alternatives cannot make an unsure
+label look sure: with SmolLM2-135M under the label grammar, 5 or even 20 alternatives
+often list none of the labels, 100 usually list them all.
 """
 
 from __future__ import annotations
@@ -96,10 +99,15 @@ def label_confidence(label: str | None, labels: list[str] | None, logprobs: list
                 mass[name] += p
         if total <= 0:
             continue
+        # what the provider did not list may belong to any label: the chosen one is counted without it
+        # (a lower bound), every other one with all of it (an upper bound)
+        unlisted = max(0.0, 1.0 - sum(math.exp(lp) for lp in options.values()))
+        chosen_path = before + tok.token[lead:]
         for name in labels:
             if name not in parted:
-                shares[name] *= mass[name] / total
-                if name != label and not _spells(before + tok.token[lead:], name):
+                chosen = name == label or _spells(chosen_path, name)
+                shares[name] *= (mass[name] + (0.0 if chosen else unlisted)) / (total + unlisted)
+                if not chosen:
                     parted.add(name)
     others = [(shares[name], name) for name in labels if name != label]
     best_prob, best = max(others) if others else (0.0, None)
