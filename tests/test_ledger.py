@@ -74,7 +74,7 @@ async def test_large_model_miss_then_hit(priced, redis_cache):
     assert cached.counterfactual == D("0.0000051")
     assert cached.savings == {"prompt_cache": D("0.0000051")}  # a hit saves its whole counterfactual
     assert all(map(balanced, (call, cached)))
-    assert (call.pipeline, call.version, call.mode, call.namespace) == ("answer", "1", "inline", "default")
+    assert (call.pipeline, call.version, call.mode, call.namespace) == ("answer", "2", "inline", "default")
     assert call.run_id != cached.run_id and call.flow_run_id is None
 
 

@@ -39,6 +39,8 @@ def _report(node: Node, value: Any, cached: bool, duration_ms: float) -> NodeRep
             report.cache = value["cache"]
             if value["cache"] == "hit":
                 report.status = "cache_hit"
+        if isinstance(value.get("note"), str):  # a step's one-line account (check_answer's verdict) for the node table
+            report.reason = value["note"]
         if node.step.model_call and isinstance(value.get("model"), str):
             usage = value.get("usage") or {}
             report.model = value["model"]

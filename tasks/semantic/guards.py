@@ -16,7 +16,7 @@ what differs; any difference is a miss.
                 compared without case: each must occur in the other prompt
     order       with a from/to-like pair of words, the names must come in the same order
     intent      the action asked for (reverse, sort, cancel, pause, cost, ...): the same set
-    language    the language of the two prompts (py3langid)
+    language    the language of the two prompts (`tasks.core.language`)
 
 Guards are rules, not a model: cheap (~20 µs a pair), explainable, and biased to refuse. What
 they refuse is a miss, answered by the model, never a wrong answer.
@@ -29,6 +29,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+
+from tasks.core.language import identify
 
 __all__ = ["GUARDS", "first_difference"]
 
@@ -177,18 +179,9 @@ def _dedupe(items: list[str]) -> list[str]:
     return seen
 
 
-@lru_cache(maxsize=1)
-def _identifier() -> object:
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier  # loaded on first use: ~0.7 s, 90 MB
-
-    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    identifier.set_languages(["en", "fr", "es", "de", "it", "pt", "nl"])
-    return identifier
-
-
 @lru_cache(maxsize=4096)
 def language_of(text: str) -> str:
-    return str(_identifier().classify(text)[0])  # type: ignore[attr-defined]
+    return identify(text)[0]
 
 
 def _language(a: str, b: str) -> bool:

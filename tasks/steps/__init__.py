@@ -10,6 +10,7 @@ cache_store      tasks/steps/cache.py
 classify         tasks/steps/classify.py
 call_slm         tasks/steps/call_slm.py
 call_llm         tasks/steps/call_llm.py
+check_answer     tasks/steps/check_answer.py
 list_documents   tasks/steps/documents.py
 read_document    tasks/steps/documents.py
 split_text       tasks/steps/split_text.py
@@ -31,6 +32,8 @@ from tasks.steps.batch_outputs import (
 from tasks.steps.cache import LookupRequest, StoreRequest, cache_lookup, cache_store
 from tasks.steps.call_llm import LlmRequest, call_llm
 from tasks.steps.call_slm import SlmRequest, call_slm
+from tasks.steps.check_answer import CheckRequest as AnswerCheckRequest
+from tasks.steps.check_answer import check_answer
 from tasks.steps.classify import ClassifyRequest, classify
 from tasks.steps.documents import ListRequest, ReadRequest, list_documents, read_document
 from tasks.steps.hash_prompt import HashRequest, hash_prompt
@@ -41,10 +44,11 @@ from tasks.steps.split_text import SplitRequest, split_text
 BUILTIN_STEPS: tuple[Step, ...] = (
     Step("hash_prompt", hash_prompt, HashRequest, summary="sha256 request key"),
     Step("cache_lookup", cache_lookup, LookupRequest, summary="exact-match prompt cache lookup"),
-    Step("cache_store", cache_store, StoreRequest, summary="store a valid answer in the prompt cache"),
+    Step("cache_store", cache_store, StoreRequest, summary="store a valid, accepted answer in the prompt cache"),
     Step("classify", classify, ClassifyRequest, summary="route: simple or complex"),
     Step("call_slm", call_slm, SlmRequest, summary="answer with the small model", model_call=True),
     Step("call_llm", call_llm, LlmRequest, summary="answer with the large model", model_call=True),
+    Step("check_answer", check_answer, AnswerCheckRequest, summary="accept or reject a model answer"),
     Step("list_documents", list_documents, ListRequest, summary="describe a directory or JSONL file for for_each"),
     Step("read_document", read_document, ReadRequest, summary="read one document or fail with the reason"),
     Step("split_text", split_text, SplitRequest, summary="split a long text into parts"),

@@ -20,7 +20,20 @@ from tasks.core.errors import BatchFailed, InputError
 from tasks.core.files import confine, write_atomic, write_if_changed
 from tasks.steps.sources import iter_items, summary_name
 
-INDEX_FIELDS = ("id", "source", "summary_path", "route", "model", "cache", "tokens", "status")
+#: an ok item's line; `accepted`, `reason`, `escalated_from` are the answer check's verdict (docs/quality.md)
+INDEX_FIELDS = (
+    "id",
+    "source",
+    "summary_path",
+    "route",
+    "model",
+    "cache",
+    "tokens",
+    "status",
+    "accepted",
+    "reason",
+    "escalated_from",
+)
 
 
 class SummaryRequest(BaseModel):
@@ -89,7 +102,9 @@ def index_line(record: dict[str, Any]) -> dict[str, Any]:
         "cache": None,
         "tokens": None,
         "status": record.get("status", "error"),
+        "accepted": None,
         "reason": record.get("error"),
+        "escalated_from": None,
     }
 
 

@@ -2,7 +2,8 @@
 
 Fail open: a cache that cannot be reached is a miss with ``cache: "error"`` and
 a logged warning, never a failed request. A value that does not parse as the
-current `CachedAnswer` version is a miss too. Only valid answers are stored.
+current `CachedAnswer` version is a miss too. Only valid answers are stored, and never one the answer check
+rejected (``accepted: false``, see `check_answer`).
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ async def _store(request: StoreRequest, settings: CacheSettings) -> Stored:
     record = CachedAnswer.from_answer(answer)
     if not answer.valid:
         return Stored(stored=False, cache="skipped", answer=record, reason=f"invalid answer: {answer.reason}", cost_usd=cost)
+    if answer.accepted is False:
+        reason = f"rejected answer: {answer.reject_reason}"
+        return Stored(stored=False, cache="skipped", answer=record, reason=reason, cost_usd=cost)
     if request.bypass:
         return Stored(stored=False, cache="bypass", answer=record, cost_usd=cost)
     try:
@@ -155,5 +159,5 @@ async def cache_lookup(request: LookupRequest) -> Lookup:
 
 @task(name="cache_store", cache_policy=NO_CACHE, persist_result=False)
 async def cache_store(request: StoreRequest) -> Stored:
-    """Store a valid answer under its request key, with a TTL."""
+    """Store a valid, not rejected answer under its request key, with a TTL."""
     return await store(request)
