@@ -7,6 +7,7 @@
     frugal graph PIPELINE [--format mermaid|dot|svg|png] [--output FILE]
     frugal report [--since 7d] [--by pipeline|model|route|day] [--json] [--png PATH]
     frugal list
+    frugal router train|calibrate|eval ...
     frugal demo [--inline]
 
 Errors print one line and exit non-zero; `--debug` shows the traceback.
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flows.cli import router as router_cli
 from flows.engine.results import RunResult
 from flows.language import catalog
 from flows.language.compiler import all_errors
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print JSON (exact decimal strings) instead of a table")
     report.add_argument("--png", metavar="PATH", help="also draw spend vs counterfactual and savings by cause, as a PNG")
     report.set_defaults(func=cmd_report)
+    router_cli.add_parser(sub)
     return parser
 
 

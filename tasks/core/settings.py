@@ -153,6 +153,39 @@ class LedgerSettings(BaseSettings):
     retention_days: int = Field(90, ge=0, description="days entries are kept; 0 keeps them forever")
 
 
+class EmbedderSettings(BaseSettings):
+    """The text embedder (`tasks.embedders`): the learned router's, and any step that compares meanings."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_EMBEDDER_", extra="ignore")
+
+    kind: Literal["bundled", "ollama", "openai"] = Field(
+        "bundled",
+        validation_alias=AliasChoices("FRUGAL_EMBEDDER", "FRUGAL_EMBEDDER_KIND"),
+        description="bundled: USE multilingual v3 in-process (no server); ollama: /api/embed; "
+        "openai: any OpenAI-compatible /v1/embeddings",
+    )
+    model: str | None = Field(
+        None, description="embedding model id; default nomic-embed-text (ollama), text-embedding-3-small (openai)"
+    )
+    host: str | None = Field(None, description="Ollama server URL for embeddings; default the small tier's OLLAMA_HOST")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint for embeddings; default the large tier's OPENAI_BASE_URL, else OpenAI"
+    )
+    api_key: SecretStr | None = Field(None, description="API key for the openai embedder (secret); default OPENAI_API_KEY")
+    timeout: float = Field(10.0, gt=0, description="seconds for one embedding call before it falls back")
+
+
+class RouterSettings(BaseSettings):
+    """The learned router (`classify` with `router: embedding`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_ROUTER_", extra="ignore")
+
+    file: Path | None = Field(
+        None,
+        description="router file to route by; default FRUGAL_DATA_DIR/router.json if it exists, else the packaged router",
+    )
+
+
 #: every settings model, in the order the configuration table lists them
 MODELS: tuple[type[BaseSettings], ...] = (
     CacheSettings,
@@ -162,6 +195,8 @@ MODELS: tuple[type[BaseSettings], ...] = (
     LlmSettings,
     PriceSettings,
     LedgerSettings,
+    EmbedderSettings,
+    RouterSettings,
 )
 
 
@@ -211,6 +246,8 @@ class Settings:
     batch: BatchSettings
     prices: PriceSettings = field(default_factory=PriceSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
 
 
 _snapshot: tuple[tuple[object, ...], Settings] | None = None
@@ -271,6 +308,8 @@ def get_settings() -> Settings:
                 batch=BatchSettings(),
                 prices=PriceSettings(),
                 ledger=LedgerSettings(),
+                embedder=EmbedderSettings(),
+                router=RouterSettings(),
             ),
         )
     return _snapshot[1]
