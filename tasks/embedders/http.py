@@ -35,6 +35,10 @@ def _post(client: httpx.Client, url: str, body: dict[str, Any], source: str, hea
         response = client.post(url, json=body, headers=headers)
     except httpx.HTTPError as exc:
         raise EmbedderUnavailable(f"{source} at {url} did not answer: {type(exc).__name__}") from exc
+    if response.status_code in (401, 403):  # the body may echo part of the key: never repeat it
+        raise EmbedderUnavailable(
+            f"{source} at {url} refused the API key (HTTP {response.status_code}): set FRUGAL_EMBEDDER_API_KEY or OPENAI_API_KEY"
+        )
     if response.status_code >= 400:
         raise EmbedderUnavailable(f"{source} at {url} answered HTTP {response.status_code}: {response.text[:200]}")
     try:
