@@ -39,7 +39,9 @@ def add_parser(sub: Any) -> None:
     calibrate = commands.add_parser("calibrate", help="pick the threshold that meets a target (split=eval rows)")
     calibrate.add_argument("data", nargs="*", help=f"labelled JSONL files (default {' '.join(DEFAULT_DATA)})")
     calibrate.add_argument("--router", help="router file to calibrate (default: the one `classify` uses)")
-    calibrate.add_argument("--output", "-o", help="where to write it (default: in place; DATA_DIR/router.json for the packaged one)")
+    calibrate.add_argument(
+        "--output", "-o", help="where to write it (default: in place; DATA_DIR/router.json for the packaged one)"
+    )
     _targets(calibrate, required=True)
     calibrate.set_defaults(func=cmd_calibrate)
 
@@ -111,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         doc.heads.append(train(examples, bundled_embedder(), target=target).heads[0])
     path = save_router(doc, _output(args))
     for head in doc.heads:
-        trial = max(head.cross_validation["trials"], key=lambda t: t["accuracy"])  # type: ignore[index, arg-type]
+        trial = max(head.cross_validation["trials"], key=lambda t: t["accuracy"])
         print(
             f"{head.embedder}: C={head.c} cheap_features={head.cheap_features} cv accuracy={trial['accuracy']:.3f} "
             f"threshold={head.threshold:.3f} for {head.target}"

@@ -91,7 +91,11 @@ class OpenAIEmbedder:
         items = list(texts)
         url = f"{self.base_url}/embeddings"
         reply = _post(
-            self._client, url, {"model": self.model, "input": items, "encoding_format": "float"}, "the embeddings API", self._headers
+            self._client,
+            url,
+            {"model": self.model, "input": items, "encoding_format": "float"},
+            "the embeddings API",
+            self._headers,
         )
         try:
             data = sorted(_OpenAIEmbedReply.model_validate(reply).data, key=lambda item: item.index)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .curve import CurvePoint, curve, pick
 from .labels import Example, read_examples
-from .route import Routed, route
+from .router import Routed, route
 from .router_file import PACKAGED, RouterDoc, RouterFileError, default_router_path, load_router, save_router
 from .train import calibrate, train
 

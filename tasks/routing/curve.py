@@ -30,7 +30,7 @@ def curve(probabilities: np.ndarray, large: np.ndarray) -> list[CurvePoint]:
     y = np.asarray(large, dtype=bool)
     if p.size == 0 or not y.any():
         raise InputError("a trade-off curve needs labelled prompts, some of them labelled large")
-    values = np.unique(np.round(p, 6))
+    values = np.unique(np.round(p, 4))  # 4 decimals: every midpoint below sits strictly between two values
     cuts = np.concatenate([[0.0], (values[:-1] + values[1:]) / 2, [1.0 + 1e-9]])
     points = []
     for t in cuts:

@@ -27,7 +27,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for any z
 
 
-def fit(x: np.ndarray, y: np.ndarray, c: float = 1.0, iterations: int = 50, tolerance: float = 1e-8) -> Logistic:
+def fit(x: np.ndarray, y: np.ndarray, c: float = 1.0, iterations: int = 30, tolerance: float = 1e-6) -> Logistic:
     """Weights minimising C * log-loss + ||w||^2 / 2 on rows `x` with 0/1 labels `y`."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)

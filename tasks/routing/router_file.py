@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -68,7 +69,7 @@ class Head(BaseModel):
     target: dict[str, float] = Field(default_factory=dict)
     calibrated_on: str = ""
     curve: list[CurvePoint] = Field(default_factory=list)
-    cross_validation: dict[str, object] = Field(default_factory=dict)
+    cross_validation: dict[str, Any] = Field(default_factory=dict)
     examples: Examples
 
     @cached_property

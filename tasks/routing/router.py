@@ -81,7 +81,9 @@ def route(text: str, router_file: Path | str | None = None) -> Routed | None:
     if wanted != BUNDLED_ID:
         head = doc.head(wanted)
         if head is None:
-            warn_once(f"nohead:{router.path}:{wanted}", f"router {router.path} has no head for embedder {wanted}; using {BUNDLED_ID}")
+            warn_once(
+                f"nohead:{router.path}:{wanted}", f"router {router.path} has no head for embedder {wanted}; using {BUNDLED_ID}"
+            )
         else:
             try:
                 return decide(head, _embed(configured_embedder(), text), text, doc.version)
