@@ -144,13 +144,16 @@ def parse_router(path: Path, raw: bytes) -> RouterDoc:
     try:
         doc = RouterDoc.model_validate_json(raw)
         if doc.format != FORMAT:
-            raise ValueError(f"format {doc.format} is not {FORMAT}: retrain it with `frugal router train`")
+            raise ValueError(f"format {doc.format}; this version reads format {FORMAT}")
         doc.check()
-    except (ValidationError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if isinstance(exc, ValueError) and not isinstance(exc, ValidationError) else exc
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "the document"
         raise RouterFileError(
-            f"router file {path} is not a valid router ({first}); retrain it with `frugal router train`"
+            f"router file {path} is not a valid router ({where}: {error['msg']}); retrain it with `frugal router train`"
         ) from exc
+    except ValueError as exc:
+        raise RouterFileError(f"router file {path} is not a valid router ({exc}); retrain it with `frugal router train`") from exc
     return doc
 
 

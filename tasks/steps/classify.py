@@ -3,7 +3,7 @@
 `router: embedding` (the `answer` pipeline's) embeds the prompt and asks the trained
 router (`tasks.routing`) for P(needs the large model); the decision carries that
 probability, the threshold it was compared with and the nearest labelled examples.
-On the held-out prompts of evals/router it routes 95 % right against 57 % for the
+On the held-out prompts of evals/router it routes 95 % right against 48 % for the
 rules (docs/routing.md). When no embedder can run it falls back to the rules, with
 one warning. `router: rules` is the declared task type, keywords and a length threshold.
 """

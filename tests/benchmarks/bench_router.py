@@ -22,7 +22,8 @@ import argparse
 import statistics
 import sys
 import time
-from collections import Counter, defaultdict
+import zlib
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from tests.benchmarks.machine import wait_until_quiet
 ROOT = Path(__file__).resolve().parents[2]
 DATA = [ROOT / "evals/router/large.jsonl", ROOT / "evals/router/small.jsonl"]
 LANGS = ("en", "fr", "es", "de")
-VOCABULARY = 3000
+BUCKETS = 512  # as many features as USE has dimensions: Newton's Hessian stays small
 
 
 def figures(name: str, examples: Sequence[Example], sent_large: Sequence[bool]) -> dict[str, object]:
@@ -125,20 +126,17 @@ def candidates(train: list[Example], held: list[Example]) -> None:
         evaluate("static 10k/64d (tokenlearn)", static(texts_t), static(texts_h), ms, "7 MB wheel")
     except ImportError:
         print("static model: pip install tokenlearn-static-model==0.1.1 to compare it")
-    seen: Counter[str] = Counter(gram for text in texts_t for gram in set(grams(text)))
-    vocabulary = {gram: i for i, (gram, _) in enumerate(seen.most_common(VOCABULARY))}  # Newton's Hessian is d x d
-
     def char_ngrams(texts: list[str]) -> np.ndarray:
-        m = np.zeros((len(texts), len(vocabulary)))
+        """Character 3- and 4-grams hashed (crc32) into BUCKETS counts, log-scaled, unit length."""
+        m = np.zeros((len(texts), BUCKETS))
         for i, text in enumerate(texts):
             for gram in grams(text):
-                if gram in vocabulary:
-                    m[i, vocabulary[gram]] += 1
+                m[i, zlib.crc32(gram.encode()) % BUCKETS] += 1
         m = np.log1p(m)
         return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
 
     ms = statistics.median(timed(lambda t: char_ngrams([t]), texts_h))
-    evaluate(f"char 3-4-grams (top {len(vocabulary)})", char_ngrams(texts_t), char_ngrams(texts_h), ms, "none")
+    evaluate(f"char 3-4-grams ({BUCKETS} hashed)", char_ngrams(texts_t), char_ngrams(texts_h), ms, "none")
 
 
 def grams(text: str) -> list[str]:
