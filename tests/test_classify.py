@@ -75,4 +75,4 @@ async def test_task_returns_a_typed_decision():
     decision = await classify.fn(ClassifyRequest(text="Label this review: great!", task="classification"))
     assert isinstance(decision, Decision)
     assert decision.label == "simple"
-    assert set(decision.model_dump()) == {"label", "reason", "score"}
+    assert set(decision.model_dump()) == {"label", "reason", "score", "router", "probability", "threshold"}

@@ -84,7 +84,9 @@ def test_call_returns_the_output_then_a_cache_hit(served_prefect):
         assert "**Path:** key → lookup (cache hit) → output" in markdown
         assert "**Skipped:** route, small, small_check, large, large_check, store" in markdown
         assert "### Output\n\n```\nParis.\n```" in markdown
-        assert "```mermaid" in markdown and "class n_route,n_small,n_small_check,n_large,n_large_check,n_store skipped" in markdown
+        assert (
+            "```mermaid" in markdown and "class n_route,n_small,n_small_check,n_large,n_large_check,n_store skipped" in markdown
+        )
 
 
 def test_call_errors_say_what_went_wrong(served_prefect):

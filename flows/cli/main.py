@@ -7,6 +7,7 @@
     frugal graph PIPELINE [--format mermaid|dot|svg|png] [--output FILE]
     frugal report [--since 7d] [--by pipeline|model|route|day] [--json] [--png PATH]
     frugal list
+    frugal router train|calibrate|eval ...
     frugal demo [--inline | --orchestrated]
 
 Errors print one line and exit non-zero; `--debug` shows the traceback.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.cli import gateway as gateway_commands  # argparse only: the gateway itself loads when it runs
+from flows.cli import router as router_cli  # argparse only, like the gateway's
 from tasks.core.errors import FrugalError, InputError, SpecErrors
 from tasks.core.settings import get_settings
 
@@ -376,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     gateway_commands.add_parsers(sub)
+    router_cli.add_parser(sub)
     return parser
 
 

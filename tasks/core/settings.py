@@ -225,6 +225,8 @@ class GatewaySettings(BaseSettings):
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise ConfigError('FRUGAL_GATEWAY_MODELS must be a JSON object of strings, e.g. {"gpt-4o-mini": "answer"}')
         return value
+
+
 class AuditSettings(BaseSettings):
     """The shadow audit (`flows.ledger.audit`): a sample of accepted small answers re-asked of the large model."""
 
@@ -246,6 +248,39 @@ class AuditSettings(BaseSettings):
     )
 
 
+class EmbedderSettings(BaseSettings):
+    """The text embedder (`tasks.embedders`): the learned router's, and any step that compares meanings."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_EMBEDDER_", extra="ignore")
+
+    kind: Literal["bundled", "ollama", "openai"] = Field(
+        "bundled",
+        validation_alias=AliasChoices("FRUGAL_EMBEDDER", "FRUGAL_EMBEDDER_KIND"),
+        description="bundled: USE multilingual v3 in-process (no server); ollama: /api/embed; "
+        "openai: any OpenAI-compatible /v1/embeddings",
+    )
+    model: str | None = Field(
+        None, description="embedding model id; default nomic-embed-text (ollama), text-embedding-3-small (openai)"
+    )
+    host: str | None = Field(None, description="Ollama server URL for embeddings; default the small tier's OLLAMA_HOST")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint for embeddings; default the large tier's OPENAI_BASE_URL, else OpenAI"
+    )
+    api_key: SecretStr | None = Field(None, description="API key for the openai embedder (secret); default OPENAI_API_KEY")
+    timeout: float = Field(10.0, gt=0, description="seconds for one embedding call before it falls back")
+
+
+class RouterSettings(BaseSettings):
+    """The learned router (`classify` with `router: embedding`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_ROUTER_", extra="ignore")
+
+    file: Path | None = Field(
+        None,
+        description="router file to route by; default FRUGAL_DATA_DIR/router.json if it exists, else the packaged router",
+    )
+
+
 #: every settings model, in the order the configuration table lists them
 MODELS: tuple[type[BaseSettings], ...] = (
     CacheSettings,
@@ -258,6 +293,8 @@ MODELS: tuple[type[BaseSettings], ...] = (
     LedgerSettings,
     GatewaySettings,
     AuditSettings,
+    EmbedderSettings,
+    RouterSettings,
 )
 
 
@@ -310,6 +347,8 @@ class Settings:
     files: FileSettings = field(default_factory=FileSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
 
 
 _snapshot: tuple[tuple[object, ...], Settings] | None = None
@@ -374,6 +413,8 @@ def get_settings() -> Settings:
                 files=FileSettings(),
                 gateway=GatewaySettings(),
                 audit=AuditSettings(),
+                embedder=EmbedderSettings(),
+                router=RouterSettings(),
             ),
         )
     return _snapshot[1]

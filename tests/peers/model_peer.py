@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import anthropic_routes, ollama_routes, openai_routes
+from . import anthropic_routes, embed_routes, ollama_routes, openai_routes
 from .prompt_cache import PromptCache
 from .server import LoopbackServer
 from .wire import default_responder, error_response
@@ -297,6 +297,7 @@ def create_app(peer: ModelPeer) -> Starlette:
         *ollama_routes.ROUTES,
         *openai_routes.ROUTES,
         *anthropic_routes.ROUTES,
+        *embed_routes.ROUTES,
         ("/v1/models", _list_models, ["GET"]),
         ("/{path:path}", _not_found, ["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
