@@ -207,6 +207,24 @@ def test_list_shows_the_pipelines_and_their_inputs(cli_env, tmp_path):
     assert "text:string" in rows["sentiment"]
 
 
+def test_list_reports_a_bad_file_beside_the_good_ones(cli_env, tmp_path):
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "good.yaml").write_text(
+        "name: good\nversion: '1'\ninputs: {text: {type: string}}\nnodes: {k: {uses: hash_prompt, with: {prompt: '{{ inputs.text }}'}}}\n"
+        "output: '{{ k }}'\n"
+    )
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(12)
+    )
+    (folder / "bomb.yaml").write_text(bomb)
+    proc = frugal({**cli_env, "FRUGAL_PIPELINES_DIR": str(folder)}, "list", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stdout.split()[0] == "good"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "bomb.yaml" in errors[0]
+
+
 def nightly_inputs(tmp_path: Path, n: int) -> list[str]:
     """Documents in ./data/inbox of the run's working directory (tmp_path): inside the default FRUGAL_FILE_ROOTS."""
     source = tmp_path / "data" / "inbox"

@@ -177,11 +177,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from flows.language import catalog
 
-    for path in catalog.pipeline_paths():
-        pipeline = catalog.load(str(path))
+    failed = False
+    for path, pipeline in catalog.load_each():  # one bad file is reported beside the others, not instead of them
+        if isinstance(pipeline, Exception):
+            print(f"error: {pipeline.render()}", file=sys.stderr)
+            failed = True
+            continue
         inputs = ", ".join(f"{k}{'' if v.required else '?'}:{v.type}" for k, v in pipeline.spec.inputs.items())
         print(f"{pipeline.name:<20} v{pipeline.spec.version:<4} {inputs}")
-    return 0
+    return EXIT_ERROR if failed else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -191,7 +195,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not args.debug:
         quiet_frugal_errors(drop=False)
-    serve_pipelines(args.pipelines or catalog.known_names(), in_process=not args.subprocess, record_skips=args.record_skips)
+    names = args.pipelines
+    if not names:  # every pipeline that loads; a bad file is said, and the others are served
+        names = []
+        for path, pipeline in catalog.load_each():
+            if isinstance(pipeline, Exception):
+                print(f"error: not serving {path.name}: {pipeline.render()}", file=sys.stderr)
+            else:
+                names.append(pipeline.name)
+    serve_pipelines(names, in_process=not args.subprocess, record_skips=args.record_skips)
     return 0
 
 
