@@ -178,7 +178,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from flows.language import catalog
 
     failed = False
-    for path, pipeline in catalog.load_each():  # one bad file is reported beside the others, not instead of them
+    for _path, pipeline in catalog.load_each():  # one bad file is reported beside the others, not instead of them
         if isinstance(pipeline, Exception):
             print(f"error: {pipeline.render()}", file=sys.stderr)
             failed = True
