@@ -211,8 +211,8 @@ def test_list_reports_a_bad_file_beside_the_good_ones(cli_env, tmp_path):
     folder = tmp_path / "pipelines"
     folder.mkdir()
     (folder / "good.yaml").write_text(
-        "name: good\nversion: '1'\ninputs: {text: {type: string}}\nnodes: {k: {uses: hash_prompt, with: {prompt: '{{ inputs.text }}'}}}\n"
-        "output: '{{ k }}'\n"
+        "name: good\nversion: '1'\ninputs: {text: {type: string}}\n"
+        "nodes: {k: {uses: hash_prompt, with: {prompt: '{{ inputs.text }}'}}}\noutput: '{{ k }}'\n"
     )
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(12)
