@@ -103,7 +103,7 @@ def test_stats_reset_and_delay(urls: dict[str, str]) -> None:
         assert http.post("/_peer/config", json={"delay": 0.3}).json()["delay"] == 0.3
         started = time.perf_counter()
         http.post("/api/chat", json={"model": MODEL, "messages": [{"role": "user", "content": "slow"}], "stream": False})
-        assert 0.3 <= time.perf_counter() - started < 2
+        assert time.perf_counter() - started >= 0.3  # the delay was applied (no upper bound: a busy machine is slower)
         http.post("/_peer/config", json={"delay": 0.01})
 
         http.post("/_peer/reset")
