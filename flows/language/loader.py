@@ -256,11 +256,6 @@ def parse(text: str, file: str = "<pipeline>") -> tuple[PipelineSpec, dict[Path_
         raise (errors[0] if len(errors) == 1 else SpecErrors(errors)) from exc
 
 
-def parse_spec(text: str, file: str = "<pipeline>") -> PipelineSpec:
-    """Parse YAML text into a validated `PipelineSpec` or raise `SpecError(s)`."""
-    return parse(text, file)[0]
-
-
 def read_text(path: Path) -> str:
     """A pipeline file's text: a regular file of at most FRUGAL_PIPELINE_MAX_BYTES, read no further."""
     limit = get_settings().engine.pipeline_max_bytes

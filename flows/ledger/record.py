@@ -19,8 +19,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -103,26 +101,9 @@ def _new_run_id() -> str:
     return f"{_ids[0]}-{next(_ids[1])}"
 
 
-#: set in a chunk worker (`flows.engine.chunk_workers`): the flow run whose items it runs, from another process
-_working_for: ContextVar[tuple[str | None, str | None] | None] = ContextVar("frugal_working_for", default=None)
-
-
-@contextmanager
-def working_for(flow_run: tuple[str | None, str | None]) -> Iterator[None]:
-    """Count the inline runs in this block as spending of `flow_run` (flow run id, deployment id)."""
-    token = _working_for.set(flow_run)
-    try:
-        yield
-    finally:
-        _working_for.reset(token)
-
-
 def enclosing_flow_run() -> tuple[str | None, str | None]:
     """(flow run id, deployment id) of the Prefect flow run this code runs in, if any: an inline
     run inside a flow (a batch item, a sub-pipeline) is spending of that flow run."""
-    remote = _working_for.get()
-    if remote is not None:
-        return remote
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return None, None

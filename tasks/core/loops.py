@@ -1,4 +1,4 @@
-"""Things kept per event loop, and let go when their loop is closed; calls into a loop from another thread.
+"""Things kept per event loop, and let go when their loop is closed.
 
 Clients of redis-py, httpx and ollama belong to the loop that made them, so they
 are kept per loop. A weak mapping alone does not let them go: each client's
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 V = TypeVar("V")
 _lock = threading.Lock()
@@ -28,11 +28,3 @@ def for_loop(per_loop: dict[asyncio.AbstractEventLoop, V], loop: asyncio.Abstrac
                 per_loop.pop(closed, None)
             found = per_loop.setdefault(loop, make())
     return found
-
-
-def call_soon_in(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
-    """Run `callback(*args)` on `loop` from another thread; nothing if that loop is closed (nobody waits any more)."""
-    try:
-        loop.call_soon_threadsafe(callback, *args)
-    except RuntimeError:  # closed
-        pass

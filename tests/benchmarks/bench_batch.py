@@ -1,42 +1,44 @@
 """Nightly batch summarisation: throughput and per-item overhead, cold and all-cached, against a naive map.
 
-    .venv/bin/python tests/benchmarks/bench_batch.py [--n 10000] [--baseline-n 1000] [--concurrency 32]
-        [--chunk-size 500] [--delay 0.02] [--redis redis://127.0.0.1:6379/15] [--prefect-api-url URL]
-        [--workers 2] [--stand-in lean|starlette] [--no-profile] [--skip orchestrated,naive] [--sharded-clients K]
+    .venv/bin/python tests/benchmarks/bench_batch.py [--n 2000] [--baseline-n 500] [--concurrency 32]
+        [--chunk-size 500] [--delay 0.3] [--redis redis://127.0.0.1:6379/15] [--prefect-api-url URL]
+        [--stand-in lean|starlette] [--no-profile] [--skip orchestrated,naive] [--quiet-timeout 60]
+
+    a small run: ... bench_batch.py --n 200 --baseline-n 50 --no-profile
 
 Not a test: it prints figures and asserts nothing. What it does, in one process:
 
 1. Writes N small .txt documents (40-60 words each, every 50th one 650 words, so it goes to the
    large model) to a temporary directory.
 2. Starts the model stand-in in a process of its own (`python -m tests.peers.serve_peer --server
-   lean`, answering after --delay seconds: the peer's chat routes on a bare HTTP server, so that on
-   a machine of 2 CPUs the stand-in takes ~0.1 ms of CPU per answer from the batch instead of the
-   Starlette peer's ~0.35; `--stand-in starlette` for that one) and points both tiers at it: the small tier as Ollama, the large
-   one as OpenAI. Its ceiling at --concurrency is concurrency / delay (32 / 0.02 s = 1,600 items/s);
-   it also measures what the project's HTTP client (httpx) gets out of it at that concurrency, with
-   nothing else to do, which is the ceiling a batch can reach on this machine.
-3. Runs `nightly-summaries` on the documents, the prompt cache on Redis under a fresh prefix:
-   inline (`run_inline`) cold in one process, then again (every document a cache hit); inline cold
-   again under a fresh prefix with FRUGAL_BATCH_WORKERS=--workers (this process and workers - 1
-   chunk workers, started during that run); then orchestrated (the `run_pipeline` Prefect flow, one
-   task run per chunk, with the same workers) cold under another fresh prefix, then again.
+   lean`, answering after --delay seconds, 0.3 s by default: about what a small hosted model takes
+   for a short summary; the peer's chat routes on a bare HTTP server, so that on a machine of 2 CPUs
+   the stand-in takes little CPU from the batch; `--stand-in starlette` for the Starlette peer) and
+   points both tiers at it: the small tier as Ollama, the large one as OpenAI. Its ceiling at
+   --concurrency is concurrency / delay (32 / 0.3 s = 107 items/s); it also measures what the
+   project's HTTP client (httpx) gets out of it at that concurrency with nothing else to do, which is
+   the ceiling a batch can reach on this machine.
+3. Runs `nightly-summaries` on the documents (the batch runs in this process: one semaphore of
+   --concurrency items in flight, `flows.engine.batch`), the prompt cache on Redis under a fresh
+   prefix: inline (`run_inline`) cold, then again (every document a cache hit); then orchestrated
+   (the `run_pipeline` Prefect flow, one task run per chunk) cold under another fresh prefix, then
+   again.
 4. Last (its threads and Prefect client state stay resident, raising later peaks), runs the
    baseline: a naive Prefect flow that `.map`s one task per document (each runs
    `summarise-document` inline for its document) over the first --baseline-n documents, all cached,
-   with 32 threads, and extrapolates its per-item cost to N items.
-5. Prints, per run: wall time, items/s, wall time per item, CPU time per item (the chunk workers'
-   included; their part, and the stand-in's CPU per item, which is not ours but competes for the
-   same CPUs, in parentheses), model calls, peak RSS (each run's own high-water mark; the workers' apart); the
-   ratios against the targets; and where each run's CPU time went (py-spy, sampling the process
-   from outside; --no-profile to skip). Each run (and the ceiling) starts once the machine is quiet
-   (at most 15 % of its CPU busy over half a second, waiting up to a minute): what the previous run
-   left behind, a Prefect server still taking in its task runs and events, must not slow the next.
-6. With --sharded-clients K, before the baseline, an experiment: the cold inline run again with each model endpoint served
-   by K HTTP clients in turn instead of one (each provider keeps one per event loop), to show what the pool's
-   per-request scan of its connections costs.
+   with --concurrency threads, and extrapolates its per-item cost to N items.
+5. Prints, per run: wall time, items/s, wall time per item, CPU time per item of this process (and,
+   in parentheses, the stand-in's, which is not ours but competes for the same CPUs), model calls,
+   peak RSS (each run's own high-water mark); the ratios against the targets; and, unless
+   --no-profile, where each run's CPU time went (py-spy, sampling the process from outside). Each
+   run (and the ceiling) starts once the machine is quiet (at most 15 % of its CPU busy over half a
+   second, waiting up to --quiet-timeout seconds): what the previous run left behind, a Prefect
+   server still taking in its task runs and events, must not slow the next. On a machine busy with
+   other work the figures are noisy: the first line prints the load average.
 
 The Prefect server is a loopback `prefect server start` on a fresh PostgreSQL database (the SQLite
-server stalls under load), created and dropped by the script, unless --prefect-api-url gives one.
+server stalls under load), created and dropped by the script, unless --prefect-api-url gives one;
+with `--skip orchestrated,naive` no server is started.
 Redis keys under the run's prefixes are deleted at the end.
 """
 
@@ -45,7 +47,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import os
 import random
 import resource
@@ -67,11 +68,10 @@ PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT))
 
 from machine import cpu_seconds_of, peak_rss_mb, reset_peak_rss, wait_until_quiet  # noqa: E402  beside this file
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings  # noqa: E402
 from profiling import BIN, RATE, py_spy, summarise_profile  # noqa: E402
 
-from tasks.providers import ChatCall, get_provider, register_provider  # noqa: E402
-from tasks.providers.ollama import OllamaProvider  # noqa: E402
-from tasks.providers.openai import OpenAIProvider  # noqa: E402
+from tasks.providers import ChatCall, get_provider  # noqa: E402
 
 WORDS = (
     "the quarterly report shows revenue growth across regions while costs rose slightly due to new hires "
@@ -195,45 +195,8 @@ def prefect_server(folder: Path, api_url: str | None, needed: bool = True) -> It
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def worker_pids() -> list[int]:
-    """This process's chunk workers (FRUGAL_BATCH_WORKERS > 1)."""
-    me, found = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == me:
-                    if b"flows.engine.chunk_workers" in (entry / "cmdline").read_bytes():
-                        found.append(int(entry.name))
-    return found
-
-
-def workers_cpu_seconds() -> float:
-    """CPU time the chunk workers have used so far."""
-    return cpu_seconds_of(worker_pids())
-
-
 #: the model stand-in's process, whose CPU each run reports (on a machine of few CPUs it competes with the batch)
 PEER_PIDS: list[int] = []
-
-
-def items_in_workers() -> int:
-    """Items the chunk workers of this process have answered so far."""
-    from flows.engine.chunk_workers import idle_workers
-
-    return sum(worker.items for worker in idle_workers())
-
-
-def workers_peak_rss_mb(reset: bool = False) -> float:
-    peak = 0.0
-    for pid in worker_pids():
-        with contextlib.suppress(OSError, ValueError):
-            if reset:
-                Path(f"/proc/{pid}/clear_refs").write_text("5")
-                continue
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
-    return peak
 
 
 def peer_stats(url: str) -> dict[str, Any]:
@@ -253,8 +216,6 @@ class Measured:
     cache: dict[str, int] = field(default_factory=dict)
     note: str = ""
     profile: Path | None = None
-    workers_peak_rss_mb: float = 0.0
-    workers_cpu_seconds: float = 0.0
     peer_cpu_seconds: float = 0.0
 
     @property
@@ -274,32 +235,28 @@ class Measured:
         return (
             f"{self.name:<34} {self.items:>6} items {self.seconds:8.2f} s {self.rate:8.0f} items/s "
             f"{self.ms_per_item:7.3f} ms/item  cpu {self.cpu_ms_per_item:6.3f} ms/item"
-            + (f" (workers {self.workers_cpu_seconds / self.items * 1000:.3f})" if self.workers_cpu_seconds else "")
-            + f" (stand-in {self.peer_cpu_seconds / self.items * 1000:.3f})  "
-            f"model calls {self.model_calls:>6}  peak RSS {self.peak_rss_mb:5.0f} MB"
-            + (f" (each worker {self.workers_peak_rss_mb:.0f} MB)" if self.workers_peak_rss_mb else "")
-            + f"  cache: {cache}{self.note}"
+            f" (stand-in {self.peer_cpu_seconds / self.items * 1000:.3f})  "
+            f"model calls {self.model_calls:>6}  peak RSS {self.peak_rss_mb:5.0f} MB  cache: {cache}{self.note}"
         )
 
 
 @contextlib.contextmanager
-def measure(name: str, items: int, peer_url: str, out: list[Measured], profile: Path | None = None) -> Iterator[Measured]:
+def measure(
+    name: str, items: int, peer_url: str, out: list[Measured], profile: Path | None = None, quiet_timeout: float = 60.0
+) -> Iterator[Measured]:
     """Time a run, once the machine is quiet; with `profile`, sample it with py-spy into that file."""
-    wait_until_quiet()
+    wait_until_quiet(timeout=quiet_timeout)
     result = Measured(name, items, 0.0, 0.0, 0.0, 0, profile=profile)
     with py_spy(profile):
         before = peer_stats(peer_url)["answered"]
         reset_peak_rss()
-        workers_peak_rss_mb(reset=True)
-        started, cpu, workers_cpu = time.perf_counter(), time.process_time(), workers_cpu_seconds()
+        started, cpu = time.perf_counter(), time.process_time()
         peer_cpu = cpu_seconds_of(PEER_PIDS)
         yield result
         result.seconds = time.perf_counter() - started
-        result.workers_cpu_seconds = workers_cpu_seconds() - workers_cpu
-        result.cpu_seconds = time.process_time() - cpu + result.workers_cpu_seconds  # the workers' too
+        result.cpu_seconds = time.process_time() - cpu
         result.peer_cpu_seconds = cpu_seconds_of(PEER_PIDS) - peer_cpu
         result.peak_rss_mb = peak_rss_mb()
-        result.workers_peak_rss_mb = workers_peak_rss_mb()
         result.model_calls = peer_stats(peer_url)["answered"] - before
     out.append(result)
     print(result.line(), flush=True)
@@ -322,55 +279,6 @@ async def client_ceiling(url: str, concurrency: int, n: int) -> tuple[float, flo
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i) for i in range(n)))
     return n / (time.perf_counter() - started), (time.process_time() - cpu) / n * 1000
-
-
-class _ClientRing:
-    """Stands in for a provider's per-loop client: `k` clients of this loop, used in turn."""
-
-    def __init__(self, k: int, limits: Any) -> None:
-        self.k, self.limits = k, limits
-        self.cycle: Iterator[Any] | None = None
-
-    def get(self) -> Any:
-        import httpx
-
-        if self.cycle is None:
-            self.cycle = itertools.cycle([httpx.AsyncClient(timeout=60.0, limits=self.limits) for _ in range(self.k)])
-        return next(self.cycle)
-
-    async def aclose(self) -> None:
-        """The experiment's clients live as long as the process."""
-
-
-@contextlib.contextmanager
-def sharded_clients(k: int, concurrency: int) -> Iterator[None]:
-    """An experiment: each endpoint served by a ring of `k` HTTP clients (used in turn) instead of one.
-
-    httpcore's pool scans every connection of a client on each request and release (with a
-    getpeername and a poll per idle connection); at 32 connections that costs ~2 ms of CPU per
-    request. With k clients each scan covers concurrency / k connections. The providers are
-    swapped through the registry, the seam an extension uses.
-    """
-    import httpx
-
-    size = max(2, -(-concurrency // k) * 2)
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-
-    def ringed(factory: Any) -> Any:
-        def make(settings: Any, endpoint: str | None) -> Any:
-            provider = factory(settings, endpoint)
-            provider.clients = _ClientRing(k, limits)
-            return provider
-
-        return make
-
-    register_provider("ollama", ringed(OllamaProvider.from_settings))
-    register_provider("openai", ringed(OpenAIProvider.from_settings))
-    try:
-        yield
-    finally:
-        register_provider("ollama", OllamaProvider.from_settings)
-        register_provider("openai", OpenAIProvider.from_settings)
 
 
 def batch_inputs(docs: Path, destination: Path) -> dict[str, Any]:
@@ -427,7 +335,7 @@ async def run_all(args: argparse.Namespace, docs: Path, work: Path, peer: str, p
     n = args.n
     skip = set(args.skip.split(",")) if args.skip else set()
 
-    wait_until_quiet()
+    wait_until_quiet(timeout=args.quiet_timeout)
     rate, cpu_ms = await client_ceiling(peer, args.concurrency, args.ceiling_n)
     ideal = args.concurrency / args.delay
     print(
@@ -440,40 +348,25 @@ async def run_all(args: argparse.Namespace, docs: Path, work: Path, peer: str, p
     def profile(name: str) -> Path | None:
         return work / f"profile-{name}.txt" if args.profile else None
 
+    def timed(name: str, items: int, profile_name: str | None = None) -> contextlib.AbstractContextManager[Measured]:
+        return measure(name, items, peer, results, profile(profile_name) if profile_name else None, args.quiet_timeout)
+
     inline_inputs = batch_inputs(docs, work / "out-inline")
     os.environ["FRUGAL_CACHE_PREFIX"] = prefixes[0]
-    os.environ["FRUGAL_BATCH_WORKERS"] = "1"
-    with measure("inline, cold, 1 process", n, peer, results, profile("inline-cold")) as m:
+    with timed("inline, cold", n, "inline-cold") as m:
         m.cache = check((await run_inline("nightly-summaries", inline_inputs)).output, n, m.name)
-    with measure("inline, all cached", n, peer, results, profile("inline-hit")) as m:
+    with timed("inline, all cached", n, "inline-hit") as m:
         m.cache = check((await run_inline("nightly-summaries", inline_inputs)).output, n, m.name)
-    processes = f"{args.workers} processes"
-    os.environ["FRUGAL_BATCH_WORKERS"] = str(args.workers)
-    before_workers = items_in_workers()
-    if args.workers > 1:  # the workers start in this run: their start-up (~2 s) is part of it
-        os.environ["FRUGAL_CACHE_PREFIX"] = prefixes[3]
-        with measure(f"inline, cold, {processes}", n, peer, results, profile("inline-cold-workers")) as m:
-            out = (await run_inline("nightly-summaries", batch_inputs(docs, work / "out-workers"))).output
-            m.cache = check(out, n, m.name)
-            m.note = f"  (workers ran {items_in_workers() - before_workers} items)"
 
     if "orchestrated" not in skip:
         flow_inputs = batch_inputs(docs, work / "out-flow")
         os.environ["FRUGAL_CACHE_PREFIX"] = prefixes[1]
-        with measure(f"orchestrated (Prefect flow), cold, {processes}", n, peer, results, profile("flow-cold")) as m:
+        with timed("orchestrated (Prefect flow), cold", n, "flow-cold") as m:
             m.cache = check((await run_pipeline("nightly-summaries", flow_inputs))["output"], n, m.name)
-        with measure("orchestrated, all cached", n, peer, results, profile("flow-hit")) as m:
+        with timed("orchestrated, all cached", n, "flow-hit") as m:
             m.cache = check((await run_pipeline("nightly-summaries", flow_inputs))["output"], n, m.name)
-
-    if args.sharded_clients:
-        os.environ["FRUGAL_CACHE_PREFIX"] = prefixes[2]
-        k = args.sharded_clients
-        with sharded_clients(k, args.concurrency):
-            rate, cpu_ms = await client_ceiling(peer, args.concurrency, args.ceiling_n)
-            print(f"  experiment: the stand-in through {k} HTTP clients per endpoint: {rate:,.0f} req/s, {cpu_ms:.2f} ms CPU/req")
-            with measure(f"inline, cold, {k} HTTP clients", n, peer, results, profile("inline-cold-sharded")) as m:
-                out = (await run_inline("nightly-summaries", batch_inputs(docs, work / "out-sharded"))).output
-                m.cache = check(out, n, m.name)
+            if m.cache.get("miss"):  # each chunk's task run served from Prefect's result cache (`chunk_key`):
+                m.note = "  (chunks from Prefect's result cache, no prompt-cache look-up: the cold run's tally)"
 
     if "naive" not in skip:
         os.environ["FRUGAL_CACHE_PREFIX"] = prefixes[0]  # every document cached by the inline run
@@ -483,7 +376,7 @@ async def run_all(args: argparse.Namespace, docs: Path, work: Path, peer: str, p
         os.environ["FRUGAL_CACHE_TIMEOUT"] = "5"
         items = documents(docs, args.baseline_n)
         flow_fn = naive_flow(args.concurrency)
-        with measure("naive .map, all cached", len(items), peer, results) as m:
+        with timed("naive .map, all cached", len(items)) as m:
             m.cache = await flow_fn(items, {"destination": str(work / "out-naive"), "namespace": "bench"})
         if len(items) < n:
             m.note = f"  (first {len(items)} documents; x{n / len(items):g} = {m.seconds * n / len(items):.1f} s for {n})"
@@ -521,29 +414,27 @@ def report(args: argparse.Namespace, results: list[Measured]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=10_000, help="documents")
-    parser.add_argument("--baseline-n", type=int, default=1_000, help="documents through the naive .map (extrapolated to --n)")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="FRUGAL_BATCH_WORKERS for the multi-process cold runs")
-    parser.add_argument("--chunk-size", type=int, default=500)
-    parser.add_argument("--delay", type=float, default=0.02, help="seconds the stand-in takes per answer")
+    parser.add_argument("--n", type=int, default=2_000, help="documents (e.g. 200 for a quick run)")
+    parser.add_argument("--baseline-n", type=int, default=500, help="documents through the naive .map (extrapolated to --n)")
+    parser.add_argument("--concurrency", type=int, default=32, help="FRUGAL_BATCH_CONCURRENCY: items in flight at once")
+    parser.add_argument("--chunk-size", type=int, default=500, help="FRUGAL_BATCH_CHUNK_SIZE: items per chunk (task run)")
+    parser.add_argument("--delay", type=float, default=0.3, help="seconds the stand-in takes per answer (a model call's latency)")
     parser.add_argument(
         "--stand-in",
         choices=["lean", "starlette"],
         default="lean",
         help="the stand-in's HTTP server: lean (~0.1 ms CPU per answer) or the Starlette peer (~0.35 ms)",
     )
-    parser.add_argument("--ceiling-n", type=int, default=2_000, help="requests for the HTTP-client ceiling")
+    parser.add_argument("--ceiling-n", type=int, default=320, help="requests for the HTTP-client ceiling")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--prefect-api-url", default=None, help="a running Prefect server; default: a fresh one on PostgreSQL")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="do not sample the runs with py-spy")
     parser.add_argument("--skip", default="", help="comma-separated: orchestrated, naive")
     parser.add_argument(
-        "--sharded-clients",
-        type=int,
-        default=0,
-        metavar="K",
-        help="also run inline cold with K HTTP clients per endpoint (an experiment)",
+        "--quiet-timeout",
+        type=float,
+        default=60.0,
+        help="seconds each run waits at most for the machine to be quiet (0: start at once)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -552,7 +443,7 @@ def main() -> None:
     docs = work / "docs"
     long_docs = make_documents(docs, args.n)
     run_tag = uuid.uuid4().hex[:8]
-    prefixes = [f"benchbatch{run_tag}i", f"benchbatch{run_tag}o", f"benchbatch{run_tag}s", f"benchbatch{run_tag}w"]
+    prefixes = [f"benchbatch{run_tag}i", f"benchbatch{run_tag}o"]
     print(
         f"nightly-summaries on {args.n} documents ({args.n - long_docs} short -> small model, {long_docs} long -> large model), "
         f"concurrency {args.concurrency}, chunks of {args.chunk_size}, stand-in {args.delay * 1000:g} ms per answer, "
@@ -588,7 +479,15 @@ def main() -> None:
                 PREFECT_LOGGING_LEVEL="WARNING",
             )
             print(f"Prefect server: {api}", flush=True)
-            results = asyncio.run(run_all(args, docs, work, peer, prefixes))
+            # Prefect read its settings when the project's modules imported it, before the server started
+            with temporary_settings(
+                updates={
+                    **({PREFECT_API_URL: api} if api else {}),
+                    PREFECT_HOME: work / "client-home",
+                    PREFECT_LOCAL_STORAGE_PATH: work / "results",
+                }
+            ):
+                results = asyncio.run(run_all(args, docs, work, peer, prefixes))
         report(args, results)
     finally:
         from flows import ledger
