@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flows.cli import cache as cache_commands
 from flows.cli import gateway as gateway_commands
 from flows.engine.results import RunResult
 from flows.language import catalog
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     gateway_commands.add_parsers(sub)
+    cache_commands.add_parsers(sub)
     return parser
 
 
