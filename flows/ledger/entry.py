@@ -59,7 +59,7 @@ class LedgerEntry(BaseModel):
     kind: Literal["call", "hit"]
     model: str = Field(description="the model that answered (on a hit: that produced the stored answer)")
     route: Literal["small", "large"]
-    cache: str = Field(description="hit | miss | bypass | error | result (Prefect's result cache) | none")
+    cache: str = Field(description="hit | semantic | miss | bypass | error | result (Prefect's result cache) | none")
     valid: bool = Field(True, description="false: the answer failed validation and was not used")
     input_tokens: int = 0
     output_tokens: int = 0

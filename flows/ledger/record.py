@@ -138,7 +138,7 @@ def record(run: RunInfo, nodes: list[tuple[str, Any, NodeReport]]) -> RunRecord:
             answer = value.get("answer")
             if value.get("hit") and isinstance(answer, dict):
                 usage = _usage(answer.get("usage"))
-                seen.append(Seen(node_id, "hit", answer["model"], answer["route"], "hit", True, 0, 0, usage))
+                seen.append(Seen(node_id, "hit", answer["model"], answer["route"], cache, True, 0, 0, usage))  # hit | semantic
         elif "tier" in value and isinstance(value.get("model"), str):
             replay = report.status == "cache_hit"  # Prefect served the call from its result cache: nothing paid now
             seen.append(

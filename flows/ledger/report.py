@@ -33,8 +33,11 @@ _CAUSE_TITLES = {
 
 
 def route_of(entry: LedgerEntry) -> str:
-    """``cache hit`` for a hit (or a Prefect result-cache replay), else the tier that answered."""
-    return "cache hit" if not entry.paid else entry.route
+    """``cache hit`` for a hit (or a Prefect result-cache replay), ``semantic hit`` for a hit by
+    meaning, else the tier that answered."""
+    if entry.paid:
+        return entry.route
+    return "semantic hit" if entry.cache == "semantic" else "cache hit"
 
 
 _KEYS: dict[str, Callable[[LedgerEntry], str]] = {
