@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 import redis
 
-from flows.cli.main import main as frugal
 from flows import ledger
+from flows.cli.main import main as frugal
 from flows.ledger.report import summarise
 from flows.ledger.writer import WRITER
 from flows.orchestration.flow import run_inline
+from tasks.core.completion import Usage
+from tasks.core.records import ModelAnswer
 from tasks.semantic.embedding import embed
 from tasks.semantic.normalise import normalise
 from tasks.steps.cache import LookupRequest, Semantic, StoreRequest, lookup, store
 from tasks.stores.semantic_index import open_index
 from tasks.stores.semantic_sqlite import SqliteIndex
-from tasks.core.completion import Usage
-from tasks.core.records import ModelAnswer
 
 
 def _free_port() -> int:
@@ -302,4 +302,3 @@ def test_purge_needs_a_selection(capsys):
     assert frugal(["cache", "purge"]) != 0
     assert "say what to purge" in capsys.readouterr().err
     assert os.environ.get("FRUGAL_CACHE_URL") is None
-

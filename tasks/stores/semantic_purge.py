@@ -29,7 +29,7 @@ from tasks.stores.semantic_index import Entry, SemanticIndex
 KEY_LENGTH = 64
 
 
-def _older(raw: bytes, before: datetime) -> bool:
+def _older(raw: bytes | str, before: datetime) -> bool:
     try:
         return CachedAnswer.model_validate_json(raw).created_at < before
     except ValidationError:
@@ -61,7 +61,9 @@ async def purge_exact(
                 else:
                     like = pattern.replace("%", r"\%").replace("_", r"\_").replace("*", "%")
                     rows = db.execute(r"SELECT key, value FROM answers WHERE key LIKE ? ESCAPE '\'", (like,)).fetchall()
-                    names = [k for k, v in rows if len(k.rsplit(":", 1)[-1]) == KEY_LENGTH and (before is None or _older(v, before))]
+                    names = [
+                        k for k, v in rows if len(k.rsplit(":", 1)[-1]) == KEY_LENGTH and (before is None or _older(v, before))
+                    ]
                 db.executemany("DELETE FROM answers WHERE key = ?", [(k,) for k in names])
                 return db.total_changes
         except sqlite3.Error as exc:

@@ -110,7 +110,9 @@ class SqliteIndex:
             (self.prefix, namespace, group, held.last_id),
         ).fetchall()
         if rows:
-            held.append([r[0] for r in rows], np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1))
+            held.append(
+                [r[0] for r in rows], np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            )
         if held.size == 0:
             return []
         similarity = held.matrix[: held.size] @ vector
