@@ -43,6 +43,9 @@ DEFAULT_THRESHOLD = 0.75
 #: nearest cached prompts checked per look-up: the first that passes the guards is served
 CANDIDATES = 4
 _warned: set[str] = set()
+NO_VECTOR_SEARCH = CacheError(
+    "the Redis of FRUGAL_CACHE_URL has no vector sets: run Redis 8 (e.g. the redis:8 image) for the semantic cache"
+)
 
 
 def cache_key(prefix: str, namespace: str, key: str) -> str:
@@ -160,7 +163,8 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
 
 def _warn_once(message: str, exc: Exception) -> None:
     """A semantic index that cannot work (down, or a Redis without vector sets) is logged once per
-    process and cause, then at debug level: every look-up still says ``cache: error``."""
+    process and cause, then at debug level. A down index makes every look-up say ``cache:
+    error``; a Redis without vector sets (Redis 7) is a setup, not a failure: exact match only."""
     text = str(exc)
     if text in _warned:
         step_logger().debug(message, exc)
@@ -172,8 +176,12 @@ def _warn_once(message: str, exc: Exception) -> None:
 async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: AnswerStore, settings: CacheSettings) -> Lookup:
     """The nearest cached prompt of the group that every guard lets through, or a miss."""
     try:
+        index = open_index(settings)
+        if not await index.available():
+            _warn_once("semantic cache off, exact match only: %s", NO_VECTOR_SEARCH)
+            return Lookup(hit=False, cache="miss")
         vector = (await embed([normalise(semantic.text)]))[0]
-        neighbours = await open_index(settings).nearest(request.namespace, semantic.group, vector, CANDIDATES)
+        neighbours = await index.nearest(request.namespace, semantic.group, vector, CANDIDATES)
     except CacheError as exc:
         _warn_once("semantic cache unavailable, exact match only: %s", exc)
         return Lookup(hit=False, cache="error")
@@ -247,10 +255,12 @@ async def _store(request: StoreRequest, settings: CacheSettings) -> Stored:
 async def index_prompt(request: StoreRequest, semantic: Semantic, settings: CacheSettings) -> bool:
     """Index the stored answer's user message in its group, for as long as the answer is kept."""
     try:
+        index = open_index(settings)
+        if not await index.available():
+            _warn_once("semantic cache off, exact match only: %s", NO_VECTOR_SEARCH)
+            return False
         vector = (await embed([normalise(semantic.text)]))[0]
-        await open_index(settings).add(
-            request.namespace, semantic.group, request.key, semantic.text, vector, request.ttl or settings.ttl
-        )
+        await index.add(request.namespace, semantic.group, request.key, semantic.text, vector, request.ttl or settings.ttl)
     except CacheError as exc:
         _warn_once("semantic cache unavailable, answer stored for exact match only: %s", exc)
         return False

@@ -33,6 +33,10 @@ __all__ = ["Entry", "Neighbour", "SemanticIndex", "open_index", "semantic_path"]
 class SemanticIndex(Protocol):
     name: str
 
+    async def available(self) -> bool:
+        """False for a store that cannot do vector search (Redis before 8): exact match only."""
+        ...
+
     async def add(self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int) -> None:
         """Index `key` (replacing an entry of the same key in the group) until `ttl` seconds from now."""
         ...

@@ -5,8 +5,8 @@ elements are request keys, stored without quantisation (NOQUANT: similarities ar
 cosines, so a threshold means what it was measured to mean), with the prompt text and its
 times as JSON attributes. A query is one VSIM (HNSW) with ``FILTER ".expires_at > now"``;
 each add refreshes the set's own EXPIRE to the longest TTL of its entries, and purges VREM
-entries one by one. Redis before 8 has no vector sets: every call is then a `CacheError`
-("unknown command"), which the cache step reports as ``cache: error``.
+entries one by one. Redis before 8 has no vector sets: `available()` says so (asked once per
+process), and the cache steps then match exactly only.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from tasks.stores.redis_store import _redact
 from tasks.stores.semantic_records import Entry, Neighbour
 
 _clients: dict[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = {}
+#: per URL: whether that server has vector sets (asked once per process)
+_capable: dict[str, bool] = {}
 #: HNSW candidates explored per query (Redis' default is 10 * COUNT)
 SEARCH_EF = 200
 
@@ -68,8 +70,23 @@ class RedisIndex:
         except TimeoutError as exc:
             raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {timeout or self.timeout}s") from exc
         except RedisError as exc:
-            hint = "; it needs Redis 8 (vector sets), e.g. the redis:8 image" if "unknown command" in str(exc).lower() else ""
-            raise CacheError(f"semantic index at {_redact(self.url)} failed: {exc}{hint}") from exc
+            reason = str(exc).split(", with args beginning with", 1)[0]  # never the arguments: they hold prompts
+            hint = "; it needs Redis 8 (vector sets), e.g. the redis:8 image" if "unknown command" in reason.lower() else ""
+            raise CacheError(f"semantic index at {_redact(self.url)} failed: {reason}{hint}") from exc
+
+    async def available(self) -> bool:
+        """Whether the server has vector sets (Redis 8); asked once per process and URL."""
+        capable = _capable.get(self.url)
+        if capable is None:
+            try:
+                await self._call("VCARD", f"{self.prefix}:semantic:probe")
+                capable = True
+            except CacheError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise  # down or slow: ask again next time
+                capable = False
+            _capable[self.url] = capable
+        return capable
 
     async def add(self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int) -> None:
         now = time.time()

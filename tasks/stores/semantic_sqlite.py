@@ -83,6 +83,9 @@ class SqliteIndex:
         except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"semantic index {path} cannot be opened: {exc}; check FRUGAL_DATA_DIR") from exc
 
+    async def available(self) -> bool:
+        return True
+
     async def add(self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int) -> None:
         now = time.time()
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
