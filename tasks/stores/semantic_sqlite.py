@@ -5,7 +5,8 @@ Rows hold the vector as a float32 blob and an `expires_at`. Each process keeps, 
 query with the rows whose id is above the last one it read (ids only grow: AUTOINCREMENT),
 so entries added by other processes are seen at once. A query is one matrix-vector product;
 the best few candidates are then re-read from the file, so an entry removed or replaced
-elsewhere (a purge, a re-store) is never served and is dropped from memory.
+elsewhere (a purge, a re-store) is never served and is dropped from memory; an expired
+candidate is deleted from the file.
 
 Brute force rather than an ANN index: exact (a threshold means the same at 1k and 100k
 entries), no build or add cost, safe with several processes writing one file; see
@@ -128,10 +129,13 @@ class SqliteIndex:
             row[0]: row[1:]
             for row in self._db.execute(f"SELECT id, key, text, expires_at FROM prompts WHERE id IN ({marks})", ids)
         }
-        gone = {i for i in ids if i not in found}
+        now = time.time()
+        expired = [i for i, row in found.items() if row[2] <= now]
+        if expired:  # dropped here, so they never crowd out live candidates
+            self._db.execute(f"DELETE FROM prompts WHERE id IN ({','.join('?' * len(expired))})", expired)
+        gone = {i for i in ids if i not in found} | set(expired)
         if gone:
             held.forget(gone)
-        now = time.time()
         out = []
         for i in best:
             row = found.get(int(held.ids[i]))
