@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from typing import Any
 
@@ -35,6 +36,12 @@ SEARCH_EF = 200
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _reason(exc: RedisError) -> str:
+    """The error without the command's arguments: they hold prompts and vectors."""
+    text = re.sub(r"\(.*\) of pipeline", "of pipeline", str(exc), flags=re.S)
+    return text.split(", with args beginning with", 1)[0]
 
 
 def _triples(reply: Any) -> list[tuple[Any, Any, Any]]:
@@ -60,7 +67,9 @@ class RedisIndex:
         per_url = for_loop(_clients, asyncio.get_running_loop(), dict)
         client = per_url.get(self.url)
         if client is None:
-            client = per_url[self.url] = aioredis.Redis.from_url(self.url, socket_connect_timeout=self.timeout)
+            # a bounded pool that makes callers wait for a connection, rather than fail, under bursts
+            pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=64, timeout=self.timeout)
+            client = per_url[self.url] = aioredis.Redis(connection_pool=pool, socket_connect_timeout=self.timeout)
         return client
 
     async def _call(self, *args: Any, timeout: float | None = None) -> Any:
@@ -70,7 +79,7 @@ class RedisIndex:
         except TimeoutError as exc:
             raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {timeout or self.timeout}s") from exc
         except RedisError as exc:
-            reason = str(exc).split(", with args beginning with", 1)[0]  # never the arguments: they hold prompts
+            reason = _reason(exc)
             hint = "; it needs Redis 8 (vector sets), e.g. the redis:8 image" if "unknown command" in reason.lower() else ""
             raise CacheError(f"semantic index at {_redact(self.url)} failed: {reason}{hint}") from exc
 
@@ -93,9 +102,18 @@ class RedisIndex:
         attributes = json.dumps({"text": text, "created_at": now, "expires_at": now + ttl}, ensure_ascii=False)
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
         name = self.set_key(namespace, group)
-        await self._call("VADD", name, "FP32", blob, key, "NOQUANT", "SETATTR", attributes)
-        await self._call("EXPIRE", name, ttl, "NX")  # a new set; else only ever lengthened
-        await self._call("EXPIRE", name, ttl, "GT")
+        try:
+            async with asyncio.timeout(self.timeout):
+                pipe = self._client().pipeline(transaction=False)  # one round trip
+                pipe.execute_command("VADD", name, "FP32", blob, key, "NOQUANT", "SETATTR", attributes)
+                pipe.expire(name, ttl, nx=True)  # a new set; else only ever lengthened
+                pipe.expire(name, ttl, gt=True)
+                await pipe.execute()
+        except TimeoutError as exc:
+            raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {self.timeout}s") from exc
+        except RedisError as exc:
+            reason = _reason(exc)
+            raise CacheError(f"semantic index at {_redact(self.url)} failed: {reason}") from exc
 
     async def nearest(self, namespace: str, group: str, vector: np.ndarray, count: int) -> list[Neighbour]:
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()

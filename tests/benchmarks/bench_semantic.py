@@ -70,7 +70,7 @@ async def fill(settings: CacheSettings, size: int, rng: np.random.Generator, pla
         text = planted_text.get(i, f"cached prompt {i}")
         batch.append(index.add("default", GROUP, key, text, vectors[i], 3600))
         batch.append(store.set(cache_key(settings.prefix, "default", key), value, 3600))
-        if len(batch) >= 400:
+        if len(batch) >= 64:
             await asyncio.gather(*batch)
             batch = []
     await asyncio.gather(*batch)
