@@ -55,7 +55,7 @@ async def test_each_node_is_a_named_task_run_and_skips_are_visible(peer, redis_c
     state = await run_pipeline("answer", {"prompt": "What is 2+2?"}, return_state=True)
     assert state.is_completed()
     runs = await task_runs_of(state)
-    assert set(runs) == {"key", "lookup", "route", "small", "large", "store"}
+    assert set(runs) == {"key", "shape", "lookup", "route", "small", "large", "store"}
     assert runs["large"] == "Skipped"
     assert runs["small"] == "Completed"
 

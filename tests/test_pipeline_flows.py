@@ -110,4 +110,4 @@ async def test_the_typed_flow_runs_like_run_pipeline_and_publishes_its_artifacts
         )
     by_type = {a.type: a.data for a in artifacts}
     assert by_type["result"] == typed
-    assert "**Path:** key → lookup → route → small → store → output" in by_type["markdown"]
+    assert "**Path:** key → shape → lookup → route → small → store → output" in by_type["markdown"]

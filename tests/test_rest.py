@@ -58,8 +58,8 @@ def test_call_returns_the_output_then_a_cache_hit(served_prefect):
         assert second.result["nodes"]["lookup"]["status"] == "cache_hit"
 
         # each node a task run named after its node id; the run's artifacts: result and path
-        runs = task_runs(caller, second.flow_run_id, 6)
-        assert {r["name"] for r in runs} == {"key", "lookup", "route", "small", "large", "store"}
+        runs = task_runs(caller, second.flow_run_id, 7)
+        assert {r["name"] for r in runs} == {"key", "shape", "lookup", "route", "small", "large", "store"}
         # ...whose recorded inputs are the pipeline's edges: the UI's run graph has the pipeline's shape
         names = {r["id"]: r["name"] for r in runs}
         upstream = {
@@ -67,15 +67,16 @@ def test_call_returns_the_output_then_a_cache_hit(served_prefect):
         }
         assert upstream == {
             "key": set(),
-            "lookup": {"key"},
+            "shape": set(),
+            "lookup": {"key", "shape"},
             "route": {"lookup"},
             "small": {"route"},
             "large": {"route", "small"},
-            "store": {"key", "lookup", "large", "small"},
+            "store": {"key", "shape", "lookup", "large", "small"},
         }
         artifacts = caller._json("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [second.flow_run_id]}}})
         markdown = next(a["data"] for a in artifacts if a["type"] == "markdown")
-        assert "**Path:** key → lookup (cache hit) → output" in markdown
+        assert "**Path:** key → shape → lookup (cache hit) → output" in markdown
         assert "**Skipped:** route, small, large, store" in markdown
         assert "```mermaid" in markdown and "class n_route,n_small,n_large,n_store skipped" in markdown
 
