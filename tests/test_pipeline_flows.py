@@ -26,7 +26,18 @@ def schema_of(flow: Flow) -> dict:
 def test_answer_inputs_are_named_typed_described_parameters():
     schema = schema_of(flow_for("answer"))
     props = schema["properties"]
-    assert list(props) == ["prompt", "system", "task", "namespace", "max_tokens", "temperature", "bypass_cache", "cache", "messages", "large_model"]
+    assert list(props) == [
+        "prompt",
+        "system",
+        "task",
+        "namespace",
+        "max_tokens",
+        "temperature",
+        "bypass_cache",
+        "cache",
+        "messages",
+        "large_model",
+    ]
     assert schema["required"] == ["prompt"]
     assert props["prompt"] == {
         "title": "prompt",
