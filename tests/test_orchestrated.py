@@ -77,13 +77,13 @@ async def test_each_node_that_runs_is_a_named_task_run_and_skips_are_in_the_arti
     peer.responder = lambda protocol, body: "four"
     state = await run_pipeline("answer", {"prompt": "What is 2+2?"}, return_state=True)
     assert state.is_completed()
-    runs = await task_runs_of(state, 6)
+    runs = await task_runs_of(state, 7)
     assert runs == {
-        n: "Completed" for n in ("key", "lookup", "route", "small", "small_check", "store")
+        n: "Completed" for n in ("key", "shape", "lookup", "route", "small", "small_check", "store")
     }  # large: skipped, no task run
 
     hit = await run_pipeline("answer", {"prompt": "What is 2+2?"}, return_state=True)
-    assert await task_runs_of(hit, 2) == {"key": "Completed", "lookup": "Completed"}  # no placeholder task runs
+    assert await task_runs_of(hit, 3) == {"key": "Completed", "shape": "Completed", "lookup": "Completed"}  # no placeholders
     result = await hit.aresult()
     assert result["output"]["cache"] == "hit"
     assert result["nodes"]["lookup"]["status"] == "cache_hit"
@@ -92,7 +92,7 @@ async def test_each_node_that_runs_is_a_named_task_run_and_skips_are_in_the_arti
 
     # the skipped nodes and the answer, where a Prefect user looks: the Markdown artifact and the run's log
     markdown, logs = await artifacts_and_logs(hit)
-    assert "**Skipped:** route, small, large, store" in markdown["markdown"]
+    assert "**Skipped:** route, small, small_check, large, large_check, store" in markdown["markdown"]
     assert "### Output\n\n```\nfour\n```" in markdown["markdown"]
     assert "output: four" in logs
 
@@ -110,8 +110,15 @@ async def test_record_skips_makes_skipped_task_runs(peer, redis_cache):
         return await orchestrate(catalog.load("answer"), {"prompt": "What is 3+3?"}, OrchestratedRunner(record_skips=True))
 
     hit = await recording(return_state=True)
-    runs = await task_runs_of(hit, 6)
-    assert [n for n, s in sorted(runs.items()) if s == "Skipped"] == ["large", "route", "small", "store"]
+    runs = await task_runs_of(hit, 9)
+    assert [n for n, s in sorted(runs.items()) if s == "Skipped"] == [
+        "large",
+        "large_check",
+        "route",
+        "small",
+        "small_check",
+        "store",
+    ]
 
 
 async def test_bypass_cache_also_bypasses_prefects_result_cache(peer, redis_cache):

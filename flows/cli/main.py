@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flows.cli import cache as cache_commands  # argparse only, like the gateway's
 from flows.cli import gateway as gateway_commands  # argparse only: the gateway itself loads when it runs
 from flows.cli import router as router_cli  # argparse only, like the gateway's
 from tasks.core.errors import FrugalError, InputError, SpecErrors
@@ -391,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway_commands.add_parsers(sub)
     router_cli.add_parser(sub)
+    cache_commands.add_parsers(sub)
     return parser
 
 

@@ -72,7 +72,7 @@ class LedgerEntry(BaseModel):
     key: str | None = Field(None, description="the request key (sha256 of the canonical request), if the pipeline made one")
     model: str = Field(description="the model that answered (on a hit: that produced the stored answer)")
     route: Literal["small", "large"]
-    cache: str = Field(description="hit | miss | bypass | error | result (Prefect's result cache) | none")
+    cache: str = Field(description="hit | semantic | miss | bypass | error | result (Prefect's result cache) | none")
     valid: bool = Field(True, description="false: the answer was malformed (labels, schema) and was not used")
     accepted: bool | None = Field(None, description="the answer check's verdict; None: not checked beyond well-formedness")
     reject_reason: str | None = Field(None, description="the check's reason code when rejected (or 'malformed')")

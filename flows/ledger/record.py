@@ -163,8 +163,9 @@ def record(run: RunInfo, nodes: list[tuple[str, Any, NodeReport]]) -> RunRecord:
     verdicts = False
     for node_id, value, report in nodes:
         uses = report.uses
-        if uses == "hash_prompt":
-            key = value if isinstance(value, str) else key
+        if uses == "hash_prompt":  # the request key; a pipeline may hash other things too (answer's `shape`)
+            if isinstance(value, str) and (key is None or node_id == "key"):
+                key = value
             continue
         if not isinstance(value, dict):
             continue
@@ -173,7 +174,7 @@ def record(run: RunInfo, nodes: list[tuple[str, Any, NodeReport]]) -> RunRecord:
             answer = value.get("answer")
             if value.get("hit") and isinstance(answer, dict):
                 usage = _usage(answer.get("usage"))
-                hit = Seen(node_id, "hit", answer["model"], answer["route"], "hit", True, 0, 0, usage)
+                hit = Seen(node_id, "hit", answer["model"], answer["route"], cache, True, 0, 0, usage)  # hit | semantic
                 hit.lookup = value.get("cache")
                 seen.append(hit)
         elif report.model is None and uses == "check_answer":

@@ -50,8 +50,11 @@ Z95 = 1.959963984540054  # the normal quantile of a two-sided 95 % interval
 
 
 def route_of(entry: LedgerEntry) -> str:
-    """``cache hit`` for a hit (or a Prefect result-cache replay), else the tier that answered."""
-    return "cache hit" if not entry.paid else entry.route
+    """``cache hit`` for a hit (or a Prefect result-cache replay), ``semantic hit`` for a hit by
+    meaning, else the tier that answered."""
+    if entry.paid:
+        return entry.route
+    return "semantic hit" if entry.cache == "semantic" else "cache hit"
 
 
 _KEYS: dict[str, Callable[[LedgerEntry], str]] = {

