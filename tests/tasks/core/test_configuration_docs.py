@@ -8,7 +8,7 @@ from pathlib import Path
 from tasks.core.settings import MODELS, settings_table, variables
 from tests.conftest import _CLEARED
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 
 
 def test_the_documented_table_is_the_one_the_models_make():

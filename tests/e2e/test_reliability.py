@@ -37,7 +37,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 FRUGAL = [str(Path(sys.executable).parent / "frugal")]
 
 #: a child that runs N distinct prompts through `answer` inline, and prints {"answered": n, "failed": n}

@@ -361,7 +361,7 @@ def test_a_killed_run_resumes_without_paying_again(tmp_path, peer):
         "PREFECT_HOME": str(tmp_path / "prefect"),
     }
     command = [
-        str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "frugal"),
+        str(Path(__file__).resolve().parents[3] / ".venv" / "bin" / "frugal"),
         "run",
         "nightly-summaries",
         "-i",

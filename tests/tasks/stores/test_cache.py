@@ -26,7 +26,7 @@ from tasks.steps.cache import LookupRequest, StoreRequest, cache_key, lookup, st
 from tasks.stores.redis_store import PATIENCE
 from tests.conftest import API_KEY, REDIS_URL
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[3]
 
 KEY = "ab" * 32
 

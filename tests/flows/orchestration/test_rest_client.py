@@ -1,7 +1,7 @@
 """`RestCaller` against a real Prefect server (the test harness): deployments with a parameter
 schema, and a scripted runner that plays the part of `frugal serve` (completes a run and
 publishes its result artifact, or fails it with a message and an error log line).
-The same calls against the served pipelines are in tests/test_rest.py."""
+The same calls against the served pipelines are in tests/e2e/test_rest.py."""
 
 from __future__ import annotations
 

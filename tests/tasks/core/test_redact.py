@@ -11,7 +11,7 @@ import pytest
 from tasks.core.errors import ModelAuthError, ModelRequestError, ModelUnavailable
 from tasks.core.redact import public_url, redact, url_secrets
 from tasks.steps.call_llm import LlmRequest, answer_large
-from tests.test_call_llm import assert_no_key
+from tests.tasks.providers.test_call_llm import assert_no_key
 
 KEY = "sk-proj-Ab/c+d=e0123456789xyZ"
 

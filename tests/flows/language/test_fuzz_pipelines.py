@@ -35,7 +35,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 #: seconds one example may take (a busy 2-core machine: the slowest legitimate case is ~1.5 s)
 EXAMPLE_SECONDS = 10.0
 #: the child's address-space limit; Python, pydantic, Jinja and Prefect's import take ~1.2 GB of it
@@ -364,7 +364,7 @@ def _limit_memory() -> None:
 def test_generated_pipelines_and_inputs_raise_only_our_errors_within_bounds(tmp_path):
     env = {**os.environ, "FRUGAL_DATA_DIR": str(tmp_path), "FRUGAL_LEDGER_ENABLED": "false", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-c", "from tests.test_fuzz_pipelines import main; main()"],
+        [sys.executable, "-c", "from tests.flows.language.test_fuzz_pipelines import main; main()"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -13,7 +13,7 @@ from tasks.core.constraints import label_schema
 from tasks.core.errors import ModelRequestError, ModelUnavailable, StepError
 from tasks.steps.call_slm import SlmRequest, answer_small, call_slm
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[3]
 LABELS = ["positive", "negative", "neutral"]
 
 

@@ -28,7 +28,7 @@ from tasks.routing import (
 from tasks.routing import router as route_module
 from tasks.steps.classify import ClassifyRequest, classify
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DATA = [ROOT / "evals/router/large.jsonl", ROOT / "evals/router/small.jsonl"]
 
 

@@ -11,7 +11,7 @@ from flows.cli.main import main
 from flows.orchestration.flow import run_inline
 from tasks.routing import PACKAGED, load_router
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_answer_routes_by_the_learned_router(peer):

@@ -18,7 +18,7 @@ from tasks.steps.call_slm import SlmRequest, call_slm, prepare_small
 from tasks.steps.hash_prompt import HashRequest, hash_prompt, request_key
 from tests.conftest import API_KEY
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[3]
 
 BASE: dict[str, Any] = {
     "namespace": "shop",
