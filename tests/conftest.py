@@ -164,6 +164,7 @@ def served_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
             "FRUGAL_CACHE_URL": REDIS_URL,
             "FRUGAL_CACHE_PREFIX": prefix,
             "FRUGAL_DATA_DIR": str(folder / "data"),
+            "FRUGAL_FILE_ROOTS": str(folder / "data"),  # the served worker's batch files: this session's folder
         }
         with served_prefect(folder, env, pipelines) as served:
             yield served
