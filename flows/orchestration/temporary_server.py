@@ -83,7 +83,7 @@ def start(timeout: float = 120.0) -> tuple[subprocess.Popen[bytes], str]:
             try:
                 if http.get(f"{api_url}/health").status_code == 200:
                     return process, api_url
-            except httpx.TransportError:
+            except httpx.TransportError:  # not listening yet: poll again until the deadline below
                 pass
             if time.monotonic() > deadline:
                 stop(process)

@@ -14,10 +14,9 @@ from pydantic import Field, field_validator
 from tasks.core.model_request import ModelRequest
 from tasks.core.records import ModelAnswer
 from tasks.core.settings import Settings
-from tasks.providers import provider_names
 from tasks.providers.tiers import Choice, large_choice
 from tasks.steps.call_cache import RequestKey
-from tasks.steps.model_call import PreparedCall, answer, prepare
+from tasks.steps.model_call import PreparedCall, answer, prepare, registered_provider
 
 
 class LlmRequest(ModelRequest):
@@ -31,9 +30,7 @@ class LlmRequest(ModelRequest):
     @field_validator("provider")
     @classmethod
     def _registered(cls, name: str | None) -> str | None:
-        if name is not None and name not in provider_names():
-            raise ValueError(f"no model provider named '{name}'; known: {', '.join(sorted(provider_names()))}")
-        return name
+        return registered_provider(name)
 
 
 def llm_choice(request: LlmRequest, settings: Settings) -> Choice:

@@ -20,7 +20,7 @@ from tasks.core.pricing import cost_of
 from tasks.core.records import ModelAnswer, Tier
 from tasks.core.request_key import RequestIdentity, request_identity
 from tasks.core.settings import Settings, get_settings
-from tasks.providers import ChatCall, get_provider
+from tasks.providers import ChatCall, get_provider, provider_names
 from tasks.providers.single_flight import single_flight
 from tasks.providers.tiers import Choice
 
@@ -102,3 +102,10 @@ async def _answer(prepared: PreparedCall, request: ModelRequest) -> ModelAnswer:
             reason=str(exc),
         )
     return to_answer(completion, prepared.tier, request)
+
+
+def registered_provider(name: str | None) -> str | None:
+    """A node's `provider:` argument, checked when the pipeline is validated: a registered name or None."""
+    if name is not None and name not in provider_names():
+        raise ValueError(f"no model provider named '{name}'; known: {', '.join(sorted(provider_names()))}")
+    return name
