@@ -2,10 +2,11 @@
 
     python -m tests.tasks.providers.limits_worker SECONDS CONCURRENCY NAME
 
-Prints "ready" once imported, reads START_AT (time.time()) from its input, waits until then, then keeps CONCURRENCY distinct calls in flight through
-`answer_large` (its settings from the environment: FRUGAL_LIMITS, FRUGAL_CACHE_URL, OPENAI_BASE_URL);
-at START_AT + SECONDS the calls still waiting for their turn are cancelled. Prints
-{"ok": N, "failed": N, "errors": [the last few]} as JSON.
+Prints "ready" once imported, reads START_AT (time.time()) from its input, waits until then,
+then keeps CONCURRENCY distinct calls in flight through `answer_large` (its settings from the
+environment: FRUGAL_LIMITS, FRUGAL_CACHE_URL, OPENAI_BASE_URL); at START_AT + SECONDS the calls
+still waiting for their turn are cancelled. Prints {"ok": N, "failed": N, "errors": [the last
+few]} as JSON.
 """
 
 from __future__ import annotations
