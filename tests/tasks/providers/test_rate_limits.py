@@ -184,6 +184,18 @@ async def test_a_redis_that_is_down_does_not_stop_model_calls(peer, monkeypatch,
     assert len(said) == 1 and "each process paces itself alone" in said[0].getMessage()
 
 
+async def test_tokens_per_minute_are_counted_before_and_corrected_by_the_usage(peer, redis_cache, monkeypatch):
+    """max_tokens=5000 counts 5000 + the prompt before the call (5 s at 1000 tokens/s); the stand-in says
+    it used a dozen: the bucket gives the rest back, so the next call is not held 5 s."""
+    monkeypatch.setenv("FRUGAL_LIMITS", json.dumps({"openai/gpt-test": {"tpm": 60000}}))
+    await answer_large(LlmRequest(prompt="count my tokens", max_tokens=5000))
+    key = f"{os.environ['FRUGAL_CACHE_PREFIX']}:limits:openai/gpt-test"
+    seconds, micros = redis_cache.time()
+    ahead_ms = float(redis_cache.hget(key, "1")) - (seconds * 1000 + micros / 1000)
+    assert ahead_ms < 1000  # corrected: about a dozen tokens' worth, not 5000
+    assert peer.count(CHAT) == 1
+
+
 # -- AIMD -------------------------------------------------------------------------------------------
 
 
