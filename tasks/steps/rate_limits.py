@@ -12,9 +12,9 @@ from tasks.core.settings import ModelLimit, Settings
 from tasks.core.tokens import count_tokens
 from tasks.providers.base import ChatCall
 from tasks.providers.limits import DEFAULT_CONCURRENCY, LOCAL, Buckets, Gate, SharedOrLocal, adaptive_for
-from tasks.stores import open_store
+from tasks.stores import REDIS_SCHEMES
 from tasks.stores.rate_buckets import redis_buckets
-from tasks.stores.redis_store import RedisStore
+from tasks.stores.redis_store import redis_store
 
 _tables: dict[int, tuple[Settings, dict[str, ModelLimit]]] = {}
 
@@ -35,9 +35,10 @@ def limit_for(settings: Settings, model_id: str) -> ModelLimit | None:
 
 def buckets_for(settings: Settings) -> Buckets:
     """The cache's Redis (falling back to this process's buckets while it is down), else this process's buckets."""
-    store = open_store(settings.cache, settings.engine)
-    if isinstance(store, RedisStore):
-        return SharedOrLocal(redis_buckets(store, settings.cache.prefix), public_url(store.url))
+    url = settings.cache.url.strip()
+    if url.startswith(REDIS_SCHEMES):
+        store = redis_store(url, settings.cache.timeout)
+        return SharedOrLocal(redis_buckets(store, settings.cache.prefix), public_url(url))
     return LOCAL
 
 
