@@ -251,9 +251,12 @@ class Adaptive:
     def _hand_out(self) -> None:
         while self._waiters and self.in_flight < self.limit:
             waiter = self._waiters.popleft()
+            try:
+                waiter.loop.call_soon_threadsafe(_wake, waiter.future)
+            except RuntimeError:  # its event loop is closed: nobody waits there any more
+                continue
             waiter.granted = True
             self.in_flight += 1
-            waiter.loop.call_soon_threadsafe(_wake, waiter.future)
 
     def throttled(self, epoch: int, retry_after: float | None) -> None:
         """A call that started in `epoch` was answered 429: halve the limit (once per epoch), pause for Retry-After."""
@@ -295,6 +298,18 @@ def adaptive_for(model_id: str, ceiling: int = DEFAULT_CONCURRENCY) -> Adaptive:
     if found.ceiling != ceiling:
         found.set_ceiling(ceiling)
     return found
+
+
+def forget_limits() -> None:
+    """Forget every model's in-flight limit and pause, this process's buckets and any outage of the
+    shared ones: a fresh process's state (tests that must not inherit another test's 429s)."""
+    with _adaptive_lock:
+        _adaptive.clear()
+    with LOCAL._lock:
+        LOCAL._tats.clear()
+        LOCAL._paused.clear()
+    with _outage.lock:
+        _outage.until, _outage.said = 0.0, False
 
 
 class Turn:

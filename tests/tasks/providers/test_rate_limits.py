@@ -162,6 +162,7 @@ async def test_a_retry_after_past_the_deadline_fails_the_call_at_once(peer, monk
     assert peer.count(CHAT) == 1
 
 
+@pytest.mark.slow
 async def test_a_rate_limited_stand_in_is_kept_at_its_limit_without_failures(peer, monkeypatch):
     """The stand-in refuses beyond 120 a minute; our limit is the same: 8 concurrent items all succeed,
     paced, and the stand-in refused none (or a rare one at the edge, retried)."""
@@ -169,14 +170,12 @@ async def test_a_rate_limited_stand_in_is_kept_at_its_limit_without_failures(pee
     monkeypatch.setenv("FRUGAL_LIMITS", json.dumps({"openai/*": {"rpm": 120}}))
     answers = await asyncio.gather(*(answer_large(LlmRequest(prompt=f"paced {i}", max_tokens=8)) for i in range(8)))
     assert [a.text for a in answers] == [f"ok: paced {i}" for i in range(8)]
-    assert peer.rate.admitted == 8 and peer.rate.refused <= 1
+    assert peer.rate.admitted == 8 and peer.rate.refused <= 1, (peer.rate.admitted, peer.rate.refused)
 
 
 async def test_a_redis_that_is_down_does_not_stop_model_calls(peer, monkeypatch, caplog):
     monkeypatch.setenv("FRUGAL_CACHE_URL", f"redis://127.0.0.1:{closed_port()}/0")
     monkeypatch.setenv("FRUGAL_LIMITS", json.dumps({"openai/gpt-test": {"rpm": 6000}}))
-    monkeypatch.setattr("tasks.providers.limits._outage.until", 0.0)
-    monkeypatch.setattr("tasks.providers.limits._outage.said", False)
     with caplog.at_level(logging.WARNING, logger="frugal"):
         answers = [await answer_large(LlmRequest(prompt=f"no redis {i}", max_tokens=8)) for i in range(3)]
     assert [a.text for a in answers] == [f"ok: no redis {i}" for i in range(3)]
