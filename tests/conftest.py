@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from tasks.core.settings import variables
+from tasks.providers.limits import forget_limits
 from tests.peers.model_peer import ModelPeer
 from tests.peers.server import LoopbackServer
 
@@ -81,6 +82,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FRUGAL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FRUGAL_FILE_ROOTS", str(tmp_path))  # batches read and write the test's own folder
     monkeypatch.setenv("FRUGAL_CACHE_PREFIX", f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> Iterator[None]:
+    """Each test starts without another test's 429 back-offs and Retry-After pauses (kept per process)."""
+    forget_limits()
+    yield
+    forget_limits()
 
 
 @pytest.fixture(scope="session")

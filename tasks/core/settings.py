@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.core.errors import ConfigError
@@ -127,8 +127,19 @@ class SlmSettings(BaseSettings):
         validation_alias=AliasChoices("FRUGAL_LOCAL_MODEL_PATH", "FRUGAL_SLM_LOCAL_MODEL_PATH"),
         description="GGUF file for the local provider; default: the bundled SmolLM2-135M",
     )
+    hosts: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OLLAMA_HOSTS", "FRUGAL_SLM_HOSTS"),
+        description="several Ollama servers, comma-separated: each call goes to the least-loaded healthy one; "
+        "a host that fails is taken out and probed again later; wins over OLLAMA_HOST",
+    )
     local_threads: int = Field(1, ge=1, description="llama.cpp generation threads")
     local_ctx: int = Field(2048, ge=256, description="llama.cpp context size in tokens")
+
+    def ollama_hosts(self) -> tuple[str, ...]:
+        """OLLAMA_HOSTS as a list, else OLLAMA_HOST alone, else none."""
+        listed = tuple(h.strip() for h in (self.hosts or "").split(",") if h.strip())
+        return listed or ((self.host,) if self.host else ())
 
 
 class LlmSettings(BaseSettings):
@@ -170,6 +181,49 @@ class LlmSettings(BaseSettings):
     backoff_base: float = Field(0.5, gt=0, description="first backoff delay in seconds, doubled per retry")
 
 
+class ModelLimit(BaseModel):
+    """One provider/model's limits, as the provider grants them (FRUGAL_LIMITS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: float | None = Field(None, gt=0, description="requests per minute")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute: prompt estimate + max_tokens, corrected by the usage")
+    burst: int = Field(1, ge=1, description="requests that may start at once after a quiet spell (the rest are paced)")
+    concurrency: int = Field(64, ge=1, description="most calls in flight per process; halved on a 429, then regained")
+
+
+class LimitSettings(BaseSettings):
+    """Provider rate limits, shared by every process on the same Redis (`tasks.providers.limits`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_", extra="ignore")
+
+    limits: str = Field(
+        "",
+        description='JSON object: provider/model id or glob -> its limits, e.g. {"openai/gpt-4o-mini": {"rpm": 600, '
+        '"tpm": 200000}}; optional "burst" (requests, default 1) and "concurrency" (in flight per process, default 64); '
+        "shared through FRUGAL_CACHE_URL's Redis, else per process",
+    )
+
+    def table(self) -> dict[str, ModelLimit]:
+        """The limits by model id or glob; a ConfigError that says what to fix when they do not parse."""
+        if not self.limits.strip():
+            return {}
+        try:
+            raw = json.loads(self.limits)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"FRUGAL_LIMITS is not JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError('FRUGAL_LIMITS must be a JSON object, e.g. {"openai/gpt-4o-mini": {"rpm": 600, "tpm": 200000}}')
+        table: dict[str, ModelLimit] = {}
+        for model, value in raw.items():
+            try:
+                table[model] = ModelLimit.model_validate(value)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+                raise ConfigError(f"FRUGAL_LIMITS[{model!r}]: {problems} (known keys: rpm, tpm, burst, concurrency)") from None
+        return table
+
+
 class PriceSettings(BaseSettings):
     """Prices of model calls and the reference model savings are measured against (`tasks.core.pricing`)."""
 
@@ -208,7 +262,7 @@ class GatewaySettings(BaseSettings):
     )
     models: str = Field(
         '{"*": "answer"}',
-        description='JSON object: a requested model name or glob -> the pipeline it runs, with that name as the large model; '
+        description="JSON object: a requested model name or glob -> the pipeline it runs, with that name as the large model; "
         '"frugal/<pipeline>" always works',
     )
     access_log: bool = Field(
@@ -289,6 +343,7 @@ MODELS: tuple[type[BaseSettings], ...] = (
     FileSettings,
     SlmSettings,
     LlmSettings,
+    LimitSettings,
     PriceSettings,
     LedgerSettings,
     GatewaySettings,
@@ -349,6 +404,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     router: RouterSettings = field(default_factory=RouterSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
 
 _snapshot: tuple[tuple[object, ...], Settings] | None = None
@@ -415,6 +471,7 @@ def get_settings() -> Settings:
                 audit=AuditSettings(),
                 embedder=EmbedderSettings(),
                 router=RouterSettings(),
+                limits=LimitSettings(),
             ),
         )
     return _snapshot[1]

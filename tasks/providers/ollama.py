@@ -5,7 +5,8 @@ wire is one POST, so this provider sends it with the same client, deadline,
 retries and error mapping as the other HTTP providers, and reads the answer
 with `ollama.ChatResponse` (the client's own pydantic model of it). Token
 log-probabilities are asked with the request's ``logprobs`` / ``top_logprobs``
-(Ollama 0.12.11 and later; older servers leave them out).
+(Ollama 0.12.11 and later; older servers leave them out). Several servers
+(OLLAMA_HOSTS) share the calls, least-loaded first (`tasks.providers.ollama_hosts`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from ollama._types import ChatRequest  # the client builds its request body with
 from pydantic import ValidationError
 
 from tasks.core.completion import Completion, TokenLogprob, TopToken, Usage, normalise_finish_reason
-from tasks.core.errors import ModelError, ModelRequestError
-from tasks.core.redact import public_url, redact, url_secrets
+from tasks.core.errors import ModelError, ModelRequestError, ModelUnavailable
+from tasks.core.redact import redact
 from tasks.core.settings import Settings
 from tasks.core.tokens import count_tokens
 from tasks.providers.base import TOP_LOGPROBS, ChatCall
 from tasks.providers.http import LoopClients, check_status, post
+from tasks.providers.ollama_hosts import HostPool
 from tasks.providers.openai import served
 from tasks.providers.retry import RetryPolicy, with_retries
 
@@ -48,8 +50,13 @@ def token_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
     ]
 
 
+def connect_failed(exc: ModelUnavailable) -> bool:
+    """The request never reached the server (nothing was sent): safe to send to another host."""
+    return isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout))
+
+
 class OllamaProvider:
-    """An Ollama server at `host`."""
+    """An Ollama server at `host`, or several (``a,b``: OLLAMA_HOSTS), each call to the least-loaded healthy one."""
 
     name = NAME
 
@@ -61,11 +68,9 @@ class OllamaProvider:
         http_client: httpx.AsyncClient | None = None,
         timeout: float = 60.0,
     ) -> None:
-        url = normalise_host(host)
-        self.host = public_url(url).rstrip("/")
-        self.secrets = url_secrets(url)
-        parts = httpx.URL(url)
-        self.auth = httpx.BasicAuth(parts.username, parts.password) if parts.username or parts.password else None
+        self.pool = HostPool(host)
+        self.host = self.pool.public
+        self.secrets = self.pool.secrets
         self.policy = policy or RetryPolicy(attempt_timeout=timeout, timeout_hint="raise FRUGAL_SLM_TIMEOUT")
         self.clients = LoopClients(timeout, http_client)
 
@@ -73,7 +78,7 @@ class OllamaProvider:
     def from_settings(cls, settings: Settings, endpoint: str | None = None) -> OllamaProvider:
         slm = settings.slm
         policy = RetryPolicy.from_settings(settings.llm, attempt_timeout=slm.timeout, timeout_hint="raise FRUGAL_SLM_TIMEOUT")
-        return cls(endpoint or slm.host or DEFAULT_OLLAMA_HOST, policy=policy, timeout=slm.timeout)
+        return cls(endpoint or ",".join(slm.ollama_hosts()) or DEFAULT_OLLAMA_HOST, policy=policy, timeout=slm.timeout)
 
     def body(self, call: ChatCall) -> dict[str, Any]:
         request = ChatRequest(
@@ -89,28 +94,46 @@ class OllamaProvider:
 
     async def complete(self, call: ChatCall) -> Completion:
         body = self.body(call)
-        url = self.host + "/api/chat"
 
         async def attempt() -> httpx.Response:
-            response = await post(
-                self.clients.get(),
-                url,
-                body,
-                {},
-                provider=NAME,
-                where=self.host,
-                secrets=self.secrets,
-                auth=self.auth,
-                hint="start it (`ollama serve`) or set OLLAMA_HOST",
-            )
-            if response.status_code == 404:
-                raise ModelRequestError(
-                    f"ollama at {self.host} has no model '{call.model}': run `ollama pull {call.model}` or set FRUGAL_SLM_MODEL",
-                    provider=NAME,
-                    status=404,
-                )
-            check_status(response, provider=NAME, key_variable="OLLAMA_HOST", secrets=self.secrets)
-            return response
+            tried: set[str] = set()
+            error: ModelUnavailable | None = None
+            while True:
+                host = self.pool.pick(tried)
+                if host is None:  # every host refused the connection: the last refusal stands
+                    assert error is not None
+                    raise error
+                tried.add(host.url)
+                try:
+                    response = await post(
+                        self.clients.get(),
+                        host.public + "/api/chat",
+                        body,
+                        {},
+                        provider=NAME,
+                        where=host.public,
+                        secrets=self.secrets,
+                        auth=host.auth,
+                        hint="start it (`ollama serve`) or set OLLAMA_HOST / OLLAMA_HOSTS",
+                    )
+                except ModelUnavailable as exc:
+                    if not connect_failed(exc):
+                        raise
+                    self.pool.failed(host, type(exc.__cause__).__name__)
+                    error = exc
+                    continue
+                finally:
+                    self.pool.done(host)
+                self.pool.answered(host)
+                if response.status_code == 404:
+                    raise ModelRequestError(
+                        f"ollama at {host.public} has no model '{call.model}': run `ollama pull {call.model}` "
+                        "or set FRUGAL_SLM_MODEL",
+                        provider=NAME,
+                        status=404,
+                    )
+                check_status(response, provider=NAME, key_variable="OLLAMA_HOST", secrets=self.secrets)
+                return response
 
         started = time.perf_counter()
         response = await with_retries(attempt, self.policy, NAME)

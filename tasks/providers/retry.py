@@ -7,7 +7,9 @@ budget, across all its attempts and waits. Transient failures
 (`ModelUnavailable`: connect errors, timeouts, 408/409/429/5xx) are retried with
 full-jitter exponential backoff, bounded in attempts and in total time;
 Retry-After (seconds or an HTTP date) and ``retry-after-ms`` replace the backoff
-when the server sends them. Anything else is raised at once.
+when the server sends them. Anything else is raised at once. Inside a model
+call's rate-limit gate (`tasks.providers.limits`), every attempt waits for its
+turn first, and a 429 is retried until the budget is spent.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import httpx
 from tasks.core.errors import ModelTimeout, ModelUnavailable
 from tasks.core.log import step_logger
 from tasks.core.settings import LlmSettings
+from tasks.providers.limits import current_gate
 
 T = TypeVar("T")
 
@@ -95,33 +98,55 @@ def backoff(policy: RetryPolicy, attempt: int) -> float:
 
 
 async def with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy, provider: str) -> T:
-    """`attempt()` under its deadline, again on transient failures, until it answers or the policy is spent."""
+    """`attempt()` under its deadline, again on transient failures, until it answers or the policy is spent.
+
+    Inside a model call's rate-limit gate (`tasks.providers.limits.gated`), each attempt first takes a
+    turn (a slot in flight and the bucket's start time, before the call's ceiling), and a 429 backs the
+    model off (AIMD, Retry-After shared) and is retried until the ceiling, not counted as an attempt.
+    """
     loop = asyncio.get_running_loop()
     ceiling = loop.time() + policy.budget
-    count = 0
+    gate = current_gate()
+    count = throttled = 0
     while True:
         count += 1
+        turn = await gate.enter(ceiling) if gate is not None else None  # ModelTimeout past the ceiling: not retried
         allowed = min(policy.attempt_timeout, ceiling - loop.time())
         error: ModelUnavailable
         try:
             async with asyncio.timeout(allowed):
-                return await attempt()
+                result = await attempt()
         except TimeoutError as exc:
             error = ModelTimeout(f"{provider} did not answer within {allowed:.3g}s ({policy.timeout_hint})", provider=provider)
             error.__cause__ = exc
         except ModelUnavailable as exc:
             error = exc
+        else:
+            if turn is not None:
+                turn.succeeded()
+            return result
+        finally:
+            if turn is not None:
+                turn.leave()
+        wait = getattr(error, "retry_after", None)
+        limited = turn is not None and error.status == 429
+        if limited:
+            assert turn is not None
+            await turn.throttled(wait)
+            count, throttled = count - 1, throttled + 1  # rate limited: retried until the ceiling, not counted
         if count >= policy.max_attempts:
             kind = ModelTimeout if isinstance(error, ModelTimeout) else ModelUnavailable
             raise kind(f"{error} (gave up after {count} attempts)", provider=provider, status=error.status) from error
-        wait = getattr(error, "retry_after", None)
-        wait = backoff(policy, count) if wait is None else wait
+        wait = backoff(policy, count + throttled) if wait is None else wait
         if loop.time() + wait >= ceiling:
             raise ModelTimeout(
-                f"{error} (retry budget of {policy.budget:g}s spent after {count} attempts; "
+                f"{error} (retry budget of {policy.budget:g}s spent after {count + throttled} attempts; "
                 "raise FRUGAL_LLM_MAX_RETRY_SECONDS to wait longer)",
                 provider=provider,
                 status=error.status,
             ) from error
-        step_logger().warning("%s; retry %d/%d in %.2fs", error, count, policy.max_attempts - 1, wait)
+        if limited:
+            step_logger().warning("%s; retry in %.2fs (429s are retried until the budget is spent)", error, wait)
+        else:
+            step_logger().warning("%s; retry %d/%d in %.2fs", error, count, policy.max_attempts - 1, wait)
         await asyncio.sleep(wait)

@@ -1,7 +1,7 @@
 """Which provider answers for each tier, decided once per process and said once.
 
 Small tier, ``FRUGAL_SLM_PROVIDER=auto`` (the default): Ollama when
-``OLLAMA_HOST`` is set and answers at start, else the bundled in-process model
+``OLLAMA_HOST`` (or one of ``OLLAMA_HOSTS``) is set and answers at start, else the bundled in-process model
 (`local`). Whether Ollama answers is asked once per host and process, without
 blocking the event loop (`probe_tiers`, awaited before a pipeline run reads the
 tiers). Large tier, ``FRUGAL_LLM_PROVIDER=auto``: Anthropic when
@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("frugal")
+#: what a request key holds for the endpoint when a list of Ollama hosts (OLLAMA_HOSTS) serves it
+OLLAMA_HOSTS_KEY = "ollama-hosts"
 _lock = threading.Lock()
 _probed: dict[str, bool] = {}
 _said: set[str] = set()
@@ -63,8 +65,18 @@ class Choice:
 
     @property
     def public_endpoint(self) -> str | None:
-        """The endpoint without ``user:password@``: what keys, messages and logs may hold."""
-        return None if self.endpoint is None else public_url(self.endpoint)
+        """The endpoint without ``user:password@``: what messages and logs may hold."""
+        if self.endpoint is None:
+            return None
+        return ",".join(public_url(part) for part in self.endpoint.split(","))
+
+    @property
+    def key_endpoint(self) -> str | None:
+        """The endpoint as request keys hold it: several Ollama hosts serve alike, so a list of them is one
+        name (adding or removing a host keeps the cached answers)."""
+        if self.provider == "ollama" and self.endpoint is not None and "," in self.endpoint:
+            return OLLAMA_HOSTS_KEY
+        return self.public_endpoint
 
 
 def _say_once(key: str, message: str, level: int = logging.WARNING) -> None:
@@ -113,8 +125,13 @@ def ollama_reachable(host: str) -> bool:
 async def probe_tiers(settings: Settings | None = None) -> None:
     """Ask, once per process, what the tiers' choice depends on (is Ollama up?), without blocking the loop."""
     slm = (settings or get_settings()).slm
-    if slm.provider == "auto" and slm.host:
-        await probe_ollama(normalise_host(slm.host))
+    if slm.provider == "auto" and slm.ollama_hosts():
+        await asyncio.gather(*(probe_ollama(normalise_host(h)) for h in slm.ollama_hosts()))
+
+
+def ollama_endpoint(slm: SlmSettings) -> str:
+    """OLLAMA_HOSTS (comma-separated URLs), else OLLAMA_HOST, else Ollama's default address."""
+    return ",".join(normalise_host(h) for h in slm.ollama_hosts()) or DEFAULT_OLLAMA_HOST
 
 
 def local_choice(slm: SlmSettings) -> Choice:
@@ -129,13 +146,15 @@ def small_choice(slm: SlmSettings | None = None, provider: str | None = None) ->
     if provider == "local":
         return local_choice(slm)
     if provider == "ollama":
-        return Choice(provider, slm.model, normalise_host(slm.host or DEFAULT_OLLAMA_HOST))
+        return Choice(provider, slm.model, ollama_endpoint(slm))
     if provider != "auto":  # another registered provider: its own endpoint setting
         return Choice(provider, slm.model, None)
-    if slm.host and ollama_reachable(normalise_host(slm.host)):
-        return Choice("ollama", slm.model, normalise_host(slm.host))
+    hosts = [normalise_host(h) for h in slm.ollama_hosts()]
+    if any(ollama_reachable(h) for h in hosts):  # the hosts that do not answer are taken out by the provider
+        return Choice("ollama", slm.model, ollama_endpoint(slm))
     choice = local_choice(slm)
-    why = f"Ollama at {public_url(normalise_host(slm.host))} does not answer" if slm.host else "OLLAMA_HOST is not set"
+    shown = ", ".join(public_url(h) for h in hosts)
+    why = f"Ollama at {shown} does not answer" if hosts else "OLLAMA_HOST is not set"
     _say_once("slm-local", f"small model: {why}; using the bundled local model {choice.model_id}", logging.INFO)
     return choice
 

@@ -4,7 +4,8 @@
 the messages and the request's identity (`tasks.core.request_key`) once per call:
 Prefect's cache policy (`call_cache.RequestKey`), single-flight and the call
 itself all read the same `PreparedCall`, kept on the request for as long as the
-settings it was resolved against are the current ones.
+settings it was resolved against are the current ones. Every call goes through
+its model's rate-limit gate (`tasks.steps.rate_limits`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from tasks.core.records import ModelAnswer, Tier
 from tasks.core.request_key import RequestIdentity, request_identity
 from tasks.core.settings import Settings, get_settings
 from tasks.providers import ChatCall, get_provider, provider_names
+from tasks.providers.limits import gated
 from tasks.providers.single_flight import single_flight
 from tasks.providers.tiers import Choice
+from tasks.steps.rate_limits import gate_for
 
 #: resolves which provider, model and endpoint answer a request, for a settings snapshot
 Chooser = Callable[[ModelRequest, Settings], Choice]
@@ -65,7 +68,7 @@ def prepare(request: ModelRequest, tier: Tier, choose: Chooser) -> PreparedCall:
         models={tier: choice.model_id},
         messages=messages,
         params={
-            "endpoint": choice.public_endpoint,
+            "endpoint": choice.key_endpoint,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "labels": request.labels,
@@ -90,8 +93,10 @@ async def answer(prepared: PreparedCall, request: ModelRequest) -> ModelAnswer:
 async def _answer(prepared: PreparedCall, request: ModelRequest) -> ModelAnswer:
     choice = prepared.choice
     provider = get_provider(choice.provider, endpoint=choice.endpoint, settings=prepared.settings)
+    gate = gate_for(prepared.settings, choice.model_id, prepared.call)
     try:
-        completion = await provider.complete(prepared.call)
+        with gated(gate):  # each attempt waits for its turn under the model's rate limits
+            completion = await provider.complete(prepared.call)
     except ModelOutputInvalid as exc:  # a constrained answer the provider could not make valid: escalate it
         return ModelAnswer(
             text="",
@@ -101,6 +106,7 @@ async def _answer(prepared: PreparedCall, request: ModelRequest) -> ModelAnswer:
             valid=False,
             reason=str(exc),
         )
+    await gate.settle(completion.usage)
     return to_answer(completion, prepared.tier, request)
 
 

@@ -20,6 +20,9 @@ from tasks.core.settings import CacheSettings, EngineSettings, get_settings
 from tasks.stores.redis_store import redis_store
 from tasks.stores.sqlite_store import sqlite_store
 
+#: FRUGAL_CACHE_URL schemes that mean Redis
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
 
 class AnswerStore(Protocol):
     """Bytes by key, with a TTL. Raises `CacheError` when unreachable."""
@@ -47,7 +50,7 @@ class AnswerStore(Protocol):
 def open_store(cache: CacheSettings | None = None, engine: EngineSettings | None = None) -> AnswerStore:
     cache = cache or get_settings().cache
     url = cache.url.strip()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(REDIS_SCHEMES):
         return redis_store(url, cache.timeout)
     if url.startswith("sqlite:///"):
         return sqlite_store(Path(url.removeprefix("sqlite://")))

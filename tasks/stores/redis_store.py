@@ -195,6 +195,14 @@ class RedisStore:
 
         await self._bounded(plain())
 
+    def register_script(self, source: str) -> Any:
+        """A Lua script on this client (redis-py's `register_script`: sent again if the server forgot it)."""
+        return self._client.register_script(source)
+
+    async def run_script(self, script: Any, keys: tuple[str, ...], args: tuple[object, ...]) -> object:
+        """Run a registered script, bounded like every command: a `CacheError` when Redis cannot run it."""
+        return await self._bounded(script(keys=keys, args=args))
+
     async def claim(self, key: str, seconds: float) -> bool:
         """Take the lease on `key` unless someone holds it (SET NX PX)."""
         return bool(await self._bounded(self._client.set(f"{key}:lease", b"1", nx=True, px=_ms(seconds))))

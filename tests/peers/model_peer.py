@@ -10,7 +10,9 @@ controls what it answers and records what it was asked:
         anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0)
     assert peer.count("/api/chat") == 1
 
-Every request is recorded first, then delayed (``peer.delay``), then may fail
+Every request is recorded first, then may be refused at once by the rate limit
+(``peer.limit_rate(rpm=600)``: 429s like OpenAI's, counted in ``peer.rate``), then
+is delayed (``peer.delay``: the provider's latency), then may fail
 (``peer.fail_next``), then is checked for its key (``peer.api_key``), then is
 validated and answered in the provider's own JSON, with token log-probabilities
 when the request asks for them (``peer.token_logprob`` each), and, with
@@ -34,6 +36,7 @@ from starlette.routing import Route
 
 from . import anthropic_routes, embed_routes, ollama_routes, openai_routes
 from .prompt_cache import PromptCache
+from .rate_limit import RateLimit
 from .server import LoopbackServer
 from .wire import default_responder, error_response
 
@@ -96,6 +99,7 @@ class ModelPeer:
         self.prompt_cache: bool  # simulate the providers' prompt caches in usage (see tests/peers/prompt_cache.py)
         self.cache_min_tokens: int  # Anthropic's minimum cacheable prefix, in peer tokens (words)
         self.cache = PromptCache()
+        self.rate = RateLimit()  # no limit until `limit_rate`
         self.requests: list[Recorded] = []
         self._faults: deque[_Fault] = deque()
         self._lock = threading.Lock()
@@ -126,6 +130,11 @@ class ModelPeer:
         with self._lock:
             self._faults.extend(_Fault(status, dict(headers or {}), body) for _ in range(n))
 
+    def limit_rate(self, rpm: float | None = None, tpm: float | None = None) -> RateLimit:
+        """Enforce `rpm` requests and `tpm` tokens per minute on OpenAI and Anthropic requests (None: no limit)."""
+        self.rate = RateLimit(rpm, tpm)
+        return self.rate
+
     @property
     def pending_failures(self) -> int:
         with self._lock:
@@ -138,7 +147,9 @@ class ModelPeer:
             self.requests.clear()
             self._faults.clear()
             self.cache.clear()
+            self.rate.reset()
             if settings:
+                self.rate = RateLimit()
                 for name, value in self._settings.items():
                     setattr(self, name, list(value) if isinstance(value, list) else value)
 
@@ -156,6 +167,10 @@ class ModelPeer:
                 Recorded(protocol, request.url.path, None if body is INVALID_JSON else body, dict(request.headers))
             )
             fault = self._faults.popleft() if self._faults else None
+        if protocol != "ollama" and isinstance(body, dict) and (self.rate.rpm or self.rate.tpm):
+            refused = self.rate.check(protocol, body)
+            if refused is not None:
+                return body, refused
         if not await self._pause(request, self.delay):
             return body, Response(status_code=499)  # the client hung up; nobody reads this
         if fault is not None:

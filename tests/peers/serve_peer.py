@@ -1,6 +1,7 @@
 """The model peer in a process of its own, for benchmarks and multi-process tests.
 
     python -m tests.peers.serve_peer --delay 0.02 [--port 0] [--port-file PATH] [--server starlette|lean]
+                                     [--rpm 600] [--tpm 200000]
 
 Serves `ModelPeer` (Ollama /api/*, OpenAI and Anthropic /v1/*) with uvicorn in
 the main thread, so it does not share a GIL with the process it answers. It
@@ -8,6 +9,7 @@ prints ``listening on http://127.0.0.1:PORT`` once it accepts connections
 (and writes the URL to ``--port-file``, if given). Two extra routes:
 
     GET  /_peer/stats   {"requests": N, "by_path": {...}, "answered": N, "distinct_prompts": M,
+                         "admitted": N, "refused": N (by the rate limit, --rpm / --tpm),
                          "duplicates": {"digest 'text'": count, ...}, "by_text": {text: count, ...}}
     POST /_peer/reset   forget every request
     POST /_peer/config  {"delay": seconds, "hold_until": n, "hold_seconds": s}: with hold_until,
@@ -96,7 +98,8 @@ class CountingResponder:
 def build_app(peer: ModelPeer, responder: CountingResponder) -> Starlette:
     async def stats(request: Request) -> JSONResponse:
         by_path = Counter(r.path for r in list(peer.requests))
-        return JSONResponse({"requests": sum(by_path.values()), "by_path": dict(by_path), **responder.stats()})
+        rate = {"admitted": peer.rate.admitted, "refused": peer.rate.refused}
+        return JSONResponse({"requests": sum(by_path.values()), "by_path": dict(by_path), **rate, **responder.stats()})
 
     async def reset(request: Request) -> JSONResponse:
         peer.reset()
@@ -122,9 +125,11 @@ def build_app(peer: ModelPeer, responder: CountingResponder) -> Starlette:
     )
 
 
-def spawn(folder: Path, delay: float, server: str = "starlette", name: str = "peer") -> tuple[subprocess.Popen[bytes], str]:
+def spawn(
+    folder: Path, delay: float, server: str = "starlette", name: str = "peer", rpm: float | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start this module in a process of its own (its output in FOLDER/NAME.log); (the process, its URL)
-    once it accepts connections. The caller terminates it."""
+    once it accepts connections. The caller terminates it. `rpm`: the rate limit it enforces."""
     port_file, log = folder / f"{name}.url", folder / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -138,6 +143,7 @@ def spawn(folder: Path, delay: float, server: str = "starlette", name: str = "pe
                 str(port_file),
                 "--server",
                 server,
+                *(["--rpm", str(rpm)] if rpm else []),
             ],
             cwd=Path(__file__).resolve().parents[2],
             stdout=out,
@@ -180,7 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
-    parser.add_argument("--delay", type=float, default=0.02, help="seconds before every response")
+    parser.add_argument("--delay", "--latency", type=float, default=0.02, help="seconds before every response")
+    parser.add_argument("--rpm", type=float, default=None, help="requests per minute it lets through (429 beyond)")
+    parser.add_argument("--tpm", type=float, default=None, help="tokens per minute it lets through (429 beyond)")
     parser.add_argument("--port-file", type=Path, default=None, help="write the URL here once serving")
     parser.add_argument(
         "--server",
@@ -192,6 +200,10 @@ def main(argv: list[str] | None = None) -> None:
 
     responder = CountingResponder()
     peer = ModelPeer(responder, ollama_models=[], delay=args.delay)
+    if args.rpm or args.tpm:
+        if args.server == "lean":
+            parser.error("--rpm and --tpm need --server starlette")
+        peer.limit_rate(args.rpm, args.tpm)
     app = build_app(peer, responder)
 
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; with

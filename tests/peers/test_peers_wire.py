@@ -529,3 +529,48 @@ def test_trickle_sends_a_whole_answer_one_byte_at_a_time(peer: ModelPeer, url: s
         response = client.post(url + "/api/chat", json={"model": MODEL, "messages": user("x"), "stream": False})
     assert response.json()["message"]["content"] == "ok"
     assert len(response.content) > 100  # so it took > 100 reads, each well under the read timeout
+
+
+# -- a provider's rate limit -----------------------------------------------------------
+
+
+def test_rate_limit_answers_openais_429_read_by_the_official_client(peer: ModelPeer, oai: openai.OpenAI) -> None:
+    """Over the limit: 429 at once, OpenAI's error JSON, retry-after and x-ratelimit-* headers; counted."""
+    rate = peer.limit_rate(rpm=120)  # 2 a second, the bucket holds 2
+    started = time.monotonic()
+    answered, refused = 0, []
+    for i in range(6):
+        try:
+            oai.chat.completions.create(model="gpt-4o-mini", messages=user(f"item {i}"))
+            answered += 1
+        except openai.RateLimitError as exc:
+            refused.append(exc)
+    refill = int((time.monotonic() - started) * 2)  # what the bucket took in meanwhile
+    assert 2 <= answered <= 2 + refill and len(refused) == 6 - answered
+    error = refused[0]
+    assert (error.status_code, error.code, error.type) == (429, "rate_limit_exceeded", "requests")
+    assert "Rate limit reached for gpt-4o-mini" in error.message and "(RPM): Limit 120" in error.message
+    assert error.response.headers["retry-after"] == "1"
+    assert error.response.headers["x-ratelimit-limit-requests"] == "120"
+    assert (rate.admitted, rate.refused) == (answered, len(refused))
+    assert peer.count("/v1/chat/completions") == 6
+
+
+def test_rate_limit_official_client_waits_retry_after_and_gets_through(peer: ModelPeer, url: str) -> None:
+    peer.limit_rate(rpm=60)  # one a second
+    peer.delay = 0.3  # and a provider's latency
+    with openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=3) as client:
+        first = client.chat.completions.create(model="gpt-4o-mini", messages=user("one"))
+        started = time.monotonic()
+        second = client.chat.completions.create(model="gpt-4o-mini", messages=user("two"))
+    assert first.choices[0].message.content == "ok: one" and second.choices[0].message.content == "ok: two"
+    assert time.monotonic() - started >= 0.5  # the client waited for the retry-after it was sent
+    assert peer.rate.refused >= 1 and peer.rate.admitted == 2
+
+
+def test_rate_limit_counts_tokens_per_minute(peer: ModelPeer, oai: openai.OpenAI) -> None:
+    peer.limit_rate(tpm=600)  # 10 tokens a second, the bucket holds 10
+    oai.chat.completions.create(model="gpt-4o-mini", messages=user("three words here"), max_tokens=5)  # 8 tokens
+    with pytest.raises(openai.RateLimitError) as info:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=user("three words here"), max_tokens=5)
+    assert info.value.type == "tokens" and "(TPM): Limit 600" in info.value.message
