@@ -89,7 +89,16 @@ def task_runner(settings: BatchSettings) -> DaskTaskRunner:
         ) from exc
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1, "processes": True})
+    # no dashboard (it needs bokeh), and the scheduler's HTTP server on a free port: a second batch,
+    # or anything else on 8787, must not get in this one's way
+    cluster: dict[str, Any] = {
+        "n_workers": settings.dask_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": None,
+        "scheduler_kwargs": {"dashboard_address": ":0"},
+    }
+    return DaskTaskRunner(cluster_kwargs=cluster)
 
 
 class DaskChunks:
