@@ -5,7 +5,10 @@ Items stream from their source (`tasks.steps.sources`) and are cut into chunks o
 orchestrated, never one per item). Inside a chunk, items run as plain async
 code under one semaphore of `concurrency` shared by every chunk, and up to
 `chunks_in_flight` chunks run at once so the model never idles at a chunk's
-tail. An item that fails is an item error, recorded with its reason; the
+tail. A runner may instead send a chunk to another process as plain data
+(`flows.engine.chunk_job`; Dask workers, `flows.orchestration.dask_chunks`),
+where the chunk runs its items with the same `concurrency`. Progress is counted
+per item, wherever the item ran. An item that fails is an item error, recorded with its reason; the
 node itself does not fail for it.
 
 The node's output is a small summary. Per-item results go to spool files
