@@ -8,8 +8,8 @@ code under one semaphore of `concurrency` shared by every chunk, and up to
 tail. A runner may instead send a chunk to another process as plain data
 (`flows.engine.chunk_job`; Dask workers, `flows.orchestration.dask_chunks`),
 where the chunk runs its items with the same `concurrency`. Progress is counted
-per item, wherever the item ran. An item that fails is an item error, recorded with its reason; the
-node itself does not fail for it.
+per item, wherever the item ran. An item that fails is an item error, recorded
+with its reason; the node itself does not fail for it.
 
 The node's output is a small summary. Per-item results go to spool files
 (one JSONL per chunk) that later nodes read back in input order, so memory
