@@ -24,6 +24,7 @@ the kill; and the rerun makes no model call at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -137,20 +138,18 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
         monkeypatch.setenv("FRUGAL_BATCH_DASK_ADDRESS", address)
         yield cluster
     finally:
+        peer.terminate()
         for process in reversed(processes):
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in [*processes, peer]:
             try:
                 process.wait(15)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
-        peer.terminate()
-        peer.wait(15)
         for key in store.scan_iter(f"{prefix}:*"):
             store.delete(key)
         store.close()
