@@ -51,8 +51,13 @@ def seconds(raw: str) -> float:
 
 
 def orchestrated_by_default() -> bool:
-    """`frugal run` makes a Prefect flow run when a Prefect server is configured, else runs inline."""
-    return bool(os.environ.get("PREFECT_API_URL"))
+    """`frugal run` makes a Prefect flow run when a Prefect server is configured or batches are to run
+    on Dask (FRUGAL_BATCH_RUNNER=dask: only flow runs send chunks there), else runs inline."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    from tasks.core.settings import get_settings
+
+    return get_settings().batch.runner == "dask"
 
 
 def parse_inputs(pairs: list[str], declared: dict[str, str]) -> dict[str, Any]:

@@ -5,8 +5,11 @@ Items stream from their source (`tasks.steps.sources`) and are cut into chunks o
 orchestrated, never one per item). Inside a chunk, items run as plain async
 code under one semaphore of `concurrency` shared by every chunk, and up to
 `chunks_in_flight` chunks run at once so the model never idles at a chunk's
-tail. An item that fails is an item error, recorded with its reason; the
-node itself does not fail for it.
+tail. A runner may instead send a chunk to another process as plain data
+(`flows.engine.chunk_job`; Dask workers, `flows.orchestration.dask_chunks`),
+where the chunk runs its items with the same `concurrency`. Progress is counted
+per item, wherever the item ran. An item that fails is an item error, recorded
+with its reason; the node itself does not fail for it.
 
 The node's output is a small summary. Per-item results go to spool files
 (one JSONL per chunk) that later nodes read back in input order, so memory
@@ -17,6 +20,7 @@ returns the list of per-item outputs instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -30,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.engine.chunk_job import ChunkJob, JobMaker
 from flows.engine.node_call import build_request, call_with_retries, jsonable
-from flows.engine.runners import Runner
+from flows.engine.runners import Chunk, Runner
 from flows.language.templates import TemplateProblem, evaluate
 from tasks.core.canonical import sha256_of
 from tasks.core.errors import StepError
@@ -39,7 +44,7 @@ from tasks.core.settings import get_settings
 from tasks.steps.sources import count_items, iter_items
 
 if TYPE_CHECKING:
-    from flows.language.compiler import Node
+    from flows.language.compiler import Node, Pipeline
 
 MAX_LISTED_FAILURES = 20
 log = logging.getLogger("frugal")
@@ -163,14 +168,17 @@ def chunk_key(node: Node, context: dict[str, Any], chunk: list[tuple[int, Any]])
 
 
 class ProgressReporter:
-    """Sends the newest progress in the background, one update at a time: a chunk that finishes does
-    not wait for the Prefect API before the next chunk starts, and updates that queue up collapse
-    into the latest. A failed update is logged; it does not fail the batch."""
+    """Sends the newest progress in the background, one update at a time: an item that finishes
+    does not wait for the Prefect API before the next one, and updates that queue up collapse
+    into the latest (at most one send per `interval` seconds, and the last one at `flush`). A
+    failed update is logged; it does not fail the batch."""
 
-    def __init__(self, send: Callable[[int], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[int], Awaitable[None]], interval: float = 0.0) -> None:
         self._send = send
+        self._interval = interval
         self._latest: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()
 
     def report(self, done: int) -> None:
         self._latest = done
@@ -184,15 +192,24 @@ class ProgressReporter:
                 await self._send(done)
             except Exception as exc:  # progress is for the eye: the batch goes on
                 log.warning("progress update failed: %s: %s", type(exc).__name__, exc)
+            if self._interval and self._latest is None and not self._hurry.is_set():
+                # wait: the items that finish meanwhile go in one update (unless the batch ends first)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), self._interval)
 
     async def flush(self) -> None:
+        self._hurry.set()
         if self._task is not None:
             await self._task
 
 
-async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id: str) -> Any:
+#: seconds between two progress updates of a batch (the CLI bar, the Prefect progress artifact)
+PROGRESS_INTERVAL = 0.25
+
+
+async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id: str, pipeline: Pipeline | None = None) -> Any:
     """Run a `for_each:` node; returns its summary (or the item outputs, for a list source)."""
-    pipeline = str(context["pipeline"]["name"])
+    name = str(context["pipeline"]["name"])
     try:
         source = evaluate(node.for_each, context) if node.for_each is not None else None
     except TemplateProblem as exc:
@@ -213,39 +230,70 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     spool = None if in_memory else Spool(run_directory(run_id) / node.id)
     tally = Tally()
     started = time.perf_counter()
+    reporter = ProgressReporter(lambda done: runner.progress(name, node, done, total), PROGRESS_INTERVAL)
+    progress_done = 0
 
-    async def run_one(indexed_item: tuple[int, Any]) -> dict[str, Any]:
+    def advance(n: int) -> None:
+        """Items done (per document: a chunk in this process reports each item as it ends)."""
+        nonlocal progress_done
+        progress_done += n
+        if not in_memory:
+            reporter.report(progress_done)
+
+    async def run_here(indexed_item: tuple[int, Any], done: Callable[[int], None]) -> dict[str, Any]:
         index, item = indexed_item
-        return await run_item(node, context, item, index)
-
-    async def run_here(indexed_item: tuple[int, Any]) -> dict[str, Any]:
         async with semaphore:
-            return await run_one(indexed_item)
+            record = await run_item(node, context, item, index)
+        done(1)
+        return record
 
-    async def chunk_work(chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(run_here(indexed_item) for indexed_item in chunk)))
+    async def chunk_work(chunk: list[tuple[int, Any]], done: Callable[[int], None]) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(run_here(indexed_item, done) for indexed_item in chunk)))
 
-    reporter = ProgressReporter(lambda done: runner.progress(pipeline, node, done, total))
+    jobs: list[JobMaker] = []
+
+    def job_for(chunk_index: int, chunk: list[tuple[int, Any]]) -> ChunkJob:
+        if pipeline is None:
+            raise StepError(node.id, "this batch cannot run its chunks in another process: its pipeline is not known")
+        if not jobs:
+            jobs.append(JobMaker(pipeline, node, context, run_id, concurrency))
+        return jobs[0](chunk_index, chunk)
 
     async def finished(records: list[dict[str, Any]]) -> None:
         for record in records:
             tally.add(record)
             if in_memory:
                 outputs[record["index"]] = record.get("output")
-        if not in_memory:
-            reporter.report(tally.total)
 
     pending: set[asyncio.Future[list[dict[str, Any]]]] = set()
 
     async def run_chunk(chunk_index: int, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
         key = None if in_memory else chunk_key(node, context, chunk)
-        records = await runner.run_chunk(node, chunk_index, len(chunk), lambda: chunk_work(chunk), key)
+        counted = 0
+
+        def chunk_advance(n: int) -> None:
+            nonlocal counted
+            n = min(n, len(chunk) - counted)
+            if n > 0:
+                counted += n
+                advance(n)
+
+        call = Chunk(
+            index=chunk_index,
+            size=len(chunk),
+            work=lambda: chunk_work(chunk, chunk_advance),
+            job=lambda: job_for(chunk_index, chunk),
+            advance=chunk_advance,
+            key=key,
+        )
+        records = await runner.run_chunk(node, call)
+        chunk_advance(len(records))  # what was not counted item by item (a chunk from Prefect's result cache)
         if spool is not None:  # written here, so a chunk served from Prefect's result cache is spooled too
             spool.write(chunk_index, records)
         return records
 
     if not in_memory:  # a small in-memory fan-out (e.g. a document's parts) is not worth a progress display
-        await runner.progress(pipeline, node, 0, total)
+        await runner.progress(name, node, 0, total)
     indexed = enumerate(items)
     try:
         for chunk_index in itertools.count():
@@ -259,7 +307,13 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
                     await finished(task.result())
         for task in asyncio.as_completed(pending):
             await finished(await task)
+    except BaseException:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise
     finally:
+        await runner.end_batch(node)
         await reporter.flush()
     if in_memory:
         return [outputs.get(i) for i in range(len(outputs))]

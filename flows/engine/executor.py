@@ -64,20 +64,25 @@ def skipped(node: Node, context: dict[str, Any]) -> NodeReport | None:
     return None if go else NodeReport(uses=node.step.name, status="skipped", duration_ms=0.0, reason=node.skip_reason)
 
 
-async def step_or_skip(node: Node, context: dict[str, Any], runner: Runner, run_id: str) -> tuple[Any, NodeReport]:
+async def step_or_skip(
+    node: Node, context: dict[str, Any], runner: Runner, run_id: str, pipeline: Pipeline | None = None
+) -> tuple[Any, NodeReport]:
     report = skipped(node, context)
     if report is None:
-        return await run_node(node, context, runner, run_id)
+        return await run_node(node, context, runner, run_id, pipeline)
     if runner.shows_skips:
         await runner.skip(node, node.skip_reason)
     return None, report
 
 
-async def run_node(node: Node, context: dict[str, Any], runner: Runner, run_id: str = "") -> tuple[Any, NodeReport]:
-    """Run a node whose `if:` was true (see `skipped`)."""
+async def run_node(
+    node: Node, context: dict[str, Any], runner: Runner, run_id: str = "", pipeline: Pipeline | None = None
+) -> tuple[Any, NodeReport]:
+    """Run a node whose `if:` was true (see `skipped`); `pipeline` is the node's, for a batch whose
+    chunks may run in other processes."""
     started = time.perf_counter()
     if node.for_each is not None:
-        return await run_batch_node(node, context, runner, run_id, started)
+        return await run_batch_node(node, context, runner, run_id, started, pipeline)
     request = build_request(node, context)
     try:
         value, cached = await runner.call(node, request)
@@ -92,11 +97,11 @@ async def run_node(node: Node, context: dict[str, Any], runner: Runner, run_id: 
 
 
 async def run_batch_node(
-    node: Node, context: dict[str, Any], runner: Runner, run_id: str, started: float
+    node: Node, context: dict[str, Any], runner: Runner, run_id: str, started: float, pipeline: Pipeline | None = None
 ) -> tuple[Any, NodeReport]:
     """A `for_each:` node: its `if:` is per item; item failures are in its output, not raised."""
     try:
-        value = await run_batch(node, context, runner, run_id)
+        value = await run_batch(node, context, runner, run_id, pipeline)
     except Exception as exc:
         if node.spec.on_error != "continue":
             raise StepError(node.id, str(exc) or type(exc).__name__) from exc
@@ -137,13 +142,15 @@ async def execute(pipeline: Pipeline, inputs: dict[str, Any] | None, runner: Run
                     node = pipeline.nodes[level[0]]
                     report = skipped(node, context)  # no coroutine for a skipped node: a cache hit skips four
                     if report is None:
-                        done = [await run_node(node, context, runner, run_id)]
+                        done = [await run_node(node, context, runner, run_id, pipeline)]
                     else:
                         if runner.shows_skips:
                             await runner.skip(node, node.skip_reason)
                         done = [(None, report)]
                 else:
-                    done = list(await asyncio.gather(*(step_or_skip(pipeline.nodes[n], context, runner, run_id) for n in level)))
+                    done = list(
+                        await asyncio.gather(*(step_or_skip(pipeline.nodes[n], context, runner, run_id, pipeline) for n in level))
+                    )
                 for node_id, (value, report) in zip(level, done, strict=True):
                     context[node_id] = value
                     reports[node_id] = report

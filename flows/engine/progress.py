@@ -1,8 +1,10 @@
 """Progress of `for_each:` nodes, for whoever shows it.
 
-The engine reports (node, items done, total or None) after each chunk;
-listeners show it: the CLI draws a progress bar, orchestrated runs update a
-Prefect progress artifact (see `flows.engine.runners`).
+The engine reports (node, items done, total or None) as documents finish, at most
+every `flows.engine.batch.PROGRESS_INTERVAL` seconds, whichever process ran them
+(`flows.engine.remote_progress` for chunks on Dask workers); listeners show it: the
+CLI draws a progress bar, orchestrated runs update a Prefect progress artifact
+(see `flows.engine.runners`).
 """
 
 from __future__ import annotations

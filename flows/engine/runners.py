@@ -7,15 +7,33 @@ lives in `flows.orchestration.task_runs`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
 from flows.engine import progress
+from flows.engine.chunk_job import ChunkJob
 from flows.engine.node_call import call_with_retries
 from flows.language.compiler import Node
 
-T = TypeVar("T")
+Records = list[dict[str, Any]]
+
+
+@dataclass
+class Chunk:
+    """One chunk of a `for_each:` node, as a runner gets it: two ways to run the same items."""
+
+    index: int
+    size: int
+    #: runs the items in this process, calling the batch's progress once per item
+    work: Callable[[], Awaitable[Records]]
+    #: the same chunk as plain data (`flows.engine.chunk_job`), for a runner that sends it to another process
+    job: Callable[[], ChunkJob]
+    #: moves the batch's progress by n items: a runner that runs `job` elsewhere reports through it
+    advance: Callable[[int], None]
+    #: the Prefect result-cache key of the chunk's records (None: not cached)
+    key: str | None = None
 
 
 class Runner(Protocol):
@@ -29,8 +47,12 @@ class Runner(Protocol):
 
     async def skip(self, node: Node, reason: str) -> None: ...
 
-    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
-        """Run one chunk of a for_each node (a task run when orchestrated, its result cached under `key`)."""
+    async def run_chunk(self, node: Node, chunk: Chunk) -> Records:
+        """Run one chunk of a for_each node (a task run when orchestrated, its result cached under `chunk.key`)."""
+        ...
+
+    async def end_batch(self, node: Node) -> None:
+        """The node's last chunk has finished (or the batch failed): release what its chunks held."""
         ...
 
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None: ...
@@ -51,8 +73,11 @@ class InlineRunner:
     async def skip(self, node: Node, reason: str) -> None:
         return None
 
-    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
-        return await work()
+    async def run_chunk(self, node: Node, chunk: Chunk) -> Records:
+        return await chunk.work()
+
+    async def end_batch(self, node: Node) -> None:
+        return None
 
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
         progress.report(pipeline, node.id, done, total)

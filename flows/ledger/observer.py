@@ -78,6 +78,15 @@ class LedgerObserver:
         self._children: dict[str, list[RunRecord]] = {}
         #: set by the Prefect integration (`flows.orchestration`): each flow run's cost table artifact
         self.publish_table: TablePublisher | None = None
+        #: flow runs whose inner runs were (also) recorded by other processes (batch chunks on Dask
+        #: workers), with when they began: their cost table is read back from the shared store
+        self._elsewhere: dict[str, float] = {}
+
+    def recorded_elsewhere(self, flow_run_id: str, since: float) -> None:
+        """Inner runs of this flow run are recorded by other processes from `since` (a Unix time) on."""
+        if len(self._elsewhere) >= MAX_FLOW_RUNS:
+            self._elsewhere.pop(next(iter(self._elsewhere)))
+        self._elsewhere.setdefault(flow_run_id, since)
 
     async def run_done(self, run: RunInfo, result: RunResult | None, error: BaseException | None) -> None:
         values = run.values
@@ -112,6 +121,11 @@ class LedgerObserver:
             if self.publish_table is not None:
                 await self.publish_table(run.pipeline.spec.name, made + inner, error is not None, bool(inner))
 
+    def forget(self, flow_run_id: str) -> None:
+        """Drop what this process kept for a flow run's cost table: a worker that runs some of the
+        run's chunks (they are stored; the flow reads them back) while the flow ends elsewhere."""
+        self._children.pop(flow_run_id, None)
+
     def _adopt(self, rec: RunRecord) -> None:
         assert rec.flow_run_id is not None
         children = self._children.get(rec.flow_run_id)
@@ -124,9 +138,13 @@ class LedgerObserver:
 
     async def _children_of(self, flow_run_id: str | None, cfg: _Config) -> list[LedgerEntry]:
         children = self._children.pop(flow_run_id, []) if flow_run_id else []
-        if len(children) <= MAX_CHILDREN:
+        elsewhere = self._elsewhere.pop(flow_run_id, None) if flow_run_id else None
+        if elsewhere is None and len(children) <= MAX_CHILDREN:
             return [settle(entry, cfg.reference) for child in children for entry in make_entries(child)]
-        since = datetime.fromtimestamp(children[0].ts - 1, UTC)
+        starts = [children[0].ts] if children else []
+        if elsewhere is not None:
+            starts.append(elsewhere)
+        since = datetime.fromtimestamp(min(starts) - 1, UTC)
 
         def read() -> list[LedgerEntry]:
             WRITER.flush()
@@ -135,7 +153,7 @@ class LedgerObserver:
         try:
             return await asyncio.to_thread(read)
         except CacheError as exc:
-            log.warning("cost ledger: the run's cost table leaves out its %d+ inner runs: %s", MAX_CHILDREN, exc)
+            log.warning("cost ledger: the run's cost table leaves out its inner runs (batch items): %s", exc)
             return []
 
 

@@ -19,20 +19,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from uuid import UUID
 
 from prefect import Task, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 from pydantic import BaseModel
 
 from flows.engine import progress
+from flows.engine.runners import Chunk, Records
 from flows.language.compiler import Node
+from flows.orchestration.dask_chunks import CHUNK_KEY, DaskChunks, open_chunks
 from tasks.core.settings import get_settings
-
-T = TypeVar("T")
 
 
 @task(name="skipped", cache_policy=NO_CACHE, persist_result=False)
@@ -43,12 +43,8 @@ async def _skipped(reason: str) -> State[None]:
 
 @task(name="chunk", cache_policy=NO_CACHE, persist_result=False)
 async def _chunk(work: Callable[[], Awaitable[Any]], items: int, key: str | None = None) -> Any:
-    """A chunk of a `for_each:` node: `items` items run as plain async code."""
+    """A chunk of a `for_each:` node: `items` items run as plain async code, in the flow's process."""
     return await work()
-
-
-#: a chunk's result is cached under the key the batch computed (None: not cached)
-CHUNK_KEY = CachePolicy.from_cache_key_fn(lambda ctx, parameters: parameters.get("key"))
 
 
 #: the default of `OrchestratedRunner(record_skips=...)` in this context (`frugal serve --record-skips`)
@@ -71,6 +67,8 @@ class OrchestratedRunner:
         self._progress: dict[int, UUID] = {}
         #: each finished node's state, so a node's task run names its upstream nodes (the UI's run graph)
         self._states: dict[str, State[Any]] = {}
+        #: batch nodes whose chunks run on Dask, while they run
+        self._remote: dict[str, DaskChunks] = {}
 
     def _upstream(self, node: Node) -> list[State[Any]]:
         """The completed states of the node's dependencies (a failed one would stop Prefect from running it)."""
@@ -107,20 +105,32 @@ class OrchestratedRunner:
             self.bypass = True
         return value, state.name == "Cached"
 
-    async def run_chunk(self, node: Node, index: int, size: int, work: Callable[[], Awaitable[T]], key: str | None = None) -> T:
+    async def run_chunk(self, node: Node, chunk: Chunk) -> Records:
         """One task run per chunk, named `node[index]`: never one per item.
 
         With a key, the chunk's records persist as a Prefect result: a re-run (after a
         kill, say) gets a finished chunk back as *Cached* without running its items.
+        With FRUGAL_BATCH_RUNNER=dask the chunk goes to a Dask worker as plain data
+        (`flows.orchestration.dask_chunks`); otherwise it runs here.
         """
-        options: dict[str, Any] = {"name": node.id, "task_run_name": f"{node.id}[{index}]"}
-        if key is not None:
+        if get_settings().batch.runner == "dask":
+            remote = self._remote.get(node.id)
+            if remote is None:
+                remote = self._remote[node.id] = await open_chunks(node, chunk.job().run_id)
+            return await remote.run(chunk)
+        options: dict[str, Any] = {"name": node.id, "task_run_name": f"{node.id}[{chunk.index}]"}
+        if chunk.key is not None:
             options |= {
                 "cache_policy": CHUNK_KEY,
                 "persist_result": True,
                 "cache_expiration": timedelta(seconds=get_settings().cache.ttl),
             }
-        return await _chunk.with_options(**options)(work, size, key)
+        return await _chunk.with_options(**options)(chunk.work, chunk.size, chunk.key)  # type: ignore[no-any-return]
+
+    async def end_batch(self, node: Node) -> None:
+        remote = self._remote.pop(node.id, None)
+        if remote is not None:
+            await remote.close()
 
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
         progress.report(pipeline, node.id, done, total)

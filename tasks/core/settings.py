@@ -72,6 +72,16 @@ class BatchSettings(BaseSettings):
     concurrency: int = Field(4, ge=1, description="items in flight at once (a local model serves one at a time)")
     chunks_in_flight: int = Field(2, ge=1, description="chunks running at once, so the model never idles at a chunk's end")
     max_document_bytes: int = Field(1_000_000, ge=1, description="larger documents are item errors")
+    runner: Literal["inprocess", "dask"] = Field(
+        "inprocess",
+        description="where an orchestrated batch's chunks run: `inprocess` (the flow's own process) or `dask` "
+        "(Prefect's DaskTaskRunner: the scheduler at FRUGAL_BATCH_DASK_ADDRESS, or a local cluster); inline runs "
+        "(`frugal run --inline`) always run in process",
+    )
+    dask_address: str = Field(
+        "", description="the Dask scheduler chunks go to with FRUGAL_BATCH_RUNNER=dask (tcp://host:8786); empty: a local cluster"
+    )
+    dask_workers: int = Field(2, ge=1, description="worker processes of the local Dask cluster (no FRUGAL_BATCH_DASK_ADDRESS)")
 
 
 class FileSettings(BaseSettings):

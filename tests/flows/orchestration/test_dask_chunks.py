@@ -1,0 +1,72 @@
+"""Batch chunks on Dask (FRUGAL_BATCH_RUNNER=dask): a local cluster of worker processes runs the
+chunks from plain data; the flow keeps one progress artifact and one cost table, and the cost
+ledger's entries made on the workers carry the flow run's id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+from flows import ledger
+from flows.orchestration.flow import run_pipeline
+
+pytestmark = [pytest.mark.usefixtures("prefect"), pytest.mark.slow]
+
+SUMMARY = "A short summary."
+
+
+def write_docs(root: Path, n: int) -> Path:
+    root.mkdir(parents=True)
+    for i in range(n):
+        (root / f"doc{i:03d}.txt").write_text(f"Document {i}. " + " ".join(f"w{i}x{j}" for j in range(12)))
+    return root
+
+
+async def test_chunks_run_on_a_local_dask_cluster_with_one_progress_artifact_and_cost_table(
+    tmp_path, peer, redis_cache, monkeypatch
+):
+    monkeypatch.setenv("FRUGAL_BATCH_RUNNER", "dask")
+    monkeypatch.setenv("FRUGAL_BATCH_DASK_WORKERS", "2")
+    monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "3")
+    peer.responder = lambda protocol, body: SUMMARY
+    source = write_docs(tmp_path / "in", 10)
+    out = tmp_path / "out"
+    state = await run_pipeline("nightly-summaries", {"source": str(source), "destination": str(out)}, return_state=True)
+    assert state.is_completed(), state.message
+    result = await state.aresult()
+    assert result["output"]["documents"] == 10 and result["output"]["ok"] == 10
+    assert peer.count() == 10
+    rows = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"doc{i:03d}" for i in range(10)]
+    assert all(SUMMARY in (out / f"doc{i:03d}.md").read_text() for i in range(10))
+
+    run_id = state.state_details.flow_run_id
+    async with get_client() as client:
+        for _ in range(100):
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+            chunks = [r for r in runs if r.name.startswith("summaries[")]
+            if len(chunks) == 4 and all(r.state and r.state.is_final() for r in chunks):
+                break
+            await asyncio.sleep(0.1)
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    assert sorted(r.name for r in chunks) == [f"summaries[{i}]" for i in range(4)]
+    assert all(r.state.name == "Completed" for r in chunks)
+    progress = [a for a in artifacts if a.type == "progress"]
+    tables = [a for a in artifacts if a.type == "table"]
+    assert len(progress) == 1 and progress[0].data == 100.0
+    assert len(tables) == 1
+    table = json.loads(tables[0].data)
+    small = [row for row in table if "small" in json.dumps(row)]
+    assert small, table
+
+    # the workers' calls are in the shared ledger, under this flow run
+    entries = [e for e in ledger.read_entries() if e.flow_run_id == str(run_id) and e.kind == "call"]
+    assert len(entries) == 10
+    assert {e.mode for e in entries} == {"inline"}
