@@ -131,7 +131,7 @@ async def measure(settings: CacheSettings, texts: list[str], size: int) -> dict[
             exact = held.matrix[old] @ vector
             close = exact[exact >= CLOSE]  # the rows that could matter: well below any threshold in use
             new = held.nearest(vector, 4)[1][: len(close)]  # compared by similarity: duplicates may tie
-            agreed += bool(np.allclose(close, new, atol=1e-5))
+            agreed += len(close) > 0 and bool(np.allclose(close, new, atol=1e-5))
             checked += len(close) > 0
         started = time.perf_counter()
         await index.nearest("default", GROUP, vector, 4)

@@ -28,6 +28,7 @@ from tasks.semantic.embedding import embed
 from tasks.semantic.normalise import normalise
 from tasks.steps import cache as cache_step
 from tasks.steps.cache import LookupRequest, Semantic, StoreRequest, lookup, store
+from tasks.steps.semantic_verify import Verify
 from tasks.stores.semantic_index import open_index
 from tasks.stores.semantic_sqlite import SqliteIndex
 
@@ -138,7 +139,7 @@ async def test_different_parameters_never_match(store_kind, peer):
     await ask("How do I reset my password?", max_tokens=100)
     assert (await ask("What should I do to reset my password?", max_tokens=200))["cache"] == "miss"
     assert (await ask("What should I do to reset my password?", system="Answer in French."))["cache"] == "miss"
-    assert peer.count() == 3
+    assert peer.count() == 3  # no call for it
     assert (await ask("What should I do to reset my password?", max_tokens=100))["cache"] == "semantic"
 
 
@@ -304,3 +305,40 @@ def test_purge_needs_a_selection(capsys):
     assert frugal(["cache", "purge"]) != 0
     assert "say what to purge" in capsys.readouterr().err
     assert os.environ.get("FRUGAL_CACHE_URL") is None
+
+
+# -- the grey-zone verifier ----------------------------------------------------------------
+
+
+async def test_the_verifier_confirms_grey_zone_candidates_with_the_small_model(store_kind, peer):
+    kept = ModelAnswer(text="Settings > Security", model="m", tier="large", usage=Usage(input_tokens=1, output_tokens=1))
+    assert (
+        await store(StoreRequest(key="a" * 64, answer=kept, semantic=Semantic(text="How do I reset my password?", group="g")))
+    ).indexed
+    reworded = "What should I do to reset my password?"
+    band = Verify(between=(0.75, 1.0001), min_probability=0.8)
+
+    peer.responder = lambda protocol, body: '{"label": "different"}'
+    refused = await lookup(LookupRequest(key="b" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
+    assert (refused.cache, refused.refused, refused.verified) == ("miss", "verifier", 0.0)
+    assert peer.count() == 1
+    asked = str(peer.requests[-1].json)
+    assert "How do I reset my password?" in asked and reworded in asked and "same" in asked
+    peer.responder = lambda protocol, body: '{"label": "same"}'
+    served = await lookup(LookupRequest(key="b" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
+    assert (served.cache, served.matched_key) == ("semantic", "a" * 64)
+    assert served.verified is not None and served.verified >= 0.8
+    assert peer.count() == 2
+    peer.token_logprob = -1.0  # an unsure "same": below the bar
+    unsure = await lookup(LookupRequest(key="b" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
+    assert (unsure.cache, unsure.refused) == ("miss", "verifier")
+    assert unsure.verified is not None and 0 < unsure.verified < 0.8
+    above = Verify(between=(0.75, 0.76))  # the candidate is above the band: served without asking
+    outside = await lookup(LookupRequest(key="b" * 64, semantic=Semantic(text=reworded, group="g", verify=above)))
+    assert (outside.cache, outside.verified) == ("semantic", None)
+    assert peer.count() == 3  # no call for it
+
+
+def test_the_verifier_band_must_make_sense():
+    with pytest.raises(ValueError, match="low < high"):
+        Verify(between=(0.9, 0.8))
