@@ -367,7 +367,7 @@ async def test_the_verifier_confirms_grey_zone_candidates_with_the_small_model(s
     assert (
         await store(StoreRequest(key="a" * 64, answer=kept, semantic=Semantic(text="How do I reset my password?", group="g")))
     ).indexed
-    reworded = "What should I do to reset my password?"
+    reworded = "What should I do to reset my password?"  # each look-up its own key: a missed key's lease is held
     band = Verify(between=(0.75, 1.0001), min_probability=0.8)
 
     peer.responder = lambda protocol, body: '{"label": "different"}'
@@ -377,16 +377,16 @@ async def test_the_verifier_confirms_grey_zone_candidates_with_the_small_model(s
     asked = str(peer.requests[-1].json)
     assert "How do I reset my password?" in asked and reworded in asked and "same" in asked
     peer.responder = lambda protocol, body: '{"label": "same"}'
-    served = await lookup(LookupRequest(key="b" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
+    served = await lookup(LookupRequest(key="c" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
     assert (served.cache, served.matched_key) == ("semantic", "a" * 64)
     assert served.verified is not None and served.verified >= 0.8
     assert peer.count() == 2
     peer.token_logprob = -1.0  # an unsure "same": below the bar
-    unsure = await lookup(LookupRequest(key="b" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
+    unsure = await lookup(LookupRequest(key="d" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
     assert (unsure.cache, unsure.refused) == ("miss", "verifier")
     assert unsure.verified is not None and 0 < unsure.verified < 0.8
     above = Verify(between=(0.75, 0.76))  # the candidate is above the band: served without asking
-    outside = await lookup(LookupRequest(key="b" * 64, semantic=Semantic(text=reworded, group="g", verify=above)))
+    outside = await lookup(LookupRequest(key="e" * 64, semantic=Semantic(text=reworded, group="g", verify=above)))
     assert (outside.cache, outside.verified) == ("semantic", None)
     assert peer.count() == 3  # no call for it
 
