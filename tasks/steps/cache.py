@@ -92,7 +92,9 @@ class Lookup(BaseModel):
     answer: CachedAnswer | None = None
     similarity: float | None = Field(None, description="cosine similarity of the semantic match, or of the best refused one")
     matched_key: str | None = Field(None, description="the request key whose answer a semantic hit served")
-    refused: str | None = Field(None, description="the guard that refused the nearest candidate above the threshold")
+    refused: str | None = Field(
+        None, description="the guard (or `verifier`) that refused the nearest candidate above the threshold"
+    )
     verified: float | None = Field(None, description="the verifier's probability that the matched prompt is the same question")
 
 
