@@ -26,9 +26,11 @@ ended, works on copies, and a failure is logged and dropped. The queue and the
 thread buy exactly that: with every answer audited and large-model replies of
 200 ms, the caller's p50 stayed at 0.91x that of audits off (13.2 vs 14.6 ms,
 `tests/benchmarks/bench_audit.py --n 100`), while an inline audit would add
-two large calls (~400 ms) to each answer. Semantic cache hits
-will be audited the same way: `AUDITED_HITS` names the lookups whose hits are
-sampled (none today; an exact hit repeats an answer already counted).
+two large calls (~400 ms) to each answer. Semantic cache hits are audited the
+same way (`AUDITED_HITS`): the new wording is re-asked of the pipeline's large
+node and the cached answer judged against it, so `frugal report` shows how
+often an answer served by meaning still served the question (their entries say
+``audited_cache: semantic``); an exact hit repeats an answer already counted.
 
 With ``FRUGAL_AUDIT_KEEP_PROMPTS=true`` the messages of audited and rejected
 answers are kept beside the ledger (`flows.ledger.labels`) for router labels.
@@ -75,8 +77,8 @@ log = logging.getLogger("frugal")
 MAX_QUEUED = 256
 #: audits in flight at once: enough for a 2 % sample of tens of requests a second at ~1 s per audit
 CONCURRENCY = 4
-#: lookups whose hits are audited like small answers (the hook for a semantic cache: "semantic")
-AUDITED_HITS: frozenset[str] = frozenset()
+#: lookups whose hits are audited like small answers: semantic hits (another wording's answer)
+AUDITED_HITS: frozenset[str] = frozenset({"semantic"})
 #: seconds the process waits at exit for audits still running
 EXIT_WAIT = 10.0
 
@@ -425,6 +427,7 @@ class Auditor:
                 "latency_ms": round(sum(c.latency_ms for c in calls), 3),
                 "audit_of": job.entry_id,
                 "audited_model": seen.model,
+                "audited_cache": seen.lookup if seen.kind == "hit" else None,
                 "agreed": agreed,
                 "judged_by": judged_by,
             }

@@ -93,6 +93,9 @@ class LedgerEntry(BaseModel):
     savings: dict[Cause, Decimal] | None = Field(None, description="USD saved, by cause; None when a price is unknown")
     audit_of: str | None = Field(None, description="audit: the id of the entry whose answer was audited")
     audited_model: str | None = Field(None, description="audit: the model whose answer was audited")
+    audited_cache: Literal["semantic"] | None = Field(
+        None, description="audit: the audited answer was served by this cache lookup (a semantic hit); None: a model call"
+    )
     agreed: bool | None = Field(None, description="audit: the large model agreed; None: could not be judged")
     judged_by: Literal["label", "schema", "rubric"] | None = Field(None, description="audit: how agreement was judged")
 

@@ -60,7 +60,8 @@ def route_of(entry: LedgerEntry) -> str:
 _KEYS: dict[str, Callable[[LedgerEntry], str]] = {
     "pipeline": lambda e: e.pipeline,
     "model": lambda e: e.audited_model or e.model if e.kind == "audit" else e.model,
-    "route": lambda e: "small" if e.kind == "audit" else route_of(e),  # an audit belongs with the small answers it checks
+    # an audit belongs with the answers it checks: small ones, or semantic hits
+    "route": lambda e: ("semantic hit" if e.audited_cache == "semantic" else "small") if e.kind == "audit" else route_of(e),
     "day": lambda e: e.ts.astimezone(UTC).date().isoformat(),
 }
 
@@ -193,6 +194,8 @@ class Totals:
     tallies: dict[tuple[str, str], Tally] = field(default_factory=dict)
     #: the audits: their own line, never in `cost`
     audits: Tally = field(default_factory=Tally)
+    #: the audits of semantic cache hits: their agreement apart from the model answers'
+    semantic_audits: Tally = field(default_factory=Tally)
 
     def tally(self, pipeline: str, model: str) -> Tally:
         found = self.tallies.get((pipeline, model))
@@ -253,7 +256,9 @@ class Totals:
                 t.waste_ms += e.latency_ms or 0.0
 
     def _add_audit(self, e: LedgerEntry) -> None:
-        for t in (self.audits, self.tally(e.pipeline, e.audited_model or e.model)):
+        # a semantic hit's audit says whether another wording's answer served; not the model's own agreement
+        apart = self.semantic_audits if e.audited_cache == "semantic" else self.tally(e.pipeline, e.audited_model or e.model)
+        for t in (self.audits, apart):
             t.audits += 1
             t.agreed += e.agreed is True
             t.disagreed += e.agreed is False
@@ -313,6 +318,12 @@ class Totals:
                 "disagreed": self.audits.disagreed,
                 "cost": plain(self.audits.audit_cost),
                 "unpriced": self.audits.audit_unpriced,
+            },
+            "semantic_hit_audits": {
+                "n": self.semantic_audits.audits,
+                "agreed": self.semantic_audits.agreed,
+                "disagreed": self.semantic_audits.disagreed,
+                "agreement_pct": _text(self.semantic_audits.agreement_pct),
             },
         }
 
@@ -399,6 +410,8 @@ def table(groups: dict[str, Totals], total: Totals, by: str) -> str:
         audit_line += f": {a.agreed} agreed, {a.disagreed} disagreed, {a.audits - a.judged} not judged"
     if a.audit_unpriced:
         audit_line += f", {a.audit_unpriced} unpriced"
+    if total.semantic_audits.audits:
+        audit_line += f"\nsemantic hits audited: {total.semantic_audits.audits:,}: {agreement_text(total.semantic_audits)}"
     sections = ["\n".join(out + notes), audit_line, "\n".join(headlines(total))]
     if total.tallies:
         sections.append(answers_table(total))

@@ -89,6 +89,7 @@ INTENTS = (
     "convert conver umwand umrechn translat tradu übersetz "
     "increas augment aument erhöh decreas diminu disminu verringer"
 ).split()
+_INTENT_STEMS = frozenset(INTENTS)  # a word's prefixes are looked up: ~10x fewer steps than a startswith per stem
 #: a from-word and a to-word make a pair of names a route or a direction: the names' order then matters
 ROUTE_FROM = frozenset("from de du des depuis desde del von vom aus".split())
 ROUTE_TO = frozenset("to into à au aux vers a al hacia hasta nach zum zur bis".split())
@@ -146,7 +147,7 @@ def _facts(text: str) -> Facts:
         units=units,
         dates=sorted({w for w in folded if w in DATES}),
         comparisons=sorted({w for w in folded if w in COMPARISONS}),
-        intents=sorted({stem for stem in INTENTS if any(w.startswith(stem) for w in folded)}),
+        intents=sorted({w[:n] for w in folded for n in range(1, len(w) + 1) if w[:n] in _INTENT_STEMS}),
         entities=entities,
         words=frozenset(_plain(w) for w in words),
         routes=any(w in ROUTE_FROM for w in folded) and any(w in ROUTE_TO for w in folded),

@@ -12,7 +12,9 @@ without the user message) nearest in meaning to the normalised user message are 
 (`tasks.stores.semantic_index`); one at or above the threshold is served only if every
 near-miss guard passes (`tasks.semantic.guards`), as ``cache: "semantic"`` with its
 `similarity` and `matched_key`. Anything refused is a miss. Requests with a temperature
-above 0, or marked ``mode: exact`` (personal data), never use it. The default threshold,
+above 0, or marked ``mode: exact`` (personal data), never use it. With `verify:` (off by
+default), a candidate in a similarity band is also confirmed by the small model
+(`tasks.steps.semantic_verify`); `verified` is the probability it gave. The default threshold,
 0.75, was chosen on the tune split of evals/semantic/pairs.jsonl: on the eval split it
 serves 85 % of paraphrases and 0 of 58 near-misses and 0 of 20 unrelated prompts
 (tests/benchmarks/bench_semantic_guards.py).
@@ -35,6 +37,7 @@ from tasks.core.settings import CacheSettings, get_settings
 from tasks.semantic.embedding import embed
 from tasks.semantic.guards import first_difference
 from tasks.semantic.normalise import normalise
+from tasks.steps.semantic_verify import Verify, same_question
 from tasks.stores import AnswerStore, open_store
 from tasks.stores.leases import claim_or_wait, release
 from tasks.stores.semantic_index import open_index
@@ -63,6 +66,7 @@ class Semantic(BaseModel):
     threshold: float = Field(DEFAULT_THRESHOLD, gt=0, le=1, description="least cosine similarity of a candidate")
     mode: Literal["auto", "exact"] = Field("auto", description="exact: this request never reuses another wording's answer")
     temperature: float = Field(0, ge=0, description="the request's temperature: above 0, exact match only")
+    verify: Verify | None = Field(None, description="confirm candidates in a similarity band with the small model (off)")
 
     @property
     def usable(self) -> bool:
@@ -88,7 +92,10 @@ class Lookup(BaseModel):
     answer: CachedAnswer | None = None
     similarity: float | None = Field(None, description="cosine similarity of the semantic match, or of the best refused one")
     matched_key: str | None = Field(None, description="the request key whose answer a semantic hit served")
-    refused: str | None = Field(None, description="the guard that refused the nearest candidate above the threshold")
+    refused: str | None = Field(
+        None, description="the guard (or `verifier`) that refused the nearest candidate above the threshold"
+    )
+    verified: float | None = Field(None, description="the verifier's probability that the matched prompt is the same question")
 
 
 class StoreRequest(BaseModel):
@@ -195,6 +202,12 @@ async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: Ans
         if reason is not None:
             refused = refused or Lookup(hit=False, cache="miss", similarity=similarity, refused=reason)
             continue
+        verified = None
+        if semantic.verify is not None and semantic.verify.applies(neighbour.similarity):
+            verified = round(await same_question(neighbour.text, semantic.text, semantic.verify), 4)
+            if verified < semantic.verify.min_probability:
+                refused = refused or Lookup(hit=False, cache="miss", similarity=similarity, refused="verifier", verified=verified)
+                continue
         try:
             raw = await store.get(cache_key(settings.prefix, request.namespace, neighbour.key))
         except CacheError as exc:
@@ -206,7 +219,9 @@ async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: Ans
             answer = CachedAnswer.model_validate_json(raw)
         except ValidationError:
             continue
-        return Lookup(hit=True, cache="semantic", answer=answer, similarity=similarity, matched_key=neighbour.key)
+        return Lookup(
+            hit=True, cache="semantic", answer=answer, similarity=similarity, matched_key=neighbour.key, verified=verified
+        )
     return refused or Lookup(hit=False, cache="miss")
 
 

@@ -90,9 +90,12 @@ class SqliteStore:
 
 
 def sqlite_store(path: Path) -> SqliteStore:
-    path = path.expanduser().resolve()
     with _stores_lock:
-        store = _stores.get(path)
+        store = _stores.get(path)  # as given: resolving (realpath's syscalls) cost ~0.2 ms a look-up
         if store is None:
-            store = _stores[path] = SqliteStore(path)
+            resolved = path.expanduser().resolve()
+            store = _stores.get(resolved)
+            if store is None:
+                store = _stores[resolved] = SqliteStore(resolved)
+            _stores[path] = store
         return store

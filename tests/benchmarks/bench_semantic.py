@@ -5,9 +5,18 @@
 For each size and store: p50 / p95 of
 
 - `embed`    the bundled encoder on one new prompt (the baseline: every semantic look-up pays it),
-- `nearest`  the index query alone (SQLite: in-memory numpy brute force; Redis 8: VSIM, HNSW),
+- `exact`    (SQLite) the search the embedded store did before: the float32 product over the
+             whole group's matrix, on the same matrix and queries (the before figure),
+- `nearest`  the index query alone (SQLite: binary prefilter + exact rescoring, with the
+             file reads; Redis 8: VSIM, HNSW),
 - `lookup`   the whole `cache_lookup` on an exact miss: exact GET, embedding, index query,
              guards, and the GET of the matched answer: what a request pays.
+
+And whether the fast search loses neighbours: per size, on how many queries the embedded
+store found every row the exact search puts at a cosine >= 0.5 (with the same cosine), how many of the planted near
+queries each store served, and, on the hand-written pairs of evals/semantic (every first
+prompt cached among the random ones), on how many pairs the prefilter's nearest prompt is
+as similar as the exact search's (paraphrase recall cannot change when they all are).
 
 The cached prompts are random unit vectors (embedding 100k real prompts would take minutes);
 the queries are real prompts, embedded for real, each a new text (the embedder's memo never
@@ -35,14 +44,18 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tasks.core.records import CachedAnswer  # noqa: E402
 from tasks.core.settings import CacheSettings  # noqa: E402
+from tasks.semantic import embedding  # noqa: E402
 from tasks.semantic.embedding import embed_now, embedder  # noqa: E402
 from tasks.semantic.normalise import normalise  # noqa: E402
 from tasks.steps.cache import LookupRequest, Semantic, cache_key, lookup  # noqa: E402
 from tasks.stores import open_store  # noqa: E402
 from tasks.stores.semantic_index import open_index  # noqa: E402
+from tasks.stores.semantic_sqlite import SqliteIndex, _Group  # noqa: E402
 
 TOPICS = ("password", "invoice", "refund", "shipping", "account", "printer", "vpn", "email", "calendar", "backup")
 GROUP = "g" * 64
+#: rows at least this similar to a query must be found by the fast search (the threshold is 0.75)
+CLOSE = 0.5
 
 
 def pct(values: list[float], q: float) -> float:
@@ -51,6 +64,29 @@ def pct(values: list[float], q: float) -> float:
 
 def fmt(values: list[float]) -> str:
     return f"p50 {pct(values, 50):6.2f} ms  p95 {pct(values, 95):6.2f} ms"
+
+
+def exact_top(matrix: np.ndarray, vector: np.ndarray, count: int) -> np.ndarray:
+    """The search before the prefilter: every row's cosine, the best `count`."""
+    similarity = matrix @ vector
+    best = np.argpartition(-similarity, count - 1)[:count]
+    return best[np.argsort(-similarity[best])]
+
+
+def pairs_check(size: int, rng: np.random.Generator) -> str:
+    """On the hand-written pairs: the prefilter's nearest cached prompt (and similarity) against the exact one."""
+    import json
+
+    pairs = [json.loads(line) for line in (ROOT / "evals/semantic/pairs.jsonl").read_text().splitlines() if line.strip()]
+    a = embedder()([normalise(p["a"]) for p in pairs])
+    b = embedder()([normalise(p["b"]) for p in pairs])
+    filler = rng.standard_normal((max(size - len(pairs), 0), 512), dtype=np.float32)
+    filler /= np.linalg.norm(filler, axis=1, keepdims=True)
+    group = _Group()
+    group.append(list(range(1, size + 1)), np.concatenate([a, filler])[:size])
+    matrix = group.matrix[: group.size]
+    same = sum(abs(float(group.nearest(v, 1)[1][0]) - float(matrix[exact_top(matrix, v, 1)[0]] @ v)) < 1e-5 for v in b)
+    return f"pairs: the prefilter's nearest is as similar as the exact one on {same}/{len(pairs)} pairs"
 
 
 def queries(n: int) -> list[str]:
@@ -79,21 +115,35 @@ async def fill(settings: CacheSettings, size: int, rng: np.random.Generator, pla
 planted_text: dict[int, str] = {}
 
 
-async def measure(settings: CacheSettings, texts: list[str], size: int) -> tuple[list[float], list[float], int]:
+async def measure(settings: CacheSettings, texts: list[str], size: int) -> dict[str, list[float] | int]:
     index = open_index(settings)
-    near, whole, hits = [], [], 0
-    await lookup(LookupRequest(key="0" * 64, semantic=Semantic(text="warm up", group=GROUP)), settings)
+    near: list[float] = []
+    whole: list[float] = []
+    before: list[float] = []
+    hits = agreed = checked = 0
+    embedding._remembered.clear()  # each size's look-ups embed their prompts anew (the memo would skip it)
+    await lookup(LookupRequest(key="f" * 64, semantic=Semantic(text="warm up", group=GROUP)), settings)  # an exact miss
+    held = index._groups.get(("default", GROUP)) if isinstance(index, SqliteIndex) else None
     for i, text in enumerate(texts):
-        vector = embed_now([normalise(text)])[0]  # memoised: the look-up below embeds a new text
+        vector = embed_now([normalise(text)])[0]  # near the planted entry of `text + " please"`, if any
+        if held is not None:
+            started = time.perf_counter()
+            old = exact_top(held.matrix[: held.size], vector, 4)
+            before.append((time.perf_counter() - started) * 1000)
+            exact = held.matrix[old] @ vector
+            close = exact[exact >= CLOSE]  # the rows that could matter: well below any threshold in use
+            new = held.nearest(vector, 4)[1][: len(close)]  # compared by similarity: duplicates may tie
+            agreed += len(close) > 0 and bool(np.allclose(close, new, atol=1e-5))
+            checked += len(close) > 0
         started = time.perf_counter()
         await index.nearest("default", GROUP, vector, 4)
         near.append((time.perf_counter() - started) * 1000)
-        fresh = text + " please"
+        fresh = text + " please"  # a new text (the planted vectors were not memoised): the look-up embeds it
         started = time.perf_counter()
         found = await lookup(LookupRequest(key=f"{size + i:064x}", semantic=Semantic(text=fresh, group=GROUP)), settings)
         whole.append((time.perf_counter() - started) * 1000)
         hits += found.cache == "semantic"
-    return near, whole, hits
+    return {"near": near, "whole": whole, "before": before, "hits": hits, "agreed": agreed, "checked": checked}
 
 
 def free_port() -> int:
@@ -131,6 +181,7 @@ async def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {args.queries} queries per size")
+    print("before: the exact float32 search is timed on the same matrix; whole look-ups before: docs/performance.md")
     texts = queries(args.queries)
     started = time.perf_counter()
     embed_now(["load the encoder"])
@@ -158,11 +209,18 @@ async def main() -> None:
                 started = time.perf_counter()
                 await fill(settings, size, rng, {k: v for k, v in plant.items() if k < size})
                 filled = time.perf_counter() - started
-                near, whole, hits = await measure(settings, texts, size)
-                print(
-                    f"{store:6s} {size:>7,} entries (filled in {filled:5.1f} s): nearest {fmt(near)} | "
-                    f"lookup {fmt(whole)} | {hits} semantic hits"
-                )
+                got = await measure(settings, texts, size)
+                planted = sum(k < size for k in plant)
+                line = f"{store:6s} {size:>7,} entries (filled in {filled:5.1f} s): "
+                if got["before"]:
+                    line += f"exact (before) {fmt(got['before'])} | "  # type: ignore[arg-type]
+                line += f"nearest {fmt(got['near'])} | lookup {fmt(got['whole'])} | "  # type: ignore[arg-type]
+                line += f"{got['hits']}/{planted} planted served (load {os.getloadavg()[0]:.1f})"
+                if got["before"]:
+                    line += f" | found every row >= {CLOSE}: {got['agreed']}/{got['checked']} queries that had one"
+                print(line, flush=True)
+                if store == "sqlite":
+                    print(f"{'':6s} {size:>7,} entries: {pairs_check(size, rng)}", flush=True)
         if server is not None:
             server.terminate()
             server.wait()

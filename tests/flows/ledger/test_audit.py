@@ -269,17 +269,49 @@ async def test_router_labels(audited, redis_cache, monkeypatch, keep):
         assert b"I love it" not in raw and b"meh" not in raw  # the ledger holds keys, never prompts
 
 
-def test_the_semantic_hit_hook_audits_hits_through_the_large_node(monkeypatch):
+def test_semantic_hits_are_candidates_and_exact_hits_are_not():
     from flows.engine.observers import RunInfo
     from flows.engine.results import NodeReport
     from flows.language import catalog
     from flows.ledger.record import record
 
     stored = {"text": "4", "model": "ollama/llama3.2:1b", "route": "small", "usage": {}}
-    lookup = {"hit": True, "cache": "semantic", "answer": stored}
-    run = RunInfo(pipeline=catalog.load("answer"), mode="inline", inputs={"prompt": "2+2?"}, values={"lookup": lookup})
-    rec = record(run, [("lookup", lookup, NodeReport(uses="cache_lookup", status="cache_hit", duration_ms=1))])
-    assert audit.candidates(run, rec) == []  # exact hits are never audited
-    monkeypatch.setattr(audit, "AUDITED_HITS", frozenset({"semantic"}))
-    [(ask, seen, answer)] = audit.candidates(run, rec)
-    assert (ask, seen.kind, answer["text"]) == ("large", "hit", "4")
+    for cache, audited in (("hit", False), ("semantic", True)):
+        lookup = {"hit": True, "cache": cache, "answer": stored}
+        run = RunInfo(pipeline=catalog.load("answer"), mode="inline", inputs={"prompt": "2+2?"}, values={"lookup": lookup})
+        rec = record(run, [("lookup", lookup, NodeReport(uses="cache_lookup", status="cache_hit", duration_ms=1))])
+        found = audit.candidates(run, rec)
+        if not audited:
+            assert found == []  # an exact hit repeats an answer already counted
+            continue
+        [(ask, seen, answer)] = found
+        assert (ask, seen.kind, seen.lookup, answer["text"]) == ("large", "hit", "semantic", "4")
+
+
+async def test_semantic_hits_are_audited_and_reported_apart(audited, capsys):
+    """The re-worded request is re-asked of the large model and the cached answer judged against it;
+    the report shows the semantic hits' agreement on its own line, not in the model's."""
+
+    def respond(protocol, body):
+        if is_judge(body):  # the cached answer does not serve the re-worded question; the original one agrees
+            return '{"label": "disagree"}' if "What should I do" in str(body) else '{"label": "agree"}'
+        return "Open Settings, then Security, then Reset password."
+
+    audited.responder = respond
+    await run_inline("answer", {"prompt": "How do I reset my password?"})
+    assert (await run_inline("answer", {"prompt": "How do I reset my password?"})).output["cache"] == "hit"
+    reworded = await run_inline("answer", {"prompt": "What should I do to reset my password?"})
+    assert reworded.output["cache"] == "semantic"
+    found = entries()
+    hits = [e for e in found if e.kind == "hit"]
+    audits = [e for e in found if e.kind == "audit"]
+    semantic = [e for e in audits if e.audited_cache == "semantic"]
+    assert [e.cache for e in hits] == ["hit", "semantic"]
+    assert len(semantic) == 1 and semantic[0].audit_of == [e.id for e in hits if e.cache == "semantic"][0]
+    assert semantic[0].agreed is False and semantic[0].judged_by == "rubric"
+    assert all(e.agreed is True for e in audits if e.audited_cache is None)  # the model answers' audits, apart
+    assert main(["report"]) == 0
+    out = capsys.readouterr().out
+    assert "semantic hits audited: 1: 0.0 % agreement with the large model (n=1" in out
+    assert main(["report", "--json"]) == 0
+    assert '"semantic_hit_audits"' in capsys.readouterr().out
