@@ -272,3 +272,11 @@ def test_sigterm_finishes_the_request_in_flight_and_flushes_the_ledger(peer, red
     assert "Traceback" not in (tmp_path / "gateway.log").read_text()
     ledger.flush()
     assert any(e.kind == "call" and e.pipeline == "answer" for e in ledger.read_entries())
+
+
+def test_a_worker_loads_what_the_mapped_pipelines_first_miss_needs_before_it_is_ready():
+    from flows.gateway.warm import steps_used
+
+    used = steps_used({"answer", "no-such-pipeline"})  # one that does not load is left to its requests
+    assert ("classify", "embedding") in used and ("check_answer", "") in used
+    assert steps_used({"no-such-pipeline"}) == set()
