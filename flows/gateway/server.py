@@ -41,8 +41,13 @@ def check_bind(host: str) -> None:
     log.warning("gateway: no API keys configured (FRUGAL_GATEWAY_KEYS_FILE): anyone on this machine can call it")
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, graceful_seconds: float = 30.0) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, workers: int = 1, graceful_seconds: float = 30.0, server: str = "uvicorn"
+) -> None:
     check_bind(host)
+    if server == "granian":
+        serve_granian(host, port, workers, graceful_seconds)
+        return
     uvicorn.run(
         "flows.gateway.app:create_app",
         factory=True,
@@ -54,3 +59,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, graceful_
         timeout_graceful_shutdown=int(graceful_seconds),
         server_header=False,
     )
+
+
+def serve_granian(host: str, port: int, workers: int, graceful_seconds: float) -> None:
+    """The same application on granian (a Rust HTTP server), where it is installed."""
+    try:
+        from granian import Granian
+        from granian.constants import Interfaces
+    except ImportError as exc:
+        raise ConfigError("--server granian needs the granian package: pip install granian") from exc
+    Granian(
+        "flows.gateway.app:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        log_level="warning",  # type: ignore[arg-type]
+        log_access=False,
+        workers_kill_timeout=int(graceful_seconds),
+    ).serve()

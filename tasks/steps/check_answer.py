@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.checks.policy import Thresholds, run_checks
@@ -153,7 +151,6 @@ def _short(request: CheckRequest) -> bool:
     return tuple(request.languages) in _loaded and len(text) + len(request.prompt or "") <= INLINE_CHARS
 
 
-@task(name="check_answer", cache_policy=NO_CACHE, persist_result=False)
 async def check_answer(request: CheckRequest) -> Verdict:
     """Accept or reject a model answer; the verdict says whether to escalate, retry or flag it."""
     # The first judgement per language set, and long texts, in a worker thread: loading the language model
