@@ -1,8 +1,10 @@
-"""`frugal gateway`: the OpenAI-compatible endpoint as a long-lived service on uvicorn.
+"""`frugal gateway`: the OpenAI-compatible endpoint as a long-lived service on uvicorn (or granian).
 
-uvicorn (with uvloop and httptools when installed) was measured against the alternatives
-in docs/gateway.md. SIGTERM / Ctrl-C: uvicorn stops accepting connections, finishes the
-requests in flight (up to `graceful_seconds`), then the application flushes the cost ledger.
+uvicorn (with uvloop and httptools) is the default; granian (`--server granian`, where it is
+installed) was measured beside it on this 2-core machine (docs/gateway.md): no difference
+that outlasted the noise of a shared machine, so the dependency stays the one already used.
+SIGTERM / Ctrl-C: the server stops accepting connections, finishes the requests in flight
+(up to `graceful_seconds`), then the application flushes the cost ledger.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def serve_granian(host: str, port: int, workers: int, graceful_seconds: float) -
     try:
         from granian import Granian
         from granian.constants import Interfaces
+        from granian.log import LogLevels
     except ImportError as exc:
         raise ConfigError("--server granian needs the granian package: pip install granian") from exc
     Granian(
@@ -75,7 +78,7 @@ def serve_granian(host: str, port: int, workers: int, graceful_seconds: float) -
         port=port,
         interface=Interfaces.ASGI,
         workers=workers,
-        log_level="warning",  # type: ignore[arg-type]
+        log_level=LogLevels.warning,
         log_access=False,
         workers_kill_timeout=int(graceful_seconds),
     ).serve()

@@ -232,13 +232,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_request_in_flight_and_flushes_the_ledger(peer, redis_cache, tmp_path):
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_sigterm_finishes_the_request_in_flight_and_flushes_the_ledger(peer, redis_cache, tmp_path, server):
+    if server == "granian":
+        pytest.importorskip("granian", reason="--server granian is optional: pip install granian")
     peer.responder = lambda protocol, body: "slow answer"
     peer.delay = 1.5
     port = _free_port()
     frugal = str(Path(sys.executable).parent / "frugal")
     log = (tmp_path / "gateway.log").open("wb")
-    process = subprocess.Popen([frugal, "gateway", "--port", str(port)], env=dict(os.environ), stderr=log)
+    process = subprocess.Popen([frugal, "gateway", "--port", str(port), "--server", server], env=dict(os.environ), stderr=log)
     try:
         deadline = time.monotonic() + 60
         while True:
