@@ -19,6 +19,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     gw.add_argument("--host", default="127.0.0.1", help="address to listen on (non-loopback needs API keys)")
     gw.add_argument("--port", type=int, default=8000)
     gw.add_argument("--workers", type=int, default=1, help="worker processes")
+    gw.add_argument(
+        "--server", choices=("uvicorn", "granian"), default="uvicorn", help="ASGI server (granian: pip install granian)"
+    )
     gw.set_defaults(handler="gateway", func=run)
     key = sub.add_parser("gateway-key", help="create an API key for a tenant of the gateway")
     key_sub = key.add_subparsers(dest="key_command", required=True)
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-        serve(args.host, args.port, args.workers)
+        serve(args.host, args.port, args.workers, server=args.server)
         return 0
     path = args.keys_file or get_settings().gateway.keys_file
     if path is None:

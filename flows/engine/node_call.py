@@ -38,10 +38,10 @@ async def call_with_retries(node: Node, request: BaseModel) -> Any:
     """Call the node's step function directly, with the node's retries and timeout."""
     spec = node.spec
     if not spec.retries and spec.timeout_seconds is None:  # the usual node: a plain call
-        return await node.step.task.fn(request)
+        return await node.step.fn(request)
     for attempt in range(spec.retries + 1):
         try:
-            coro = node.step.task.fn(request)
+            coro = node.step.fn(request)
             if spec.timeout_seconds is None:
                 return await coro
             return await asyncio.wait_for(coro, spec.timeout_seconds)

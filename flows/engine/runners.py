@@ -67,7 +67,7 @@ class InlineRunner:
     async def call(self, node: Node, request: BaseModel) -> tuple[Any, bool]:
         spec = node.spec
         if not spec.retries and spec.timeout_seconds is None:  # the usual node: one plain call, one frame less
-            return await node.step.task.fn(request), False
+            return await node.step.fn(request), False
         return await call_with_retries(node, request), False
 
     async def skip(self, node: Node, reason: str) -> None:

@@ -37,6 +37,7 @@ from flows.gateway import metrics
 from flows.gateway.mapping import Target, inputs_for, listed_models, resolve
 from flows.gateway.openai_wire import ChatRequest, WireError, completion_body, completion_id, models_body, stream_chunks, usage_of
 from flows.gateway.tenants import RateLimiter, Spending, Tenant, find_tenant, ledger_totals, load_keys
+from flows.gateway.warm import warm
 from tasks.core.errors import (
     ConfigError,
     FrugalError,
@@ -70,6 +71,7 @@ class Gateway:
     # -- lifespan ---------------------------------------------------------------------------
     async def start(self) -> None:
         ledger.install()
+        await asyncio.to_thread(warm, set(self.models.values()))  # /readyz says ready once a miss loads nothing
         await self.refresh_spending()
         self._refresher = asyncio.create_task(self._refresh_forever())
         self.ready = True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from prefect.context import FlowRunContext
 
 from flows.ledger.entry import ENTRY_VERSION, ZERO, LedgerEntry, Reference, figures
 
@@ -104,6 +104,10 @@ def _new_run_id() -> str:
 def enclosing_flow_run() -> tuple[str | None, str | None]:
     """(flow run id, deployment id) of the Prefect flow run this code runs in, if any: an inline
     run inside a flow (a batch item, a sub-pipeline) is spending of that flow run."""
+    if "prefect.context" not in sys.modules:  # no Prefect imported: no flow run (and no import for an inline run)
+        return None, None
+    from prefect.context import FlowRunContext
+
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return None, None

@@ -2,6 +2,7 @@
 
     embedder = configured_embedder()          # loaded once per process, then reused
     vectors = embedder.embed(["a prompt"])    # (1, dim) float32, unit length
+    vectors = remembered(embedder, ["a prompt"])   # the same, a recently embedded text not embedded again
 
 `bundled_embedder()` is the in-process one every fallback lands on. Loading is blocking
 (the bundled weights take ~1 s): async callers run these in a worker thread.
@@ -16,6 +17,7 @@ from tasks.core.settings import EmbedderSettings, get_settings
 from .base import Embedder, EmbedderUnavailable, normalised
 from .bundled import BUNDLED_ID, BundledEmbedder
 from .http import OllamaEmbedder, OpenAIEmbedder
+from .memo import remembered
 
 __all__ = [
     "BUNDLED_ID",
@@ -29,6 +31,7 @@ __all__ = [
     "configured_embedder",
     "make_embedder",
     "normalised",
+    "remembered",
 ]
 
 DEFAULT_MODELS = {"ollama": "nomic-embed-text", "openai": "text-embedding-3-small"}

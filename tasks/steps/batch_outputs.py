@@ -12,8 +12,6 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.errors import BatchFailed, InputError
@@ -108,7 +106,6 @@ def index_line(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@task(name="write_summary", cache_policy=NO_CACHE, persist_result=False)
 async def write_summary(request: SummaryRequest) -> dict[str, str]:
     """Write DESTINATION/ID.md atomically; a file that already says the same is left as it is."""
     shown, path = summary_path(request.destination, request.id)
@@ -120,7 +117,6 @@ async def write_summary(request: SummaryRequest) -> dict[str, str]:
     return {"path": str(shown)}
 
 
-@task(name="write_index", cache_policy=NO_CACHE, persist_result=False)
 async def write_index(request: IndexRequest) -> dict[str, Any]:
     """One JSONL line per item, in input order, written atomically."""
     shown, path = index_path(request.destination, request.filename)
@@ -139,7 +135,6 @@ async def write_index(request: IndexRequest) -> dict[str, Any]:
     return {"path": str(shown), **counts}
 
 
-@task(name="check_batch", cache_policy=NO_CACHE, persist_result=False)
 async def check_batch(request: CheckRequest) -> dict[str, Any]:
     """Fail the run when more than `max_failed_share` of the items failed, naming them."""
     total = int(request.batch.get("total") or 0)

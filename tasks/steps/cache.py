@@ -25,8 +25,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.core.errors import CacheError
@@ -286,13 +284,11 @@ async def index_prompt(request: StoreRequest, semantic: Semantic, settings: Cach
     return True
 
 
-@task(name="cache_lookup", cache_policy=NO_CACHE, persist_result=False)
 async def cache_lookup(request: LookupRequest) -> Lookup:
     """Exact-match lookup of a request key, then (with `semantic:`) by meaning; a down cache is a logged miss."""
     return await lookup(request)
 
 
-@task(name="cache_store", cache_policy=NO_CACHE, persist_result=False)
 async def cache_store(request: StoreRequest) -> Stored:
     """Store a valid, not rejected answer under its request key, with a TTL (and, with `semantic:`, index its prompt)."""
     return await store(request)

@@ -8,14 +8,14 @@ ceiling per call (see `tasks.providers.retry`); other failures raise a typed
 
 from __future__ import annotations
 
-from prefect import task
+from typing import Any
+
 from pydantic import Field, field_validator
 
 from tasks.core.model_request import ModelRequest
 from tasks.core.records import ModelAnswer
 from tasks.core.settings import Settings
 from tasks.providers.tiers import Choice, large_choice
-from tasks.steps.call_cache import RequestKey
 from tasks.steps.model_call import PreparedCall, answer, prepare, registered_provider
 
 
@@ -49,7 +49,13 @@ async def answer_large(request: LlmRequest) -> ModelAnswer:
     return await answer(prepare_large(request), request)
 
 
-@task(name="call_llm", cache_policy=RequestKey(kind="llm", prepare=prepare_large), persist_result=True)
 async def call_llm(request: LlmRequest) -> ModelAnswer:
     """Answer with the large model, retrying transient failures."""
     return await answer_large(request)
+
+
+def task_options() -> dict[str, Any]:
+    """Its task runs' result cache (orchestrated runs): keyed by the request actually sent, kept as a result."""
+    from tasks.steps.call_cache import RequestKey  # imports Prefect: only when an orchestrated run makes the task
+
+    return {"cache_policy": RequestKey(kind="llm", prepare=prepare_large), "persist_result": True}

@@ -8,14 +8,14 @@ Transient failures are retried like the large tier's.
 
 from __future__ import annotations
 
-from prefect import task
+from typing import Any
+
 from pydantic import Field, field_validator
 
 from tasks.core.model_request import ModelRequest
 from tasks.core.records import ModelAnswer
 from tasks.core.settings import Settings
 from tasks.providers.tiers import Choice, probe_tiers, small_choice
-from tasks.steps.call_cache import RequestKey
 from tasks.steps.model_call import PreparedCall, answer, prepare, registered_provider
 
 
@@ -48,7 +48,13 @@ async def answer_small(request: SlmRequest) -> ModelAnswer:
     return await answer(prepare_small(request), request)
 
 
-@task(name="call_slm", cache_policy=RequestKey(kind="slm", prepare=prepare_small), persist_result=True)
 async def call_slm(request: SlmRequest) -> ModelAnswer:
     """Answer with the small model; the answer says whether it passed validation."""
     return await answer_small(request)
+
+
+def task_options() -> dict[str, Any]:
+    """Its task runs' result cache (orchestrated runs): keyed by the request actually sent, kept as a result."""
+    from tasks.steps.call_cache import RequestKey  # imports Prefect: only when an orchestrated run makes the task
+
+    return {"cache_policy": RequestKey(kind="slm", prepare=prepare_small), "persist_result": True}

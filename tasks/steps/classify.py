@@ -14,8 +14,6 @@ import asyncio
 import re
 from typing import Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.routing import route
@@ -96,7 +94,6 @@ def route_by_rules(request: ClassifyRequest) -> Decision:
     return Decision(label="complex", reason=f"{words} words > {limit}", score=round(0.5 + margin / 2, 3))
 
 
-@task(name="classify", cache_policy=NO_CACHE, persist_result=False)
 async def classify(request: ClassifyRequest) -> Decision:
     """Route a prompt: `simple` work to the small model, `complex` to the large one."""
     if request.router == "embedding":

@@ -19,8 +19,6 @@ import os
 import stat
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.canonical import sha256_of
@@ -122,13 +120,11 @@ def read(request: ReadRequest) -> Document:
     return Document(id=request.id, source=request.source, text=text, words=len(text.split()), sha256=sha256_of(text))
 
 
-@task(name="list_documents", cache_policy=NO_CACHE, persist_result=False)
 async def list_documents(request: ListRequest) -> dict[str, Any]:
     """Check a source and describe it for for_each (no document is read here)."""
     return describe_source(request.source, request.destination)
 
 
-@task(name="read_document", cache_policy=NO_CACHE, persist_result=False)
 async def read_document(request: ReadRequest) -> Document:
     """Read one document, or fail with the reason it cannot be summarised."""
     return read(request)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.records import Message, build_messages
@@ -53,7 +51,6 @@ def request_key(request: HashRequest) -> str:
     ).key
 
 
-@task(name="hash_prompt", cache_policy=NO_CACHE, persist_result=False)
 async def hash_prompt(request: HashRequest) -> str:
     """Return the request key (64 hex characters)."""
     return request_key(request)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.subpipelines import run_subpipeline
@@ -24,7 +22,6 @@ class SubpipelineRequest(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
 
 
-@task(name="run_pipeline", cache_policy=NO_CACHE, persist_result=False)
 async def run_pipeline_step(request: SubpipelineRequest) -> Any:
     """Run the named pipeline inline and return its output."""
     return await run_subpipeline(request.name, request.inputs)

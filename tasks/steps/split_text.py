@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -40,7 +38,6 @@ def split_words(text: str, max_words: int) -> list[str]:
     return parts
 
 
-@task(name="split_text", cache_policy=NO_CACHE, persist_result=False)
 async def split_text(request: SplitRequest) -> dict[str, object]:
     """Split a text for map-reduce summarisation."""
     parts = split_words(request.text, request.max_words)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from flows.orchestration.rest_client import RestCaller
-from tasks.core.errors import CallTimeout, DeploymentNotFound, ParametersRejected, RunFailed
+from tasks.core.errors import CallError, CallTimeout, DeploymentNotFound, ParametersRejected, RunFailed
 
 pytestmark = pytest.mark.slow
 FRUGAL = str(Path(sys.executable).parent / "frugal")
@@ -124,3 +124,44 @@ def test_frugal_call_prints_the_answer_and_json(served_prefect):
     done = frugal(served_prefect, "call", "answer", "-i", "max_tokens=3")
     assert done.returncode == 1 and "'prompt' is a required property" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # one line, no traceback
+
+
+def test_under_concurrent_load_no_cache_hit_becomes_a_model_call(served_prefect):
+    """128 calls at concurrency 16, 70 % of them prompts already cached: a busy `frugal serve` must
+    read each of those as a hit (a slow cache read is served, not taken for a down cache), so
+    only the new prompts call a model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    namespace = "load-" + os.urandom(4).hex()
+    warm = [f"Load test question {i}: what is the capital of country {i}?" for i in range(8)]
+    with RestCaller(served_prefect.api_url) as caller:
+        for prompt in warm:
+            caller.call("answer", {"prompt": prompt, "namespace": namespace}, timeout=300)
+    calls = [(warm[i % len(warm)], True) if i % 10 < 7 else (f"A new load-test question {i}?", False) for i in range(128)]
+
+    refused = []
+
+    def worker(share: list[tuple[str, bool]]) -> list[tuple[bool, str]]:
+        seen = []
+        with RestCaller(served_prefect.api_url) as caller:
+            for prompt, cached in share:
+                deadline = time.monotonic() + 600
+                while True:  # a SQLite Prefect server refuses some creations at this load (503, after its client's retries)
+                    try:
+                        called = caller.call("answer", {"prompt": prompt, "namespace": namespace}, timeout=600)
+                        break
+                    except CallError as exc:
+                        if "HTTP 503" not in str(exc) or time.monotonic() > deadline:
+                            raise
+                        refused.append(prompt)
+                        time.sleep(1)
+                assert called.state == "COMPLETED", called
+                seen.append((cached, called.result["output"]["cache"]))
+        return seen
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = [o for seen in pool.map(worker, [calls[i::16] for i in range(16)]) for o in seen]
+    assert len(outcomes) == 128
+    assert [cache for cached, cache in outcomes if cached] == ["hit"] * 91  # none an error or a miss (a model call)
+    assert [cache for cached, cache in outcomes if not cached] == ["miss"] * 37
+    print(f"run creations the Prefect server refused with 503 and were sent again: {len(refused)}")

@@ -232,13 +232,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_request_in_flight_and_flushes_the_ledger(peer, redis_cache, tmp_path):
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_sigterm_finishes_the_request_in_flight_and_flushes_the_ledger(peer, redis_cache, tmp_path, server):
+    if server == "granian":
+        pytest.importorskip("granian", reason="--server granian is optional: pip install granian")
     peer.responder = lambda protocol, body: "slow answer"
     peer.delay = 1.5
     port = _free_port()
     frugal = str(Path(sys.executable).parent / "frugal")
     log = (tmp_path / "gateway.log").open("wb")
-    process = subprocess.Popen([frugal, "gateway", "--port", str(port)], env=dict(os.environ), stderr=log)
+    process = subprocess.Popen([frugal, "gateway", "--port", str(port), "--server", server], env=dict(os.environ), stderr=log)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -272,3 +275,11 @@ def test_sigterm_finishes_the_request_in_flight_and_flushes_the_ledger(peer, red
     assert "Traceback" not in (tmp_path / "gateway.log").read_text()
     ledger.flush()
     assert any(e.kind == "call" and e.pipeline == "answer" for e in ledger.read_entries())
+
+
+def test_a_worker_loads_what_the_mapped_pipelines_first_miss_needs_before_it_is_ready():
+    from flows.gateway.warm import steps_used
+
+    used = steps_used({"answer", "no-such-pipeline"})  # one that does not load is left to its requests
+    assert ("classify", "embedding") in used and ("check_answer", "") in used
+    assert steps_used({"no-such-pipeline"}) == set()

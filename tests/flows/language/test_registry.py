@@ -78,6 +78,21 @@ def test_builtin_steps_are_prefect_tasks_with_strict_request_models():
         assert issubclass(step.request, BaseModel)
         assert step.request.model_config.get("extra") == "forbid", name
         assert step.model_call == (name in {"call_slm", "call_llm"}), name
+        assert step.task.fn is step.fn  # made once, from the function the inline runner calls
+        assert step.task is step.task
+
+
+def test_a_plain_async_function_registers_and_a_model_call_keeps_its_result_cache():
+    async def plain(request: ShoutRequest) -> Shout:
+        return Shout(text=request.text.upper())
+
+    try:
+        step = registry.register("plain_shout", plain, ShoutRequest, summary="upper-case a text")
+        assert step.fn is plain and isinstance(step.task, Task) and step.task.name == "plain_shout"
+    finally:
+        _forget("plain_shout")
+    call_slm = registry.get("call_slm")
+    assert type(call_slm.task.cache_policy).__name__ == "RequestKey" and call_slm.task.persist_result is True
 
 
 @pytest.mark.parametrize("path", sorted((PROJECT_DIR / "deployments").glob("*.yaml")), ids=lambda p: p.name)

@@ -467,6 +467,8 @@ def test_an_escalation_rejects_the_answer_it_replaced():
     ]
     first, _ = record(run, nodes).seen
     assert (first.accepted, first.reject_reason, first.replaced_by) == (False, "rejected", "large")
+
+
 # -- storage faults ------------------------------------------------------------------------
 
 

@@ -62,7 +62,7 @@ async def test_openai_answer(peer):
 
 async def test_task_function_and_node_model(peer):
     peer.responder = lambda protocol, body: "fine"
-    answer = await call_llm.fn(LlmRequest(prompt="How are you?", model="gpt-other", max_tokens=7, temperature=0.3))
+    answer = await call_llm(LlmRequest(prompt="How are you?", model="gpt-other", max_tokens=7, temperature=0.3))
     assert answer.model == "openai/gpt-other"
     body = peer.requests[0].json
     assert (body["model"], body["max_tokens"], body["temperature"]) == ("gpt-other", 7, 0.3)

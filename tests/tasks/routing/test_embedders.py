@@ -18,6 +18,7 @@ from tasks.embedders import (
     OpenAIEmbedder,
     bundled_embedder,
     configured_embedder,
+    remembered,
 )
 from tests.conftest import API_KEY
 from tests.peers.embed_routes import vector
@@ -103,3 +104,17 @@ def test_bundled_embedder_is_multilingual_and_loaded_once():
     assert rows.shape == (3, 512)
     assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
     assert rows[0] @ rows[1] > rows[0] @ rows[2] + 0.2
+
+
+def test_a_recent_text_is_embedded_once_per_embedder(peer):
+    sent: list[bytes] = []
+    client = httpx.Client(event_hooks={"request": [lambda request: sent.append(request.read())]})
+    embedder = OllamaEmbedder(peer.url, "nomic-embed-text", client=client)
+    first = remembered(embedder, ["memo red apple", "memo green pear"])
+    again = remembered(embedder, ["memo green pear", "memo blue plum", "memo blue plum"])
+    assert len(sent) == 2 and b"memo blue plum" in sent[1] and b"memo green pear" not in sent[1]  # only the new text
+    assert np.allclose(again[0], first[1]) and np.allclose(again[1], unit(vector("memo blue plum")))
+    assert np.allclose(again[2], again[1])
+    other = OllamaEmbedder(peer.url, "another-model", client=client)
+    remembered(other, ["memo red apple"])
+    assert len(sent) == 3  # vectors are kept per embedder id: another model embeds the text again

@@ -137,7 +137,7 @@ def test_weights_that_do_not_fit_the_embedder_are_an_error(tmp_path):
 
 async def test_classify_names_a_missing_router_file(tmp_path):
     with pytest.raises(RouterFileError, match="gone.json"):
-        await classify.fn(ClassifyRequest(text="hello", router="embedding", router_file=str(tmp_path / "gone.json")))
+        await classify(ClassifyRequest(text="hello", router="embedding", router_file=str(tmp_path / "gone.json")))
 
 
 def test_a_new_router_version_is_picked_up_without_a_restart(tmp_path):
@@ -153,16 +153,14 @@ def test_a_new_router_version_is_picked_up_without_a_restart(tmp_path):
 
 
 async def test_embedding_router_decides_with_probability_threshold_and_neighbours():
-    hard = await classify.fn(
+    hard = await classify(
         ClassifyRequest(
             text="Un train part à 9 h à 80 km/h, un autre à 10 h à 120 km/h sur la même voie. À quelle heure le second "
             "rattrape-t-il le premier ? Montre chaque étape.",
             router="embedding",
         )
     )
-    easy = await classify.fn(
-        ClassifyRequest(text="Ist diese Bewertung positiv oder negativ? 'Tolles Produkt!'", router="embedding")
-    )
+    easy = await classify(ClassifyRequest(text="Ist diese Bewertung positiv oder negativ? 'Tolles Produkt!'", router="embedding"))
     assert hard.label == "complex" and easy.label == "simple"
     for decision in (hard, easy):
         assert decision.router == "embedding"
@@ -210,7 +208,7 @@ async def test_no_usable_embedder_falls_back_to_rules_with_one_warning(peer, tmp
     monkeypatch.setenv("FRUGAL_EMBEDDER_HOST", f"http://127.0.0.1:{closed_port()}")
     with caplog.at_level(logging.WARNING, logger="frugal.router"):
         decisions = [
-            await classify.fn(ClassifyRequest(text="What is 2 + 2?", router="embedding", router_file=str(path))) for _ in range(2)
+            await classify(ClassifyRequest(text="What is 2 + 2?", router="embedding", router_file=str(path))) for _ in range(2)
         ]
     for decision in decisions:
         assert decision.router == "rules" and decision.label == "simple"

@@ -13,7 +13,7 @@ from tasks.steps.batch_outputs import SummaryRequest, write_summary
 
 
 async def summarise(destination: Path, doc_id: str, text: str) -> Path:
-    written = await write_summary.fn(SummaryRequest(destination=str(destination), id=doc_id, text=text, source="in/a.txt"))
+    written = await write_summary(SummaryRequest(destination=str(destination), id=doc_id, text=text, source="in/a.txt"))
     return Path(written["path"])
 
 

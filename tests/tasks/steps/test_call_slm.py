@@ -42,7 +42,7 @@ async def test_ollama_answer(peer):
 
 async def test_model_and_options_are_sent(peer, monkeypatch):
     monkeypatch.setenv("FRUGAL_SLM_MODEL", "qwen2.5:0.5b")
-    answer = await call_slm.fn(SlmRequest(prompt="hi", max_tokens=9, temperature=0.5))
+    answer = await call_slm(SlmRequest(prompt="hi", max_tokens=9, temperature=0.5))
     assert answer.model == "ollama/qwen2.5:0.5b"
     body = peer.requests[0].json
     assert body["model"] == "qwen2.5:0.5b"

@@ -72,7 +72,7 @@ def test_scores_grow_with_distance_from_the_threshold():
 
 
 async def test_task_returns_a_typed_decision():
-    decision = await classify.fn(ClassifyRequest(text="Label this review: great!", task="classification"))
+    decision = await classify(ClassifyRequest(text="Label this review: great!", task="classification"))
     assert isinstance(decision, Decision)
     assert decision.label == "simple"
     assert set(decision.model_dump()) == {"label", "reason", "score", "router", "probability", "threshold"}

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from flows.orchestration.flow import run_inline
+from tasks.steps import BUILTIN_STEPS
 from tasks.steps.call_llm import LlmRequest, call_llm, prepare_large
 from tasks.steps.call_slm import SlmRequest, call_slm, prepare_small
 from tasks.steps.hash_prompt import HashRequest, hash_prompt, request_key
@@ -60,7 +61,7 @@ def test_key_is_64_hex_chars():
 
 
 async def test_task_returns_the_same_key():
-    assert await hash_prompt.fn(HashRequest.model_validate(BASE)) == key_of(BASE)
+    assert await hash_prompt(HashRequest.model_validate(BASE)) == key_of(BASE)
 
 
 def test_same_request_same_key_in_another_process():
@@ -173,7 +174,9 @@ def test_prompt_is_not_confused_with_a_message():
 # -- Prefect cache-policy identity of the model calls ---------------------------------------------
 
 
-def _policy_key(task: Any, request: Any) -> str:
+def _policy_key(step: Any, request: Any) -> str:
+    """The key of the Prefect result cache of the step's task runs."""
+    task = next(s for s in BUILTIN_STEPS if s.fn is step).task
     key = task.cache_policy.compute_key(None, {"request": request}, {})
     assert isinstance(key, str) and key
     return key
