@@ -326,7 +326,9 @@ class EmbedderSettings(BaseSettings):
     model: str | None = Field(
         None, description="embedding model id; default nomic-embed-text (ollama), text-embedding-3-small (openai)"
     )
-    host: str | None = Field(None, description="Ollama server URL for embeddings; default the small tier's OLLAMA_HOST")
+    host: str | None = Field(
+        None, description="Ollama server URL for embeddings; default the small tier's OLLAMA_HOST (the first of OLLAMA_HOSTS)"
+    )
     base_url: str | None = Field(
         None, description="OpenAI-compatible endpoint for embeddings; default the large tier's OPENAI_BASE_URL, else OpenAI"
     )

@@ -47,7 +47,7 @@ def make_embedder(config: EmbedderSettings) -> Embedder:
     settings = get_settings()
     model = config.model or DEFAULT_MODELS[config.kind]
     if config.kind == "ollama":
-        host = config.host or settings.slm.host or "http://127.0.0.1:11434"
+        host = config.host or next(iter(settings.slm.ollama_hosts()), "http://127.0.0.1:11434")
         return OllamaEmbedder(host, model, timeout=config.timeout)
     base_url = config.base_url or settings.llm.openai_base_url or "https://api.openai.com/v1"
     key = config.api_key or settings.llm.openai_api_key

@@ -96,6 +96,14 @@ def test_settings_choose_the_embedder_once_per_configuration(peer, monkeypatch):
     assert configured_embedder().embed(["a"]).shape == (1, 64)  # OPENAI_BASE_URL and OPENAI_API_KEY: the large tier's
 
 
+def test_ollama_embedder_defaults_to_the_first_of_ollama_hosts(peer, monkeypatch):
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    monkeypatch.setenv("OLLAMA_HOSTS", f"{peer.url},http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("FRUGAL_EMBEDDER", "ollama")
+    embedder = configured_embedder()
+    assert np.allclose(embedder.embed(["hello there"])[0], unit(vector("hello there")))
+
+
 def test_bundled_embedder_is_multilingual_and_loaded_once():
     embedder = bundled_embedder()
     assert embedder is bundled_embedder()
