@@ -1,6 +1,6 @@
 """REST cache hits through `frugal serve`: skipped nodes as task runs or only in the artifact.
 
-    python tests/benchmarks/bench_rest.py [--n 40]
+    python tests/benchmarks/bench_rest.py [--n 40] [--postgres]
 
 Starts what a user runs (tests/prefect_server.py: `prefect server start` on SQLite, `prefect
 deploy --all`, `frugal serve`), the models on a loopback stand-in, the prompt cache on the
@@ -100,9 +100,35 @@ def phase(served: ServedPrefect, label: str, n: int) -> dict[str, float]:
     return {"p50": p50, "p95": p95}
 
 
+def postgres_admin(sql: str) -> None:
+    """One statement on the local PostgreSQL (127.0.0.1:5432, trust auth, user postgres)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def postgres_database() -> str:
+    """A fresh database for the Prefect server (orchestrated figures are quoted from PostgreSQL)."""
+    name = f"frugal_bench_rest_{uuid.uuid4().hex[:8]}"
+    postgres_admin(f'CREATE DATABASE "{name}"')
+    return name
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=40, help="calls per phase (default 40)")
+    parser.add_argument(
+        "--postgres", action="store_true", help="the Prefect server on a fresh database of the local PostgreSQL (default SQLite)"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-rest-"))
     prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -120,20 +146,31 @@ def main() -> int:
             "FRUGAL_DATA_DIR": str(folder / "data"),
             "PREFECT_LOGGING_LEVEL": "WARNING",
         }
-        print(f"Prefect server on SQLite, `frugal serve` in process; {args.n} cache hits per phase", flush=True)
+        database = postgres_database() if args.postgres else None
+        if database is not None:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+        print(
+            f"Prefect server on {'PostgreSQL' if database else 'SQLite'}, `frugal serve` in process; "
+            f"{args.n} cache hits per phase",
+            flush=True,
+        )
         pipelines = folder / "pipelines"  # the server fixture waits for the `fails` deployment too
         pipelines.mkdir()
         for path in (PROJECT / "deployments").glob("*.yaml"):
             (pipelines / path.name).write_text(path.read_text())
         (pipelines / "fails.yaml").write_text(FAILING_PIPELINE)
         env["FRUGAL_PIPELINES_DIR"] = str(pipelines)
-        with served_prefect(folder, env, pipelines) as served:
-            restart_serve(served)  # the fixture's serve logs at INFO; this one as configured above
-            a = phase(served, "A  skips only in the artifact", args.n)
-            restart_serve(served, "--record-skips")
-            b = phase(served, "B  skips as Skipped task runs", args.n)
-            restart_serve(served)
-            a2 = phase(served, "A' skips only in the artifact", args.n)
+        try:
+            with served_prefect(folder, env, pipelines) as served:
+                restart_serve(served)  # the fixture's serve logs at INFO; this one as configured above
+                a = phase(served, "A  skips only in the artifact", args.n)
+                restart_serve(served, "--record-skips")
+                b = phase(served, "B  skips as Skipped task runs", args.n)
+                restart_serve(served)
+                a2 = phase(served, "A' skips only in the artifact", args.n)
+        finally:
+            if database is not None:
+                postgres_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     best_a = min(a["p50"], a2["p50"])
     print(f"p50 B / A: {b['p50'] / best_a:.2f}x  (A vs A' drift: {abs(a['p50'] - a2['p50']) / best_a:.0%})")
     return 0
