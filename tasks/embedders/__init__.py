@@ -17,7 +17,7 @@ from tasks.core.settings import EmbedderSettings, get_settings
 from .base import Embedder, EmbedderUnavailable, normalised
 from .bundled import BUNDLED_ID, BundledEmbedder
 from .http import OllamaEmbedder, OpenAIEmbedder
-from .memo import remembered
+from .memo import forget_remembered, remembered
 
 __all__ = [
     "BUNDLED_ID",
@@ -31,6 +31,7 @@ __all__ = [
     "configured_embedder",
     "make_embedder",
     "normalised",
+    "forget_remembered",
     "remembered",
 ]
 

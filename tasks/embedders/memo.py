@@ -49,3 +49,9 @@ def remembered(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     if not found:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack(found)  # type: ignore[arg-type]
+
+
+def forget_remembered() -> None:
+    """Drop every remembered vector (a benchmark that must embed each prompt anew)."""
+    with _lock:
+        _vectors.clear()

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tasks.core.records import CachedAnswer  # noqa: E402
 from tasks.core.settings import CacheSettings  # noqa: E402
-from tasks.semantic import embedding  # noqa: E402
+from tasks.embedders import forget_remembered  # noqa: E402
 from tasks.semantic.embedding import embed_now, embedder  # noqa: E402
 from tasks.semantic.normalise import normalise  # noqa: E402
 from tasks.steps.cache import LookupRequest, Semantic, cache_key, lookup  # noqa: E402
@@ -121,7 +121,7 @@ async def measure(settings: CacheSettings, texts: list[str], size: int) -> dict[
     whole: list[float] = []
     before: list[float] = []
     hits = agreed = checked = 0
-    embedding._remembered.clear()  # each size's look-ups embed their prompts anew (the memo would skip it)
+    forget_remembered()  # each size's look-ups embed their prompts anew (the memo would skip it)
     await lookup(LookupRequest(key="f" * 64, semantic=Semantic(text="warm up", group=GROUP)), settings)  # an exact miss
     held = index._groups.get(("default", GROUP)) if isinstance(index, SqliteIndex) else None
     for i, text in enumerate(texts):
