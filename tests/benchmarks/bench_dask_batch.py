@@ -208,6 +208,7 @@ class Row:
     cache: dict[str, int]
     limited: bool  # through the rate-limited provider: its rate is the figure
     busy_rate: float = 0.0  # calls/s from the stand-in's first answer to its last
+    busy_cpu: float = 0.0  # CPU seconds per call of our processes over the same span
 
 
     @property
@@ -243,7 +244,7 @@ class Bench:
         others = [self.prefect] if self.prefect else []
         cpu, prefect_cpu, stand_in_cpu = cpu_seconds(ours), cpu_seconds(others), cpu_seconds([self.stand_in])
         started = time.perf_counter()
-        with Answers(self.url) as answers:
+        with Answers(self.url, ours) as answers:
             if runner == "inline":
                 output = (await run_inline("nightly-summaries", values)).output
             else:
@@ -265,6 +266,7 @@ class Bench:
             cache=dict(output.get("cache") or {}),
             limited=limited,
             busy_rate=answers.rate(),
+            busy_cpu=answers.cpu_per_call(),
         )
         self.rows.append(row)
         print(line(row, self.args), flush=True)
@@ -274,12 +276,14 @@ class Bench:
 
 
 class Answers:
-    """The stand-in's answer count, sampled every 0.2 s in a thread while a run lasts: the rate the
-    provider saw between its first answer and its last, without the batch's start and end."""
+    """The stand-in's answer count and our processes' CPU time, sampled every 0.2 s in a thread while a
+    run lasts: the rate the provider saw and the CPU per call between its first answer and its last,
+    without the batch's start and end (what a batch of millions of documents pays per document)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, processes: list[psutil.Process]) -> None:
         self.url = url
-        self.samples: list[tuple[float, int]] = []
+        self.processes = processes
+        self.samples: list[tuple[float, int, float]] = []  # (time, answered, CPU seconds)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -287,7 +291,8 @@ class Answers:
         with httpx.Client(trust_env=False, timeout=5) as client:
             while not self._done.wait(0.2):
                 with contextlib.suppress(httpx.HTTPError):
-                    self.samples.append((time.perf_counter(), int(client.get(self.url + "/_peer/stats").json()["answered"])))
+                    answered = int(client.get(self.url + "/_peer/stats").json()["answered"])
+                    self.samples.append((time.perf_counter(), answered, cpu_seconds(self.processes)))
 
     def __enter__(self) -> Answers:
         self._thread.start()
@@ -297,19 +302,36 @@ class Answers:
         self._done.set()
         self._thread.join(10)
 
-    def rate(self) -> float:
-        """Calls a second from the first sample with an answer to the first with the final count."""
+    def _window(self) -> tuple[tuple[float, int, float], tuple[float, int, float]] | None:
+        """The first sample with an answer and the first with the final count."""
         if not self.samples or self.samples[-1][1] == 0:
-            return 0.0
+            return None
         final = self.samples[-1][1]
-        first = next((t, n) for t, n in self.samples if n > 0)
-        last = next((t, n) for t, n in self.samples if n == final)
-        return (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else 0.0
+        first = next(s for s in self.samples if s[1] > 0)
+        last = next(s for s in self.samples if s[1] == final)
+        return (first, last) if last[1] > first[1] else None
+
+    def rate(self) -> float:
+        """Calls a second while the provider was busy."""
+        window = self._window()
+        return (window[1][1] - window[0][1]) / (window[1][0] - window[0][0]) if window else 0.0
+
+    def cpu_per_call(self) -> float:
+        """CPU seconds of our processes per call while the provider was busy."""
+        window = self._window()
+        return (window[1][2] - window[0][2]) / (window[1][1] - window[0][1]) if window else 0.0
+
+
+LEGEND = (
+    "  (of allowed: docs/s over the whole run / the allowed rate; calls/s and cpu/call: from the stand-in's first answer to\n"
+    "   its last, CPU ms of our processes per call; cpu ms/doc: the whole run, our processes = the flow's + the Dask\n"
+    "   scheduler's + the workers'; prefect, stand-in: those processes' CPU ms/doc; 429s: refused by the stand-in)"
+)
 
 
 def header() -> str:
     return (
-        f"{'run':<40} {'docs':>6} {'wall s':>7} {'docs/s':>7} {'of allowed':>10} {'calls/s':>7} {'cpu ms/doc':>10} "
+        f"{'run':<40} {'docs':>6} {'wall s':>7} {'docs/s':>7} {'of allowed':>10} {'calls/s':>7} {'cpu/call':>7} {'cpu ms/doc':>10} "
         f"{'prefect':>8} {'stand-in':>8} {'calls':>6} {'429s':>5} {'failed':>6} {'by 429':>6}  cache"
     )
 
@@ -317,7 +339,7 @@ def header() -> str:
 def line(r: Row, args: argparse.Namespace) -> str:
     allowed = args.rpm / 60
     share = f"{r.rate / allowed:10.1%}" if r.limited else f"{'-':>10}"
-    busy = f"{r.busy_rate:>7.2f}" if r.limited else f"{'-':>7}"
+    busy = f"{r.busy_rate:>7.2f} {r.busy_cpu * 1000:>7.2f}" if r.limited else f"{'-':>7} {'-':>7}"
     cache = ", ".join(f"{k} {v}" for k, v in sorted(r.cache.items()))
     per = 1000 / max(r.documents, 1)
     return (
@@ -332,6 +354,7 @@ async def run_all(bench: Bench, docs: Path, cached_docs: Path | None) -> None:
     tag = uuid.uuid4().hex[:6]
     limited = {"long_words": 1}  # every document to the large model: the provider with the rate limit
     print(header(), flush=True)
+    print(LEGEND, flush=True)
     os.environ["FRUGAL_BATCH_CHUNKS_IN_FLIGHT"] = "2"
     await bench.run("in process (baseline), cold", "inprocess", docs, f"base{tag}", limited, limited=True)
     for workers in args.worker_counts:
@@ -368,13 +391,13 @@ async def run_all(bench: Bench, docs: Path, cached_docs: Path | None) -> None:
 
 
 async def cached_task_runs() -> int:
-    """Task runs in the state Cached on the Prefect server."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterState, TaskRunFilterStateName
+    """Task runs in the state Cached on the Prefect server (its REST API: the client has no count of task runs)."""
+    from prefect.settings import PREFECT_API_URL
 
-    async with get_client() as client:
-        name = TaskRunFilterStateName(any_=["Cached"])
-        return int(await client.count_task_runs(task_run_filter=TaskRunFilter(state=TaskRunFilterState(name=name))))
+    async with httpx.AsyncClient(base_url=str(PREFECT_API_URL.value()), trust_env=False, timeout=10) as client:
+        found = await client.post("/task_runs/count", json={"task_runs": {"state": {"name": {"any_": ["Cached"]}}}})
+        found.raise_for_status()
+        return int(found.json())
 
 
 def report(bench: Bench) -> None:
