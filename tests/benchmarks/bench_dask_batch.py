@@ -4,7 +4,7 @@ in-process runner as the baseline, and the all-cached rerun of 10,000 documents.
     .venv/bin/python tests/benchmarks/bench_dask_batch.py
 
     options: [--n 400] [--workers 1,2,4] [--rpm 600] [--latency 0.3] [--concurrency 8]
-        [--chunk-size 25] [--cached-n 10000] [--redis redis://127.0.0.1:6379/13]
+        [--chunk-size 100] [--cached-n 10000] [--redis redis://127.0.0.1:6379/13]
         [--prefect-api-url URL] [--deadline 580]
     a small run: ... bench_dask_batch.py --n 60 --workers 1,2 --cached-n 500
 
@@ -425,7 +425,7 @@ def main() -> None:
     parser.add_argument("--rpm", type=float, default=600, help="the stand-in's limit, and FRUGAL_LIMITS's")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds the stand-in takes per answer")
     parser.add_argument("--concurrency", type=int, default=8, help="FRUGAL_BATCH_CONCURRENCY of the rate-limited runs")
-    parser.add_argument("--chunk-size", type=int, default=25, help="FRUGAL_BATCH_CHUNK_SIZE of the rate-limited runs")
+    parser.add_argument("--chunk-size", type=int, default=100, help="FRUGAL_BATCH_CHUNK_SIZE of the rate-limited runs")
     parser.add_argument("--cached-n", type=int, default=10_000, help="documents of the all-cached rerun (0: skip it)")
     parser.add_argument("--cached-chunk-size", type=int, default=500, help="FRUGAL_BATCH_CHUNK_SIZE of the all-cached runs")
     parser.add_argument("--cached-concurrency", type=int, default=64, help="FRUGAL_BATCH_CONCURRENCY of the all-cached runs")
