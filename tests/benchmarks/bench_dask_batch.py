@@ -164,6 +164,16 @@ class Dask:
         return [psutil.Process(p.pid) for p in self.processes if p.poll() is None]
 
     def close(self) -> None:
+        # a Dask client left open in this process (one the task runner kept) would try to reconnect
+        # to the stopped scheduler for 30 s at exit, logging an error each time: closed first
+        import gc
+
+        from distributed import Client
+
+        for client in [o for o in gc.get_objects() if isinstance(o, Client)]:
+            with contextlib.suppress(Exception):
+                if client.status not in ("closed", "closing"):
+                    client.close(timeout=5)
         stop(self.processes)
 
 
