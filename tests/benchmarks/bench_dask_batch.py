@@ -35,7 +35,8 @@ Printed per run: documents, wall time, documents/s, that rate as a share of the 
 (RPM / 60 a second is the ceiling; N calls cannot beat N / ((N - 1) / rate + latency)), CPU per
 document of our processes (the flow's process + the Dask scheduler + the workers, from /proc), and
 apart the Prefect server's and the stand-in's, model calls, the 429s the stand-in refused, items
-failed (and of those, by a 429). The first line prints the load average: on a busy machine the
+failed (and of those, by a 429), Redis commands per document (the server's count: other clients of
+the same Redis server add to it). The first line prints the load average: on a busy machine the
 wall times are upper bounds. Bounded: --deadline seconds for the whole script (the default run
 takes 6-9 minutes on 2 CPUs); every process it starts is stopped at the end, whatever happened.
 """
@@ -218,6 +219,7 @@ class Row:
     limited: bool  # through the rate-limited provider: its rate is the figure
     busy_rate: float = 0.0  # calls/s from the stand-in's first answer to its last
     busy_cpu: float = 0.0  # CPU seconds per call of our processes over the same span
+    redis_commands: int = 0  # commands the Redis server processed during the run (all its clients)
 
     @property
     def rate(self) -> float:
@@ -232,7 +234,11 @@ class Bench:
     stand_in: psutil.Process
     prefect: psutil.Process | None
     dask: Dask
+    redis: Any  # redis.Redis: its commands are counted per run
     rows: list[Row] = field(default_factory=list)
+
+    def redis_commands(self) -> int:
+        return int(self.redis.info("stats")["total_commands_processed"])
 
     async def run(
         self, name: str, runner: str, source: Path, namespace: str, inputs: dict[str, Any] | None = None, limited: bool = False
@@ -252,6 +258,7 @@ class Bench:
         others = [self.prefect] if self.prefect else []
         # this process's children are the servers and Dask processes: counted apart, never with it
         cpu, prefect_cpu, stand_in_cpu = cpu_seconds(ours), cpu_seconds(others, True), cpu_seconds([self.stand_in])
+        commands = self.redis_commands()
         started = time.perf_counter()
         with Answers(self.url, ours) as answers:
             if runner == "inline":
@@ -259,6 +266,7 @@ class Bench:
             else:
                 output = (await run_pipeline("nightly-summaries", values))["output"]
             seconds = time.perf_counter() - started
+        commands = self.redis_commands() - commands
         stats = peer(self.url, "/_peer/stats")
         failures = output.get("failures") or []
         row = Row(
@@ -276,6 +284,7 @@ class Bench:
             limited=limited,
             busy_rate=answers.rate(),
             busy_cpu=answers.cpu_per_call(),
+            redis_commands=commands,
         )
         self.rows.append(row)
         print(line(row, self.args), flush=True)
@@ -334,7 +343,8 @@ class Answers:
 LEGEND = (
     "  (of allowed: docs/s over the whole run / the allowed rate; calls/s and cpu/call: from the stand-in's first answer to\n"
     "   its last, CPU ms of our processes per call; cpu ms/doc: the whole run, our processes = the flow's + the Dask\n"
-    "   scheduler's + the workers'; prefect, stand-in: those processes' CPU ms/doc; 429s: refused by the stand-in)"
+    "   scheduler's + the workers'; prefect, stand-in: those processes' CPU ms/doc; 429s: refused by the stand-in;\n"
+    "   redis: commands per document the Redis server processed, from all its clients)"
 )
 
 
@@ -342,7 +352,7 @@ def header() -> str:
     return (
         f"{'run':<44} {'docs':>6} {'wall s':>7} {'docs/s':>7} {'of allowed':>10} {'calls/s':>7} {'cpu/call':>8} "
         f"{'cpu ms/doc':>10} "
-        f"{'prefect':>8} {'stand-in':>8} {'calls':>6} {'429s':>5} {'failed':>6} {'by 429':>6}  cache"
+        f"{'prefect':>8} {'stand-in':>8} {'calls':>6} {'429s':>5} {'failed':>6} {'by 429':>6} {'redis':>6}  cache"
     )
 
 
@@ -355,7 +365,7 @@ def line(r: Row, args: argparse.Namespace) -> str:
     return (
         f"{r.name:<44} {r.documents:>6} {r.seconds:>7.1f} {r.rate:>7.1f} {share} {busy} {r.cpu * per:>10.2f} "
         f"{r.prefect_cpu * per:>8.2f} {r.stand_in_cpu * per:>8.2f} {r.calls:>6} {r.refused:>5} {r.failed:>6} "
-        f"{r.failed_by_429:>6}  {cache}"
+        f"{r.failed_by_429:>6} {r.redis_commands / max(r.documents, 1):>6.1f}  {cache}"
     )
 
 
@@ -519,7 +529,7 @@ def main() -> None:
             os.environ["FRUGAL_BATCH_DASK_ADDRESS"] = dask.address
             server = psutil.Process(SERVER_PIDS[0]) if SERVER_PIDS else None  # not ours when --prefect-api-url
             print(f"Prefect server {api}, Dask scheduler {dask.address}", flush=True)
-            bench = Bench(args, work, url, stand_in_process, server, dask)
+            bench = Bench(args, work, url, stand_in_process, server, dask, store)
             # Prefect read its settings when the project's modules imported it, before the server started
             with temporary_settings(
                 updates={PREFECT_API_URL: api, PREFECT_HOME: work / "client-home", PREFECT_LOCAL_STORAGE_PATH: work / "results"}
