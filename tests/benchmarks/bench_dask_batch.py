@@ -209,6 +209,7 @@ class Row:
     documents: int
     seconds: float
     cpu: float  # the flow's process + the Dask scheduler + the workers
+    flow_cpu: float  # the flow's process alone: one process per batch, whatever the workers
     prefect_cpu: float
     stand_in_cpu: float
     calls: int
@@ -258,6 +259,7 @@ class Bench:
         others = [self.prefect] if self.prefect else []
         # this process's children are the servers and Dask processes: counted apart, never with it
         cpu, prefect_cpu, stand_in_cpu = cpu_seconds(ours), cpu_seconds(others, True), cpu_seconds([self.stand_in])
+        flow_cpu = cpu_seconds(ours[:1])
         commands = self.redis_commands()
         started = time.perf_counter()
         with Answers(self.url, ours) as answers:
@@ -274,6 +276,7 @@ class Bench:
             documents=int(output.get("documents") or 0),
             seconds=seconds,
             cpu=cpu_seconds(ours) - cpu,
+            flow_cpu=cpu_seconds(ours[:1]) - flow_cpu,
             prefect_cpu=cpu_seconds(others, True) - prefect_cpu,
             stand_in_cpu=cpu_seconds([self.stand_in]) - stand_in_cpu,
             calls=int(stats["answered"]),
@@ -343,15 +346,15 @@ class Answers:
 LEGEND = (
     "  (of allowed: docs/s over the whole run / the allowed rate; calls/s and cpu/call: from the stand-in's first answer to\n"
     "   its last, CPU ms of our processes per call; cpu ms/doc: the whole run, our processes = the flow's + the Dask\n"
-    "   scheduler's + the workers'; prefect, stand-in: those processes' CPU ms/doc; 429s: refused by the stand-in;\n"
-    "   redis: commands per document the Redis server processed, from all its clients)"
+    "   scheduler's + the workers'; flow: the flow's process alone; prefect, stand-in: those processes' CPU ms/doc;\n"
+    "   429s: refused by the stand-in; redis: commands per document the Redis server processed, from all its clients)"
 )
 
 
 def header() -> str:
     return (
         f"{'run':<44} {'docs':>6} {'wall s':>7} {'docs/s':>7} {'of allowed':>10} {'calls/s':>7} {'cpu/call':>8} "
-        f"{'cpu ms/doc':>10} "
+        f"{'cpu ms/doc':>10} {'flow':>6} "
         f"{'prefect':>8} {'stand-in':>8} {'calls':>6} {'429s':>5} {'failed':>6} {'by 429':>6} {'redis':>6}  cache"
     )
 
@@ -363,7 +366,8 @@ def line(r: Row, args: argparse.Namespace) -> str:
     cache = ", ".join(f"{k} {v}" for k, v in sorted(r.cache.items()))
     per = 1000 / max(r.documents, 1)
     return (
-        f"{r.name:<44} {r.documents:>6} {r.seconds:>7.1f} {r.rate:>7.1f} {share} {busy} {r.cpu * per:>10.2f} "
+        f"{r.name:<44} {r.documents:>6} {r.seconds:>7.1f} {r.rate:>7.1f} {share} {busy} "
+        f"{r.cpu * per:>10.2f} {r.flow_cpu * per:>6.2f} "
         f"{r.prefect_cpu * per:>8.2f} {r.stand_in_cpu * per:>8.2f} {r.calls:>6} {r.refused:>5} {r.failed:>6} "
         f"{r.failed_by_429:>6} {r.redis_commands / max(r.documents, 1):>6.1f}  {cache}"
     )
