@@ -132,6 +132,10 @@ def stand_in(delay: float, folder: Path, server: str = "lean") -> Iterator[str]:
         process.wait(10)
 
 
+#: the Prefect server's process (its own process group), while `prefect_server` runs one
+SERVER_PIDS: list[int] = []
+
+
 @contextlib.contextmanager
 def prefect_server(folder: Path, api_url: str | None, needed: bool = True) -> Iterator[str]:
     """A loopback Prefect server on a fresh PostgreSQL database (dropped afterwards), or the given one."""
@@ -169,6 +173,7 @@ def prefect_server(folder: Path, api_url: str | None, needed: bool = True) -> It
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
+    SERVER_PIDS[:] = [process.pid]
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -182,6 +187,7 @@ def prefect_server(folder: Path, api_url: str | None, needed: bool = True) -> It
             time.sleep(0.5)
         yield url
     finally:
+        SERVER_PIDS.clear()
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(30)
