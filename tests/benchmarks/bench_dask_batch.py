@@ -3,7 +3,7 @@ in-process runner as the baseline, and the all-cached rerun of 10,000 documents.
 
     .venv/bin/python tests/benchmarks/bench_dask_batch.py
 
-    options: [--n 400] [--workers 1,2,4] [--rpm 600] [--latency 0.3] [--concurrency 8]
+    options: [--n 400] [--workers 1,2,4] [--threads 1] [--rpm 600] [--latency 0.3] [--concurrency 8]
         [--chunk-size 100] [--cached-n 10000] [--redis redis://127.0.0.1:6379/13]
         [--prefect-api-url URL] [--deadline 580]
     a small run: ... bench_dask_batch.py --n 60 --workers 1,2 --cached-n 500
@@ -22,7 +22,7 @@ Not a test: it prints figures and asserts nothing. Everything runs on this machi
 3. The rate-limited runs, --n documents each (distinct texts of 40-60 words), each under a fresh
    cache namespace (cold): first the baseline, the orchestrated flow with FRUGAL_BATCH_RUNNER=
    inprocess (chunks in the flow's process); then FRUGAL_BATCH_RUNNER=dask on the scheduler with
-   1, then 2, then 4 `dask worker --nthreads 1` processes (workers are added between runs, each
+   1, then 2, then 4 `dask worker --nthreads THREADS` processes (workers are added between runs, each
    warmed up: the project imported, before the clock starts). Chunks of --chunk-size documents,
    --concurrency in flight per chunk, 2 chunks in flight per worker.
 4. The all-cached rerun of --cached-n documents (short ones, to the small model): the prompt cache
@@ -116,6 +116,8 @@ class Dask:
     address: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     workers: int = 0
+    #: threads per worker process: with 2, a worker starts its next chunk while a chunk's last items finish
+    threads: int = 1
 
     def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         with (self.folder / f"{name}.log").open("wb") as log:
@@ -148,7 +150,7 @@ class Dask:
             self.workers += 1
             name = f"worker-{self.workers}"
             self._start(
-                name, "worker", self.address, "--nworkers", "1", "--nthreads", "1", "--name", name,
+                name, "worker", self.address, "--nworkers", "1", "--nthreads", str(self.threads), "--name", name,
                 "--no-dashboard", "--no-nanny", "--host", "127.0.0.1",
             )  # fmt: skip
         with Client(self.address, timeout=60) as client:
@@ -383,8 +385,9 @@ async def run_all(bench: Bench, docs: Path, cached_docs: Path | None) -> None:
     await bench.run("in process (baseline), cold", "inprocess", docs, f"base{tag}", limited, limited=True)
     for workers in args.worker_counts:
         bench.dask.grow(workers)
-        os.environ["FRUGAL_BATCH_CHUNKS_IN_FLIGHT"] = str(2 * workers)
-        name = f"dask, {workers} worker{'s' if workers > 1 else ''}, cold"
+        os.environ["FRUGAL_BATCH_CHUNKS_IN_FLIGHT"] = str(2 * workers * args.threads)
+        threads = f" x {args.threads} threads" if args.threads > 1 else ""
+        name = f"dask, {workers} worker{'s' if workers > 1 else ''}{threads}, cold"
         await bench.run(name, "dask", docs, f"dask{workers}{tag}", limited, limited=True)
 
     if cached_docs is None:
@@ -446,6 +449,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=400, help="documents per rate-limited run (at 600 rpm: ~40 s each)")
     parser.add_argument("--workers", default="1,2,4", help="Dask worker processes, run after run (comma-separated, growing)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per `dask worker` process (--nthreads)")
     parser.add_argument("--rpm", type=float, default=600, help="the stand-in's limit, and FRUGAL_LIMITS's")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds the stand-in takes per answer")
     parser.add_argument("--concurrency", type=int, default=8, help="FRUGAL_BATCH_CONCURRENCY of the rate-limited runs")
@@ -487,7 +491,7 @@ def main() -> None:
         cached_docs = work / "cached-docs"
         make_documents(cached_docs, args.cached_n, long_every=0)
     (work / "logs").mkdir()
-    dask = Dask(work / "logs", {})
+    dask = Dask(work / "logs", {}, threads=args.threads)
     try:
         with (
             stand_in(work / "logs", args.latency, args.rpm) as (url, stand_in_process),
