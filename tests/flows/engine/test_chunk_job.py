@@ -21,15 +21,7 @@ from tasks.core.errors import ConfigError
 from tasks.providers.tiers import public_settings
 from tasks.steps.documents import describe_source
 from tasks.steps.sources import iter_items
-
-SUMMARY = "A short summary."
-
-
-def write_docs(root: Path, n: int) -> Path:
-    root.mkdir(parents=True)
-    for i in range(n):
-        (root / f"doc{i:03d}.txt").write_text(f"Document {i}. " + " ".join(f"w{i}x{j}" for j in range(12)))
-    return root
+from tests.flows.batch_documents import SUMMARY, write_docs
 
 
 def nightly_job(tmp_path: Path, n: int = 3) -> ChunkJob:

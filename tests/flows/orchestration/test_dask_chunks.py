@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -14,17 +13,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from flows import ledger
 from flows.orchestration.flow import run_pipeline
+from tests.flows.batch_documents import SUMMARY, write_docs
 
 pytestmark = [pytest.mark.usefixtures("prefect"), pytest.mark.slow]
-
-SUMMARY = "A short summary."
-
-
-def write_docs(root: Path, n: int) -> Path:
-    root.mkdir(parents=True)
-    for i in range(n):
-        (root / f"doc{i:03d}.txt").write_text(f"Document {i}. " + " ".join(f"w{i}x{j}" for j in range(12)))
-    return root
 
 
 async def test_chunks_run_on_a_local_dask_cluster_with_one_progress_artifact_and_cost_table(
