@@ -61,3 +61,20 @@ async def test_chunks_run_on_a_local_dask_cluster_with_one_progress_artifact_and
     entries = [e for e in ledger.read_entries() if e.flow_run_id == str(run_id) and e.kind == "call"]
     assert len(entries) == 10
     assert {e.mode for e in entries} == {"inline"}
+
+
+async def test_a_local_cluster_worker_has_two_threads_and_the_batch_keeps_twice_that_in_flight(monkeypatch, redis_cache):
+    """A one-thread worker idles the provider at each chunk's end (docs/batches.md): the local
+    cluster's workers run 2 threads, and FRUGAL_BATCH_CHUNKS_IN_FLIGHT=0 (the default) keeps twice
+    the cluster's threads submitted."""
+    from flows.language import catalog
+    from flows.orchestration.task_runs import OrchestratedRunner
+
+    monkeypatch.setenv("FRUGAL_BATCH_RUNNER", "dask")
+    monkeypatch.setenv("FRUGAL_BATCH_DASK_WORKERS", "1")
+    node = catalog.load("nightly-summaries").nodes["summaries"]
+    runner = OrchestratedRunner()
+    try:
+        assert await runner.chunk_slots(node, "run-slots") == 2
+    finally:
+        await runner.end_batch(node)
