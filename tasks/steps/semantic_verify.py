@@ -25,7 +25,7 @@ from tasks.checks.confidence import label_confidence
 from tasks.core.completion import Usage
 from tasks.core.errors import ModelError
 from tasks.core.log import step_logger
-from tasks.core.records import Money, ModelAnswer
+from tasks.core.records import ModelAnswer, Money
 from tasks.steps.call_slm import SlmRequest, answer_small
 from tasks.steps.model_call import registered_provider
 

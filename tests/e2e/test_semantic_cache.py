@@ -4,9 +4,8 @@ cannot do vector search still answers, groups, TTLs, tenant namespaces, purges."
 
 from __future__ import annotations
 
-import json
-
 import asyncio
+import json
 import logging
 import os
 import signal
