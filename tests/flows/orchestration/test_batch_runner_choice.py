@@ -28,7 +28,7 @@ def test_no_address_starts_a_local_cluster_of_the_configured_worker_processes(mo
     runner = task_runner(get_settings().batch)
     assert runner.address is None
     assert runner.cluster_kwargs["n_workers"] == 3 and runner.cluster_kwargs["processes"] is True
-    assert runner.cluster_kwargs["threads_per_worker"] == 1
+    assert runner.cluster_kwargs["threads_per_worker"] == 2  # a worker starts a chunk while another ends
 
 
 def test_an_unknown_runner_is_refused_naming_the_choices(monkeypatch):
