@@ -61,6 +61,11 @@ class EngineSettings(BaseSettings):
     input_file_max_bytes: int = Field(
         10_000_000, ge=1, description="`--input key=@FILE`: larger files are refused (only regular files are read)"
     )
+    http_transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="the model providers' HTTP transport: aiohttp (httpx-aiohttp; a fifth of httpx's CPU per call with "
+        "many in flight) or httpx's own",
+    )
 
 
 class BatchSettings(BaseSettings):

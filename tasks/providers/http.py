@@ -4,8 +4,6 @@ httpx's errors and the providers' error answers onto `tasks.core.errors` (never 
 from __future__ import annotations
 
 import asyncio
-import functools
-import ssl
 from typing import Any
 
 import httpx
@@ -14,17 +12,7 @@ from tasks.core.errors import ModelAuthError, ModelRequestError, ModelTimeout, M
 from tasks.core.loops import for_loop
 from tasks.core.redact import redact
 from tasks.providers.retry import TRANSIENT_STATUS, Transient, retry_after_seconds
-
-#: connections per provider and event loop: enough for a batch's concurrency (httpcore scans its whole
-#: pool on every request, so a much larger pool costs CPU per call for nothing)
-LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """One TLS context for every client of this process (httpx's default: certifi's CA bundle, or
-    SSL_CERT_FILE / SSL_CERT_DIR): each client would otherwise load the CA bundle itself, ~25 ms of CPU."""
-    return httpx.create_ssl_context()
+from tasks.providers.transport import make_client, timed_out
 
 
 class LoopClients:
@@ -48,7 +36,7 @@ class LoopClients:
 
     def _make(self) -> httpx.AsyncClient:
         # httpx's own timeouts are per read; the attempt's total deadline is `retry.with_retries`'s
-        return httpx.AsyncClient(timeout=self.timeout, limits=LIMITS, verify=tls_context())
+        return make_client(self.timeout)
 
     async def aclose(self) -> None:
         """Close this loop's client."""
@@ -87,10 +75,12 @@ async def post(
     says what to do when it cannot be reached)."""
     try:
         return await client.post(url, json=body, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT)
-    except httpx.TimeoutException as exc:
-        raise ModelTimeout(f"{provider} at {where} did not answer in time ({type(exc).__name__})", provider=provider) from exc
     except httpx.TransportError as exc:
-        detail = redact(f"{type(exc).__name__}: {exc}", *secrets)
+        if timed_out(exc):
+            kind = type(exc.__cause__ or exc).__name__
+            raise ModelTimeout(f"{provider} at {where} did not answer in time ({kind})", provider=provider) from exc
+        cause = exc.__cause__ if exc.__cause__ is not None and type(exc.__cause__).__module__.startswith("aiohttp") else exc
+        detail = redact(f"{type(cause).__name__}: {cause}", *secrets)
         fix = f"; {hint}" if hint else ""
         raise ModelUnavailable(f"{provider} cannot be reached at {where}: {detail}{fix}", provider=provider) from exc
 

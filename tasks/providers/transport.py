@@ -1,0 +1,85 @@
+"""The transport under the providers' httpx clients: aiohttp (through `httpx-aiohttp`) by default.
+
+httpx's own transport (httpcore on anyio) costs a lot of CPU per request once many are in
+flight. Measured with `tests/benchmarks/bench_http_transport.py` (one client, a loopback
+stand-in answering in 50 ms, the same run): at 32 requests in flight httpx's transport spent
+4.9-9.3 ms of the client's CPU per request and topped out at 88-155 requests/s on one core,
+aiohttp's 0.76-0.90 ms and 410-441 requests/s; one at a time, 2.1-2.7 against 1.4-1.8 ms
+(a loaded 2-core host). A batch at concurrency 32, or the gateway, spends that on every model
+call. `httpx-aiohttp` (the transport the OpenAI SDK offers for the same reason) keeps httpx's
+API above it, so requests, responses, auth and errors stay httpx's; FRUGAL_HTTP_TRANSPORT=httpx
+goes back to httpx's own transport.
+
+What this module adds around it:
+
+- **Proxies as httpx has them**: the aiohttp session trusts the environment (HTTP_PROXY,
+  HTTPS_PROXY, NO_PROXY), which aiohttp does not do by default and httpx does.
+- **One TLS context** for every client (`tls_context`), as before.
+- **Errors that say what happened**: `httpx-aiohttp` reports a refused or dropped connection
+  as `httpx.ConnectTimeout`; `timed_out` looks at the aiohttp error beneath, so a model that
+  is down is "cannot be reached", not "did not answer in time".
+- **No "Unclosed client session"**: a session is closed, without its event loop, when its
+  client is dropped (its loop gone) or the process ends (`weakref.finalize`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+import weakref
+from typing import Any
+
+import httpx
+
+from tasks.core.settings import get_settings
+
+#: connections per provider and event loop: enough for a batch's concurrency
+LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every client of this process (httpx's default: certifi's CA bundle, or
+    SSL_CERT_FILE / SSL_CERT_DIR): each client would otherwise load the CA bundle itself, ~25 ms of CPU."""
+    return httpx.create_ssl_context()
+
+
+def _close_without_loop(session: Any) -> None:
+    """Close a session's connections with no event loop to await on (aiohttp's `close()` is a coroutine)."""
+    connector = getattr(session, "connector", None)
+    if connector is not None and not connector.closed:
+        connector._close()  # its synchronous part: marks it closed, closes the transports if the loop lives
+
+
+@functools.cache
+def _transport_class() -> type[Any]:
+    from httpx_aiohttp import AiohttpTransport
+
+    class Transport(AiohttpTransport):  # type: ignore[misc]
+        """httpx-aiohttp's transport, its session made on the first request (inside the event loop)."""
+
+        def get_client(self) -> Any:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=LIMITS.max_connections or 0, ssl=tls_context())
+            session = aiohttp.ClientSession(connector=connector, trust_env=True)  # HTTP(S)_PROXY, NO_PROXY
+            weakref.finalize(self, _close_without_loop, session)  # when the client is dropped, or at exit
+            return session
+
+    return Transport
+
+
+def make_client(timeout: float, **options: Any) -> httpx.AsyncClient:
+    """An httpx client on the configured transport (FRUGAL_HTTP_TRANSPORT); `options` go to httpx."""
+    if get_settings().engine.http_transport == "aiohttp":
+        return httpx.AsyncClient(timeout=timeout, transport=_transport_class()(verify=tls_context()), **options)
+    return httpx.AsyncClient(timeout=timeout, limits=LIMITS, verify=tls_context(), **options)
+
+
+def timed_out(exc: httpx.TransportError) -> bool:
+    """Whether a transport error is a timeout (rather than a connection refused or dropped)."""
+    cause = exc.__cause__
+    if cause is not None and type(cause).__module__.startswith("aiohttp"):
+        return isinstance(cause, asyncio.TimeoutError | TimeoutError)
+    return isinstance(exc, httpx.TimeoutException)
