@@ -47,14 +47,18 @@ from typing import Any
 
 from tasks.core.errors import InputError
 from tasks.core.files import confine
-from tasks.core.redact import redact
+from tasks.core.redact import redact, url_secrets
 from tasks.core.settings import get_settings
 from tasks.core.urls import ParsedUrl, is_file_url, is_url, parse_url, shown_url
 
 #: protocols that reach local files (or wrap another file system) under another name: never a URL destination
 _LOCAL_LIKE = frozenset({"local", "file", "dir", "reference", "zip", "tar", "libarchive"})
+#: protocols whose URL's host is a bucket: `user:password@` there is a mistake, never credentials fsspec reads
+_BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 #: an index up to this size is read back to compare when its ETag says nothing; larger ones are rewritten
 _COMPARE_BYTES = 8 << 20
+#: protocols whose URL's host is a bucket: `user:password@` there is a mistake, never credentials fsspec reads
+_BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 #: an index up to this size is one PUT; larger ones are streamed (multipart on S3, still one object)
 _SINGLE_PUT_BYTES = 32 << 20
 #: environment variables whose values never appear in an error text
@@ -80,8 +84,13 @@ def confine_url(url: str, *, what: str) -> ParsedUrl:
     except ValueError as exc:
         raise InputError(f"{what} {shown_url(url)} is not a usable destination URL: {exc}") from None
     _check_protocol(parsed.protocol, what, parsed.shown)
+    if parsed.url != parsed.shown and parsed.protocol in _BUCKET_PROTOCOLS:
+        raise InputError(
+            f"{what} {parsed.shown}: a {parsed.protocol}:// URL names a bucket, not credentials; give them in the "
+            "store's standard variables (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, for S3)"
+        )
     roots = _url_roots(get_settings().files.write_urls())
-    if not any(parsed.within(root) for root in roots):
+    if not any(parsed.within(root) and _fs_within(parsed, root) for root in roots):
         allowed = ", ".join(root.shown for root in roots) or "none"
         raise InputError(
             f"{what} {parsed.shown} is outside the URLs batch files may be written to ({allowed}): use a URL under "
@@ -113,6 +122,14 @@ def _filesystem_class(protocol: str) -> type:
     return cls
 
 
+def _fs_within(url: ParsedUrl, root: ParsedUrl) -> bool:
+    """The same containment, as the file system itself reads the two URLs (`_strip_protocol`, no I/O): what
+    fsspec writes to is below what the root names, even where it reads the host, or `user@`, as a folder."""
+    cls: Any = _filesystem_class(url.protocol)
+    mine, theirs = (tuple(p for p in str(cls._strip_protocol(u)).split("/") if p) for u in (url.url, root.url))
+    return mine[: len(theirs)] == theirs
+
+
 def _check_protocol(protocol: str, what: str, shown: str) -> None:
     try:
         _filesystem_class(protocol)
@@ -128,14 +145,18 @@ def _check_protocol(protocol: str, what: str, shown: str) -> None:
 
 
 def _open(target: ParsedUrl) -> tuple[Any, str]:
+    """The file system and the object's path in it: the destination URL opened, the object's name appended."""
     from fsspec.core import url_to_fs
 
-    fs, path = url_to_fs(target.url)  # fsspec keeps one instance per set of options (and thread)
-    return fs, path
+    fs, path = url_to_fs(target.base or target.url)  # fsspec keeps one instance per set of options (and thread)
+    return fs, "/".join((str(path).rstrip("/"), *target.below))
 
 
 def _failed(what: str, target: ParsedUrl, exc: BaseException) -> InputError:
-    reason = redact(str(exc) or type(exc).__name__, *(os.environ.get(name) for name in _SECRET_VARIABLES))
+    """The InputError for a failed write: the file system's reason with the URL's credentials and the standard
+    secret variables taken out (a store may echo a bucket name that carries `user:password@`)."""
+    secrets = (*url_secrets(target.url), *(os.environ.get(name) for name in _SECRET_VARIABLES))
+    reason = redact(str(exc) or type(exc).__name__, *secrets)
     return InputError(f"{what} {target.shown} cannot be written: {reason}")
 
 
@@ -155,8 +176,8 @@ def write_url_if_changed(target: ParsedUrl, data: bytes, *, what: str) -> bool:
         if url_holds(fs, path, data):
             return False
         fs.pipe_file(path, data)
-    except Exception as exc:
-        raise _failed(what, target, exc) from exc
+    except Exception as exc:  # not chained: the cause's text may carry what _failed took out
+        raise _failed(what, target, exc) from None
     return True
 
 
@@ -184,7 +205,7 @@ def write_url_lines(target: ParsedUrl, lines: Iterable[str], *, what: str) -> bo
             else:
                 _stream(fs, path, spool)
         except Exception as exc:
-            raise _failed(what, target, exc) from exc
+            raise _failed(what, target, exc) from None
     return True
 
 

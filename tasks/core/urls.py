@@ -54,6 +54,10 @@ class ParsedUrl:
     segments: tuple[str, ...]
     url: str  #: normalised, with the credentials it was given (for the file system only)
     shown: str  #: normalised, without credentials: what messages, logs and results show
+    #: for a `child`: the URL it is below (what the file system is opened with) and the segments added to it,
+    #: so a name is never parsed as URL syntax (`what?.md` stays a name, not a query)
+    base: str = ""
+    below: tuple[str, ...] = ()
 
     def child(self, name: str) -> ParsedUrl:
         """The URL of `name` (a relative name such as `sub/a.md`) below this one; ValueError for `..` and the like."""
@@ -67,6 +71,8 @@ class ParsedUrl:
             self.segments + extra,
             _join(self.url, extra),
             _join(self.shown, extra),
+            self.base or self.url,
+            self.below + extra,
         )
 
     def within(self, root: ParsedUrl) -> bool:
