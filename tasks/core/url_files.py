@@ -21,14 +21,17 @@ it visible all at once, so a reader never sees half of one), on the caller's thr
 this through `asyncio.to_thread`). Before writing, the current object is compared:
 
 - a summary (small) is read back with one ranged GET of at most `len(data) + 1` bytes
-  (`cat_file`) and compared; measured against moto on loopback (`tests/benchmarks/bench_url_writes.py`,
-  figures in docs/performance.md) the ranged GET costs about what a HEAD costs on an existing
-  object and half of what fsspec's `info` costs on a missing one (s3fs follows a 404 HEAD with a
-  LIST, to see whether it is a folder), and both are cheaper than the PUT they save;
+  (`cat_file`) and compared. Measured against moto on loopback (`tests/benchmarks/bench_url_writes.py`,
+  figures in docs/performance.md): the GET of an existing object costs less than the PUT it saves,
+  and about what fsspec's `info` (a HEAD) costs; on a missing object `info` sends a HEAD and then a
+  LIST (s3fs checks for a folder), the GET one request. So a rerun, where most summaries say the
+  same, sends one GET per summary and no PUT (no new object version, no change notification); a
+  new summary pays the GET on top of its PUT;
 - the index (possibly large) is spooled to a temporary file with its size and MD5, then compared
   by `info` (one HEAD): another size means changed; an S3 ETag equal to the MD5 (a single PUT's
   ETag is its MD5) means the same; otherwise an index up to 8 MiB is read back and compared, and a
-  larger one is rewritten.
+  larger one is rewritten. An index over 32 MiB is streamed (a multipart upload on S3, discarded
+  if it fails, so no half index is ever committed).
 
 A comparison that fails (no read permission on a write-only key, for instance) counts as
 "changed": the write then says what is wrong, if anything is.
