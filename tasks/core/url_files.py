@@ -60,8 +60,6 @@ _LOCAL_LIKE = frozenset({"local", "file", "dir", "reference", "zip", "tar", "lib
 _BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 #: an index up to this size is read back to compare when its ETag says nothing; larger ones are rewritten
 _COMPARE_BYTES = 8 << 20
-#: protocols whose URL's host is a bucket: `user:password@` there is a mistake, never credentials fsspec reads
-_BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 #: an index up to this size is one PUT; larger ones are streamed (multipart on S3, still one object)
 _SINGLE_PUT_BYTES = 32 << 20
 #: environment variables whose values never appear in an error text
@@ -184,13 +182,14 @@ def write_url_if_changed(target: ParsedUrl, data: bytes, *, what: str) -> bool:
     return True
 
 
-def write_url_lines(target: ParsedUrl, lines: Iterable[str], *, what: str) -> bool:
+def write_url_lines(target: ParsedUrl, lines: Iterable[str], *, what: str, single_put_bytes: int = _SINGLE_PUT_BYTES) -> bool:
     """Write `lines` as the whole object at `target` unless it already says the same; True if written.
 
     The lines go to a temporary file first (memory stays bounded, whatever the index's size), with
     their size and MD5, which `info` and the ETag can confirm without reading the object back.
+    Up to `single_put_bytes` they are sent in one request; more are streamed into the object.
     """
-    with tempfile.SpooledTemporaryFile(max_size=_SINGLE_PUT_BYTES) as spool:
+    with tempfile.SpooledTemporaryFile(max_size=single_put_bytes) as spool:
         digest = hashlib.md5(usedforsecurity=False)
         size = 0
         for line in lines:
@@ -203,7 +202,7 @@ def write_url_lines(target: ParsedUrl, lines: Iterable[str], *, what: str) -> bo
             if _same_object(fs, path, size, digest.hexdigest(), spool):
                 return False
             spool.seek(0)
-            if size <= _SINGLE_PUT_BYTES:
+            if size <= single_put_bytes:
                 fs.pipe_file(path, spool.read())
             else:
                 _stream(fs, path, spool)

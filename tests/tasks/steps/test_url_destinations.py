@@ -11,6 +11,7 @@ import fsspec
 import pytest
 
 from tasks.core.errors import InputError
+from tasks.core.url_files import confine_url, write_url_lines
 from tasks.steps.batch_outputs import IndexRequest, SummaryRequest, write_index, write_summary
 from tasks.steps.documents import ListRequest, ReadRequest, list_documents, read_document
 from tests.peers.s3_server import TEST_SECRET, S3Bucket
@@ -172,3 +173,12 @@ async def test_a_document_id_is_a_name_never_url_syntax(monkeypatch: pytest.Monk
     path = await summarise("memory://frugal-names/out", "what?#50%", "The summary.")
     assert path == "memory://frugal-names/out/what?#50%.md"
     assert b"The summary." in fs.cat_file("/frugal-names/out/what?#50%.md")
+
+
+def test_a_large_index_is_streamed_into_one_object_and_then_left_alone(bucket: S3Bucket) -> None:
+    target = confine_url(bucket.url("out"), what="destination").child("index.jsonl")
+    lines = [json.dumps({"id": f"doc{i:05d}", "status": "ok"}) + "\n" for i in range(2000)]
+    assert write_url_lines(target, iter(lines), what="index", single_put_bytes=4096)  # streamed: over 4 KiB
+    assert bucket.read("out/index.jsonl").decode() == "".join(lines)
+    assert not write_url_lines(target, iter(lines), what="index", single_put_bytes=4096)
+    assert bucket.versions("out/") == {"out/index.jsonl": 1}
