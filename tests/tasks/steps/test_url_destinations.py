@@ -182,3 +182,12 @@ def test_a_large_index_is_streamed_into_one_object_and_then_left_alone(bucket: S
     assert bucket.read("out/index.jsonl").decode() == "".join(lines)
     assert not write_url_lines(target, iter(lines), what="index", single_put_bytes=4096)
     assert bucket.versions("out/") == {"out/index.jsonl": 1}
+
+
+async def test_documents_are_read_from_folders_only(bucket: S3Bucket, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"source s3://\S+/in is a URL: give a folder or a file:// URL"):
+        await list_documents(ListRequest(source=bucket.url("in"), destination=bucket.url("out")))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("Some words.")
+    described = await list_documents(ListRequest(source=f"file://{tmp_path}/in", destination=bucket.url("out")))
+    assert described["count"] == 1
