@@ -5,7 +5,8 @@ Items stream from their source (`tasks.steps.sources`) and are cut into chunks o
 orchestrated, never one per item). Inside a chunk, items run as plain async
 code under one semaphore of `concurrency` shared by every chunk, and up to
 `chunks_in_flight` chunks run at once so the model never idles at a chunk's
-tail. A runner may instead send a chunk to another process as plain data
+tail (by default twice the chunks the runner can run at once: 2 in process, twice the
+Dask workers' threads on Dask). A runner may instead send a chunk to another process as plain data
 (`flows.engine.chunk_job`; Dask workers, `flows.orchestration.dask_chunks`),
 where the chunk runs its items with the same `concurrency`. Progress is counted
 per item, wherever the item ran. An item that fails is an item error, recorded
@@ -301,6 +302,8 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
             if not chunk:
                 break
             pending.add(asyncio.create_task(run_chunk(chunk_index, chunk)))
+            if not chunks_in_flight:  # auto: twice what can run at once, so none waits at a chunk's end
+                chunks_in_flight = 2 * await runner.chunk_slots(node, run_id)
             if len(pending) >= chunks_in_flight:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:

@@ -55,6 +55,10 @@ class Runner(Protocol):
         """The node's last chunk has finished (or the batch failed): release what its chunks held."""
         ...
 
+    async def chunk_slots(self, node: Node, run_id: str) -> int:
+        """Chunks that can run at once (FRUGAL_BATCH_CHUNKS_IN_FLIGHT=0 keeps twice that in flight)."""
+        ...
+
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None: ...
 
 
@@ -78,6 +82,9 @@ class InlineRunner:
 
     async def end_batch(self, node: Node) -> None:
         return None
+
+    async def chunk_slots(self, node: Node, run_id: str) -> int:
+        return 1  # chunks share this process's event loop
 
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
         progress.report(pipeline, node.id, done, total)

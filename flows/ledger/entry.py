@@ -72,7 +72,10 @@ class LedgerEntry(BaseModel):
     key: str | None = Field(None, description="the request key (sha256 of the canonical request), if the pipeline made one")
     model: str = Field(description="the model that answered (on a hit: that produced the stored answer)")
     route: Literal["small", "large"]
-    cache: str = Field(description="hit | semantic | miss | bypass | error | result (Prefect's result cache) | none")
+    cache: str = Field(
+        description="hit | semantic | miss | bypass | error | result (Prefect's result cache) | none | "
+        "verify (a call the semantic cache's grey-zone verifier made)"
+    )
     valid: bool = Field(True, description="false: the answer was malformed (labels, schema) and was not used")
     accepted: bool | None = Field(None, description="the answer check's verdict; None: not checked beyond well-formedness")
     reject_reason: str | None = Field(None, description="the check's reason code when rejected (or 'malformed')")
@@ -152,8 +155,10 @@ def figures(
     answer was delivered (well-formed and not replaced by a later call)."""
     if kind == "audit":
         return None, None
-    if not used:
-        cf: Decimal | None = ZERO  # an unused answer: the answer that was used carries the request's counterfactual
+    if not used or cache == "verify":
+        # an unused answer, or the semantic cache's verifier asking "same question?": the answer that was
+        # used carries the request's counterfactual, and this call's cost is a negative saving
+        cf: Decimal | None = ZERO
     elif reference.rates is None:  # said once when the run ended (`flows.ledger.observer.config`)
         cf = None
     else:

@@ -175,6 +175,21 @@ def record(run: RunInfo, nodes: list[tuple[str, Any, NodeReport]]) -> RunRecord:
             continue
         if uses == "cache_lookup":
             cache = value.get("cache") or cache
+            for n, call in enumerate(value.get("verifier_calls") or ()):  # the semantic cache's grey-zone verifier
+                seen.append(
+                    Seen(
+                        f"{node_id}.verify{n}" if n else f"{node_id}.verify",
+                        "call",
+                        call["model"],
+                        call["tier"],
+                        "verify",
+                        bool(call.get("valid", True)),
+                        call.get("cost_usd"),
+                        call.get("uncached_cost_usd"),
+                        _usage(call.get("usage")),
+                        latency_ms=call.get("latency_ms"),
+                    )
+                )
             answer = value.get("answer")
             if value.get("hit") and isinstance(answer, dict):
                 usage = _usage(answer.get("usage"))

@@ -94,7 +94,7 @@ def task_runner(settings: BatchSettings) -> DaskTaskRunner:
     # or anything else on 8787, must not get in this one's way
     cluster: dict[str, Any] = {
         "n_workers": settings.dask_workers,
-        "threads_per_worker": 1,
+        "threads_per_worker": 2,  # a worker starts its next chunk while a chunk's last items finish (docs/batches.md)
         "processes": True,
         "dashboard_address": None,
         "scheduler_kwargs": {"dashboard_address": ":0"},
@@ -120,6 +120,11 @@ class DaskChunks:
 
         await asyncio.to_thread(enter)
         self._started = True
+
+    async def slots(self) -> int:
+        """The threads of the cluster's workers now (at least 1: workers may join later)."""
+        threads = await asyncio.to_thread(lambda: sum(self.runner.client.nthreads().values()))
+        return max(1, int(threads))
 
     def _submit(self, chunk: Chunk) -> PrefectDaskFuture[Records]:
         options: dict[str, Any] = {"name": self.node.id, "task_run_name": f"{self.node.id}[{chunk.index}]"}

@@ -114,10 +114,7 @@ class OrchestratedRunner:
         (`flows.orchestration.dask_chunks`); otherwise it runs here.
         """
         if get_settings().batch.runner == "dask":
-            remote = self._remote.get(node.id)
-            if remote is None:
-                remote = self._remote[node.id] = await open_chunks(node, chunk.job().run_id)
-            return await remote.run(chunk)
+            return await (await self._dask(node, chunk.job().run_id)).run(chunk)
         options: dict[str, Any] = {"name": node.id, "task_run_name": f"{node.id}[{chunk.index}]"}
         if chunk.key is not None:
             options |= {
@@ -126,6 +123,18 @@ class OrchestratedRunner:
                 "cache_expiration": timedelta(seconds=get_settings().cache.ttl),
             }
         return await _chunk.with_options(**options)(chunk.work, chunk.size, chunk.key)  # type: ignore[no-any-return]
+
+    async def _dask(self, node: Node, run_id: str) -> DaskChunks:
+        remote = self._remote.get(node.id)
+        if remote is None:
+            remote = self._remote[node.id] = await open_chunks(node, run_id)
+        return remote
+
+    async def chunk_slots(self, node: Node, run_id: str) -> int:
+        """1 in this process; on Dask, the threads of the cluster's workers."""
+        if get_settings().batch.runner != "dask":
+            return 1
+        return await (await self._dask(node, run_id)).slots()
 
     async def end_batch(self, node: Node) -> None:
         remote = self._remote.pop(node.id, None)

@@ -72,7 +72,12 @@ class BatchSettings(BaseSettings):
 
     chunk_size: int = Field(200, ge=1, description="items per chunk: one Prefect task run each")
     concurrency: int = Field(4, ge=1, description="items in flight at once (a local model serves one at a time)")
-    chunks_in_flight: int = Field(2, ge=1, description="chunks running at once, so the model never idles at a chunk's end")
+    chunks_in_flight: int = Field(
+        0,
+        ge=0,
+        description="chunks submitted at once, so the model never idles at a chunk's end; 0: twice what can run at once "
+        "(2 in process, twice the Dask workers' threads)",
+    )
     max_document_bytes: int = Field(1_000_000, ge=1, description="larger documents are item errors")
     runner: Literal["inprocess", "dask"] = Field(
         "inprocess",

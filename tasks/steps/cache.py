@@ -35,7 +35,7 @@ from tasks.core.settings import CacheSettings, get_settings
 from tasks.semantic.embedding import embed
 from tasks.semantic.guards import first_difference
 from tasks.semantic.normalise import normalise
-from tasks.steps.semantic_verify import Verify, same_question
+from tasks.steps.semantic_verify import VerifierCall, Verify, same_question
 from tasks.stores import AnswerStore, open_store
 from tasks.stores.leases import claim_or_wait, release
 from tasks.stores.semantic_index import open_index
@@ -94,6 +94,9 @@ class Lookup(BaseModel):
         None, description="the guard (or `verifier`) that refused the nearest candidate above the threshold"
     )
     verified: float | None = Field(None, description="the verifier's probability that the matched prompt is the same question")
+    verifier_calls: list[VerifierCall] = Field(
+        default_factory=list, description="the small-model calls the verifier made (the cost ledger records them)"
+    )
 
 
 class StoreRequest(BaseModel):
@@ -192,6 +195,7 @@ async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: Ans
         _warn_once("semantic cache unavailable, exact match only: %s", exc)
         return Lookup(hit=False, cache="error")
     refused: Lookup | None = None
+    calls: list[VerifierCall] = []
     for neighbour in neighbours:
         if neighbour.similarity < semantic.threshold:
             break
@@ -202,7 +206,10 @@ async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: Ans
             continue
         verified = None
         if semantic.verify is not None and semantic.verify.applies(neighbour.similarity):
-            verified = round(await same_question(neighbour.text, semantic.text, semantic.verify), 4)
+            probability, call = await same_question(neighbour.text, semantic.text, semantic.verify)
+            verified = round(probability, 4)
+            if call is not None:
+                calls.append(call)
             if verified < semantic.verify.min_probability:
                 refused = refused or Lookup(hit=False, cache="miss", similarity=similarity, refused="verifier", verified=verified)
                 continue
@@ -210,7 +217,7 @@ async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: Ans
             raw = await store.get(cache_key(settings.prefix, request.namespace, neighbour.key))
         except CacheError as exc:
             step_logger().warning("prompt cache unavailable, treating as a miss: %s", exc)
-            return Lookup(hit=False, cache="error")
+            return Lookup(hit=False, cache="error", verifier_calls=calls)
         if raw is None:
             continue  # its exact entry was purged or expired first
         try:
@@ -218,9 +225,17 @@ async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: Ans
         except ValidationError:
             continue
         return Lookup(
-            hit=True, cache="semantic", answer=answer, similarity=similarity, matched_key=neighbour.key, verified=verified
+            hit=True,
+            cache="semantic",
+            answer=answer,
+            similarity=similarity,
+            matched_key=neighbour.key,
+            verified=verified,
+            verifier_calls=calls,
         )
-    return refused or Lookup(hit=False, cache="miss")
+    missed = refused or Lookup(hit=False, cache="miss")
+    missed.verifier_calls = calls
+    return missed
 
 
 async def store(request: StoreRequest, settings: CacheSettings | None = None) -> Stored:

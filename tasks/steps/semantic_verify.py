@@ -22,8 +22,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.checks.confidence import label_confidence
+from tasks.core.completion import Usage
 from tasks.core.errors import ModelError
 from tasks.core.log import step_logger
+from tasks.core.records import ModelAnswer, Money
 from tasks.steps.call_slm import SlmRequest, answer_small
 from tasks.steps.model_call import registered_provider
 
@@ -64,6 +66,32 @@ class Verify(BaseModel):
         return low <= similarity < high
 
 
+class VerifierCall(BaseModel):
+    """A small-model call the verifier made: in `cache_lookup`'s output, so the cost ledger records it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    tier: str = "small"
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: Money | None = None
+    uncached_cost_usd: Money | None = None
+    latency_ms: float = 0.0
+    valid: bool = True
+
+    @classmethod
+    def of(cls, answer: ModelAnswer) -> VerifierCall:
+        return cls(
+            model=answer.model,
+            tier=answer.tier,
+            usage=answer.usage,
+            cost_usd=answer.cost_usd,
+            uncached_cost_usd=answer.uncached_cost_usd,
+            latency_ms=answer.latency_ms,
+            valid=answer.valid,
+        )
+
+
 def question(cached: str, new: str, verify: Verify) -> SlmRequest:
     """The small-model request that asks whether two prompts are the same question."""
     prompt = f"Question 1:\n<<<\n{cached}\n>>>\n\nQuestion 2:\n<<<\n{new}\n>>>\n\nDo they ask for the same thing?"
@@ -78,15 +106,16 @@ def question(cached: str, new: str, verify: Verify) -> SlmRequest:
     )
 
 
-async def same_question(cached: str, new: str, verify: Verify) -> float:
-    """The probability (a lower bound) that the small model says the two prompts are the same question;
-    0 when it says they are not, or cannot say."""
+async def same_question(cached: str, new: str, verify: Verify) -> tuple[float, VerifierCall | None]:
+    """The probability (a lower bound) that the small model says the two prompts are the same question,
+    0 when it says they are not, or cannot say; and the call it made (None: no answer came)."""
     try:
         answer = await answer_small(question(cached, new, verify))
     except ModelError as exc:
         step_logger().warning("semantic verifier unavailable, treating the candidate as a miss: %s", exc)
-        return 0.0
+        return 0.0, None
+    call = VerifierCall.of(answer)
     if not answer.valid or answer.label != "same":
-        return 0.0
+        return 0.0, call
     confidence = label_confidence(answer.label, LABELS, answer.logprobs)
-    return 0.0 if confidence is None else confidence.prob
+    return (0.0 if confidence is None else confidence.prob), call

@@ -3,7 +3,7 @@ in-process runner as the baseline, and the all-cached rerun of 10,000 documents.
 
     .venv/bin/python tests/benchmarks/bench_dask_batch.py
 
-    options: [--n 400] [--workers 1,2,4] [--threads 1] [--rpm 600] [--latency 0.3] [--concurrency 8]
+    options: [--n 400] [--workers 1,2,4] [--threads 2] [--rpm 600] [--latency 0.3] [--concurrency 8]
         [--chunk-size 100] [--cached-n 10000] [--redis redis://127.0.0.1:6379/13]
         [--prefect-api-url URL] [--deadline 580]
     a small run: ... bench_dask_batch.py --n 60 --workers 1,2 --cached-n 500
@@ -449,7 +449,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=400, help="documents per rate-limited run (at 600 rpm: ~40 s each)")
     parser.add_argument("--workers", default="1,2,4", help="Dask worker processes, run after run (comma-separated, growing)")
-    parser.add_argument("--threads", type=int, default=1, help="threads per `dask worker` process (--nthreads)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per `dask worker` process (--nthreads)")
     parser.add_argument("--rpm", type=float, default=600, help="the stand-in's limit, and FRUGAL_LIMITS's")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds the stand-in takes per answer")
     parser.add_argument("--concurrency", type=int, default=8, help="FRUGAL_BATCH_CONCURRENCY of the rate-limited runs")

@@ -19,7 +19,7 @@ from tasks.core.errors import SpecError
 def big_pipeline(nodes: int) -> str:
     lines = ['name: big\nversion: "1"\ninputs:\n  prompt: {type: string}\nnodes:']
     for i in range(nodes):
-        lines.append(f"  n{i}:\n    uses: hash_prompt\n    with:\n      prompt: \"{{{{ inputs.prompt }}}} {'x' * 60}\"")
+        lines.append(f'  n{i}:\n    uses: hash_prompt\n    with:\n      prompt: "{{{{ inputs.prompt }}}} {"x" * 60}"')
         lines.append(f"      params: {{a: {i}, b: [1, 2, 3], c: {{d: e}}}}")
     lines.append('output: "{{ n0 }}"\n')
     return "\n".join(lines)

@@ -93,9 +93,7 @@ def worker_main(args: argparse.Namespace) -> None:
 
 def run(mode: str, processes: int, args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]:
     httpx.post(url + "/_peer/reset", trust_env=False).raise_for_status()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("FRUGAL_", "OPENAI_", "ANTHROPIC_", "OLLAMA_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRUGAL_", "OPENAI_", "ANTHROPIC_", "OLLAMA_"))}
     env.update(
         FRUGAL_LLM_PROVIDER="openai",
         OPENAI_BASE_URL=url + "/v1",

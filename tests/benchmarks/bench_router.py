@@ -126,6 +126,7 @@ def candidates(train: list[Example], held: list[Example]) -> None:
         evaluate("static 10k/64d (tokenlearn)", static(texts_t), static(texts_h), ms, "7 MB wheel")
     except ImportError:
         print("static model: pip install tokenlearn-static-model==0.1.1 to compare it")
+
     def char_ngrams(texts: list[str]) -> np.ndarray:
         """Character 3- and 4-grams hashed (crc32) into BUCKETS counts, log-scaled, unit length."""
         m = np.zeros((len(texts), BUCKETS))

@@ -5,6 +5,7 @@ cannot do vector search still answers, groups, TTLs, tenant namespaces, purges."
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -389,6 +390,33 @@ async def test_the_verifier_confirms_grey_zone_candidates_with_the_small_model(s
     outside = await lookup(LookupRequest(key="e" * 64, semantic=Semantic(text=reworded, group="g", verify=above)))
     assert (outside.cache, outside.verified) == ("semantic", None)
     assert peer.count() == 3  # no call for it
+
+
+async def test_the_ledger_records_the_verifiers_calls_as_spending_not_savings(peer, tmp_path):
+    """A pipeline with `verify:` on: each "same question?" call is a ledger entry (cache `verify`) whose
+    cost counts against the savings, whether it confirmed the hit or refused it."""
+    from flows.language.catalog import PROJECT_DIR
+
+    spec = (PROJECT_DIR / "deployments" / "answer.yaml").read_text()
+    marker = "        threshold: 0.75\n"
+    assert marker in spec
+    verified = tmp_path / "answer-verified.yaml"
+    verified.write_text(spec.replace(marker, marker + "        verify: {between: [0.75, 1.0001], min_probability: 0.8}\n"))
+    answers_with(peer, "Open Settings, then Security.")
+    await run_inline(str(verified), {"prompt": "How do I reset my password?"})
+    peer.responder = lambda protocol, body: '{"label": "same"}' if "same thing" in json.dumps(body) else "A new answer."
+    served = await run_inline(str(verified), {"prompt": "What should I do to reset my password?"})
+    assert served.output["cache"] == "semantic"
+    peer.responder = lambda protocol, body: '{"label": "different"}' if "same thing" in json.dumps(body) else "A new answer."
+    refused = await run_inline(str(verified), {"prompt": "What must I do to reset my password?"})
+    assert refused.output["cache"] == "miss"
+
+    entries = ledger.read_entries()
+    verifications = [e for e in entries if e.cache == "verify"]
+    assert [e.node for e in verifications] == ["lookup.verify", "lookup.verify"]
+    assert all(e.kind == "call" and e.route == "small" and e.input_tokens > 0 for e in verifications)
+    assert all(e.counterfactual == 0 for e in verifications)  # never a saving of its own
+    assert [e.cache for e in entries if e.kind == "hit"] == ["semantic"]
 
 
 def test_the_verifier_band_must_make_sense():

@@ -90,3 +90,20 @@ async def test_dask_workers_write_the_summaries_to_s3_and_the_rerun_writes_none_
     assert {name: s3.versions("out/")[name] for name in names} == dict.fromkeys(names, 1), (
         "a summary that says the same must not be written again"
     )
+
+
+async def test_a_local_cluster_worker_has_two_threads_and_the_batch_keeps_twice_that_in_flight(monkeypatch, redis_cache):
+    """A one-thread worker idles the provider at each chunk's end (docs/batches.md): the local
+    cluster's workers run 2 threads, and FRUGAL_BATCH_CHUNKS_IN_FLIGHT=0 (the default) keeps twice
+    the cluster's threads submitted."""
+    from flows.language import catalog
+    from flows.orchestration.task_runs import OrchestratedRunner
+
+    monkeypatch.setenv("FRUGAL_BATCH_RUNNER", "dask")
+    monkeypatch.setenv("FRUGAL_BATCH_DASK_WORKERS", "1")
+    node = catalog.load("nightly-summaries").nodes["summaries"]
+    runner = OrchestratedRunner()
+    try:
+        assert await runner.chunk_slots(node, "run-slots") == 2
+    finally:
+        await runner.end_batch(node)

@@ -30,6 +30,35 @@ async def test_a_rerun_with_the_same_summary_leaves_the_file_alone(tmp_path: Pat
     assert [p.name for p in path.parent.iterdir()] == ["a.md"]  # no temporary file left behind
 
 
+async def test_checks_move_to_a_worker_thread_after_three_slow_ones_in_a_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a local disk the "already says the same" check runs on the event loop (a thread hop costs
+    ten times the check); a disk slow three checks in a row sends the next ones to a worker thread."""
+    import threading
+
+    import tasks.steps.batch_outputs as outputs
+
+    monkeypatch.setattr(outputs, "_threads_until", 0.0)
+    monkeypatch.setattr(outputs, "_slow_in_a_row", 0)
+    threads: list[str] = []
+    checked = outputs.holds
+
+    def watched(path: Path, data: bytes) -> bool:
+        threads.append(threading.current_thread().name)
+        return checked(path, data)
+
+    monkeypatch.setattr(outputs, "holds", watched)
+    for doc_id in ("a", "b"):
+        await summarise(tmp_path, doc_id, "Fast.")
+    monkeypatch.setattr(outputs, "SLOW_CHECK_SECONDS", -1.0)  # every check now counts as slow
+    for doc_id in ("c", "d", "e", "f", "a"):
+        await summarise(tmp_path, doc_id, "Slow.")
+    main = threading.current_thread().name
+    assert threads[:5] == [main] * 5 and all(name != main for name in threads[5:])
+    assert "Slow." in (tmp_path / "a.md").read_text()
+
+
 async def test_a_changed_summary_replaces_the_file(tmp_path: Path) -> None:
     path = await summarise(tmp_path, "a", "Old summary.")
     before = path.stat()

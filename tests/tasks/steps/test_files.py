@@ -50,6 +50,27 @@ def test_a_link_that_leaves_its_root_is_refused_naming_the_link_and_its_target(r
     assert confine(inbox / "alias.txt", write=False, what="document") == inbox / "ok.txt"
 
 
+def test_a_file_swapped_for_a_link_is_refused_at_once_and_a_folder_within_a_second(
+    roots: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folders' resolved forms are reused for FOLDER_MEMO_SECONDS; a path's last component never is."""
+    import tasks.core.files as files
+
+    _, out = roots
+    (out / "sub").mkdir(parents=True)
+    (tmp_path / "secret.md").write_text("theirs")
+    assert confine(out / "sub" / "a.md", write=True, what="summary") == out / "sub" / "a.md"
+    (out / "sub" / "a.md").symlink_to(tmp_path / "secret.md")  # the summary's name now leads out
+    with pytest.raises(InputError, match="a link to"):
+        confine(out / "sub" / "a.md", write=True, what="summary")
+    (out / "sub" / "a.md").unlink()
+    (out / "sub").rename(out / "old")
+    (out / "sub").symlink_to(tmp_path)  # the folder now leads out
+    monkeypatch.setattr(files, "FOLDER_MEMO_SECONDS", 0.0)  # the second has passed
+    with pytest.raises(InputError, match="outside"):
+        confine(out / "sub" / "a.md", write=True, what="summary")
+
+
 def test_system_folders_are_refused_even_inside_a_root(roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     inbox, _ = roots
     monkeypatch.setenv("FRUGAL_FILE_ROOTS", "/")
