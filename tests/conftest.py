@@ -8,6 +8,7 @@
 - `peer` is one loopback server speaking the Ollama, OpenAI and Anthropic wire
   formats (see tests/peers), reset before each test.
 - `prefect` starts Prefect's test harness once per session.
+- `s3` is a fresh versioned bucket on a loopback S3 server (tests/peers/s3_server.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import redis
 from tasks.core.settings import variables
 from tasks.providers.limits import forget_limits
 from tests.peers.model_peer import ModelPeer
+from tests.peers.s3_server import S3Bucket, new_bucket, s3_environment, s3_server
 from tests.peers.server import LoopbackServer
 
 REDIS_URL = os.environ.get("FRUGAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -133,6 +135,21 @@ def redis_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def _s3_endpoint() -> Iterator[str]:
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3(_s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
+    """A fresh versioned bucket on a loopback S3 server (moto), s3fs pointed at it by the standard AWS
+    variables; FRUGAL_FILE_WRITE_ROOTS is left to the test (the bucket is not a root until it says so)."""
+    for name, value in s3_environment(_s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    return new_bucket(_s3_endpoint)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ expires. The same happens if Dask gives up on a chunk (`KilledWorker`, after its
 
 What each worker needs: the project installed, the same pipeline files and the same FRUGAL_*
 settings and provider keys as the flow (a chunk fails, saying what differs, otherwise), the
-shared Redis as FRUGAL_CACHE_URL, the batch's source and destination at the same paths, and
+shared Redis as FRUGAL_CACHE_URL, the batch's source at the same path, its destination at the same
+path or a URL every worker reaches (`s3://...`, with the store's credentials in its environment), and
 PREFECT_API_URL (its chunk task runs report to the flow's Prefect server).
 """
 

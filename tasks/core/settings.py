@@ -10,6 +10,7 @@ sent. Pipeline templates see `tasks.providers.tiers.public_settings()` as
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from contextvars import ContextVar, Token
@@ -21,6 +22,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.core.errors import ConfigError
+from tasks.core.urls import file_url_path, is_file_url, is_url, shown_url
 
 
 def default_data_dir() -> Path:
@@ -107,22 +109,72 @@ class FileSettings(BaseSettings):
 
     roots: str = Field(
         "data",
-        description="folders (separated by `:`) batch documents may be read from, and summaries written to unless "
-        "FRUGAL_FILE_WRITE_ROOTS is set; links are followed before the check; relative to the working directory",
+        description="folders batch documents may be read from, and summaries written to unless FRUGAL_FILE_WRITE_ROOTS "
+        "is set: separated by `:` (like PATH), or by `,` once one is a URL, or a JSON list; links are followed before "
+        "the check; relative to the working directory",
     )
     write_roots: str = Field(
-        "", description="folders (separated by `:`) summaries and indexes may be written to; empty: FRUGAL_FILE_ROOTS"
+        "",
+        description="folders and fsspec URLs (`s3://bucket/prefix`) summaries and indexes may be written to, written "
+        "as FRUGAL_FILE_ROOTS is (`data/out,s3://bucket/out`); empty: FRUGAL_FILE_ROOTS",
     )
 
     def read_folders(self) -> tuple[Path, ...]:
-        return _folders(self.roots)
+        return _roots(self.roots, "FRUGAL_FILE_ROOTS")[0]
 
     def write_folders(self) -> tuple[Path, ...]:
-        return _folders(self.write_roots or self.roots)
+        return self.write_places()[0]
+
+    def write_urls(self) -> tuple[str, ...]:
+        """The URL roots (not `file://`: those are folders) summaries and indexes may be written under."""
+        return self.write_places()[1]
+
+    def write_places(self) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+        if self.write_roots:
+            return _roots(self.write_roots, "FRUGAL_FILE_WRITE_ROOTS")
+        return _roots(self.roots, "FRUGAL_FILE_ROOTS")
 
 
-def _folders(value: str) -> tuple[Path, ...]:
-    return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part.strip())
+@functools.lru_cache(maxsize=16)
+def _roots(value: str, variable: str) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """(folders, URL roots) of a roots setting.
+
+    Plain folders are separated by `:` as before (`/srv/a:/srv/b`). Once an entry is a URL (`scheme://`),
+    `:` cannot separate them: the list is separated by `,` (`/srv/a,s3://bucket/out`). A JSON list
+    (`["/srv/a", "s3://bucket/out"]`) takes any name. `file://` URLs are folders.
+    """
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{variable} starts with '[' but is not a JSON list: {exc}") from None
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ConfigError(f"{variable} must be a JSON list of strings (folders and URLs)")
+    elif "://" in text:
+        items = text.split(",")
+    else:
+        items = text.split(os.pathsep)
+    folders: list[Path] = []
+    urls: list[str] = []
+    for item in (item.strip() for item in items):
+        if not item:
+            continue
+        if is_file_url(item):
+            try:
+                folders.append(Path(file_url_path(item)))
+            except ValueError as exc:
+                raise ConfigError(f"{variable}: {shown_url(item)}: {exc}") from None
+        elif is_url(item):
+            urls.append(item)
+        elif "://" in item:
+            raise ConfigError(
+                f"{variable}: {shown_url(item)!r} is neither a folder nor a URL: separate URL roots from folders and "
+                "from each other with ',' (data/out,s3://bucket/out), not ':'"
+            )
+        else:
+            folders.append(Path(item).expanduser())
+    return tuple(folders), tuple(urls)
 
 
 class SlmSettings(BaseSettings):

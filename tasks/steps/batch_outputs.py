@@ -3,13 +3,18 @@
 Files are written only inside FRUGAL_FILE_WRITE_ROOTS (default FRUGAL_FILE_ROOTS), links
 followed first (`tasks.core.files.confine`), atomically, on a worker thread (`asyncio.to_thread`):
 a slow disk does not hold up the event loop, and the documents in flight keep talking to the model.
+A destination may also be an fsspec URL (`s3://bucket/out`) under a URL root of the same setting
+(`tasks.core.url_files`): each summary and the index are then whole objects, and the paths the
+index and the results name are URLs (without credentials). Local paths and `file://` URLs keep the
+local code.
 
 A summary that already says the same (a rerun) is left alone, and that check runs on the event
 loop while it stays fast: on a local disk it takes ~20 us, where a hop to a worker thread costs
 ~220 us of CPU (measured with 64 in flight), a third of an all-cached rerun's CPU per document.
 Once SLOW_CHECKS checks in a row take longer than SLOW_CHECK_SECONDS each (a network disk; one
 slow check is more likely the process being descheduled on a busy machine), the checks of the
-next SLOW_DISK_BACKOFF_SECONDS go to a worker thread too.
+next SLOW_DISK_BACKOFF_SECONDS go to a worker thread too. (A summary at a URL is compared and
+written on a worker thread: each is a request to the store.)
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.errors import BatchFailed, InputError
 from tasks.core.files import confine, holds, write_atomic
+from tasks.core.url_files import confine_url, is_remote, write_url_if_changed, write_url_lines
+from tasks.core.urls import ParsedUrl, file_url_path, is_url
 from tasks.steps.sources import iter_items, summary_name
 
 #: an ok item's line; `accepted`, `reason`, `escalated_from` are the answer check's verdict (docs/quality.md)
@@ -73,19 +80,34 @@ class CheckRequest(BaseModel):
     index: str | None = Field(None, description="the index path, named in the failure message")
 
 
-def summary_path(destination: str, doc_id: str) -> tuple[Path, Path]:
+def summary_path(destination: str, doc_id: str) -> tuple[str, Path | ParsedUrl]:
     """DESTINATION/ID.md as given (for the index) and resolved inside the write roots (to write to)."""
-    confine(destination, write=True, what="destination")
-    shown = Path(destination).expanduser() / summary_name(doc_id)
-    return shown, confine(shown, write=True, what=f"summary of {doc_id!r}")  # a linked sub-folder may lead out
+    return _output_path(destination, str(summary_name(doc_id)), f"summary of {doc_id!r}")
 
 
-def index_path(destination: str, filename: str) -> tuple[Path, Path]:
+def index_path(destination: str, filename: str) -> tuple[str, Path | ParsedUrl]:
     if PurePosixPath(filename).name != filename or filename in ("", ".", "..") or "\\" in filename:
         raise InputError(f"index file name {filename!r} must be a plain file name, without a folder")
-    confine(destination, write=True, what="destination")
-    shown = Path(destination).expanduser() / filename
-    return shown, confine(shown, write=True, what="index")
+    return _output_path(destination, filename, "index")
+
+
+def _output_path(destination: str, name: str, what: str) -> tuple[str, Path | ParsedUrl]:
+    """`name` under `destination`: (what to show, where to write), both checked against the write roots."""
+    if is_remote(destination):
+        root = confine_url(destination, what="destination")
+        try:
+            target = root.child(name)
+        except ValueError as exc:
+            raise InputError(f"{what} {name!r} under {root.shown}: {exc}") from None
+        return target.shown, target
+    confine(destination, write=True, what="destination")  # a file:// URL is its local path
+    if is_url(destination):  # file://: shown as the URL it was given
+        local = Path(file_url_path(destination)) / name
+        shown = destination.rstrip("/") + "/" + name
+    else:
+        local = Path(destination).expanduser() / name
+        shown = str(local)
+    return shown, confine(local, write=True, what=what)  # a linked sub-folder may lead out
 
 
 def render_summary(doc_id: str, text: str, source: str | None) -> list[str]:
@@ -138,19 +160,22 @@ async def _unchanged(path: Path, data: bytes) -> bool:
 
 async def write_summary(request: SummaryRequest) -> dict[str, str]:
     """Write DESTINATION/ID.md atomically; a file that already says the same is left as it is."""
-    shown, path = summary_path(request.destination, request.id)
+    shown, target = summary_path(request.destination, request.id)
     text = "".join(render_summary(request.id, request.text, request.source))
+    if isinstance(target, ParsedUrl):
+        await asyncio.to_thread(write_url_if_changed, target, text.encode("utf-8"), what="summary")
+        return {"path": shown}
     try:
-        if not await _unchanged(path, text.encode("utf-8")):
-            await asyncio.to_thread(write_atomic, path, (text,))
+        if not await _unchanged(target, text.encode("utf-8")):
+            await asyncio.to_thread(write_atomic, target, (text,))
     except OSError as exc:
         raise InputError(f"summary {shown} cannot be written: {exc.strerror or exc}") from exc
-    return {"path": str(shown)}
+    return {"path": shown}
 
 
 async def write_index(request: IndexRequest) -> dict[str, Any]:
     """One JSONL line per item, in input order, written atomically."""
-    shown, path = index_path(request.destination, request.filename)
+    shown, target = index_path(request.destination, request.filename)
     counts = {"ok": 0, "error": 0, "skipped": 0}
 
     def lines() -> Any:
@@ -159,11 +184,14 @@ async def write_index(request: IndexRequest) -> dict[str, Any]:
             counts[row["status"] if row["status"] in counts else "error"] += 1
             yield json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
 
+    if isinstance(target, ParsedUrl):  # one whole object, left alone when it already says the same
+        await asyncio.to_thread(write_url_lines, target, lines(), what="index")
+        return {"path": shown, **counts}
     try:
-        await asyncio.to_thread(write_atomic, path, lines())
+        await asyncio.to_thread(write_atomic, target, lines())
     except OSError as exc:
         raise InputError(f"index {shown} cannot be written: {exc.strerror or exc}") from exc
-    return {"path": str(shown), **counts}
+    return {"path": shown, **counts}
 
 
 async def check_batch(request: CheckRequest) -> dict[str, Any]:

@@ -10,13 +10,15 @@ the batch records as that item's error.
 Both read only inside FRUGAL_FILE_ROOTS, links followed first, and only regular
 files (`tasks.core.files`): a run started over REST or from the Prefect UI with
 `source=/proc/self/environ`, or a link in the source folder that leads out of
-it, is refused before anything reaches a model.
+it, is refused before anything reaches a model. A destination may be a folder, a `file://` URL or
+an fsspec URL under a URL root (`tasks.core.url_files`): it is checked here too, before any cost.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +27,7 @@ from tasks.core.canonical import sha256_of
 from tasks.core.errors import InputError
 from tasks.core.files import confine, open_regular
 from tasks.core.settings import get_settings
+from tasks.core.url_files import confine_output
 from tasks.steps.sources import iter_document_files
 
 
@@ -67,8 +70,8 @@ class Document(BaseModel):
 def describe_source(source: str, destination: str | None = None) -> dict[str, Any]:
     path = confine(source, write=False, what="source")
     if destination is not None:
-        target = confine(destination, write=True, what="destination")
-        if target == path or target.is_relative_to(path):
+        target = confine_output(destination, what="destination")
+        if isinstance(target, Path) and (target == path or target.is_relative_to(path)):
             raise InputError(
                 f"destination {destination} is inside the source {source}: the next run would read its summaries "
                 "as documents; choose a folder outside it"
@@ -93,7 +96,7 @@ def read(request: ReadRequest) -> Document:
     if request.error:
         raise InputError(request.error)
     if request.destination is not None:
-        confine(request.destination, write=True, what="destination")
+        confine_output(request.destination, what="destination")
     limit = request.max_bytes or get_settings().batch.max_document_bytes
     text = request.text
     if text is None:

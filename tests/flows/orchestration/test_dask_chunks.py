@@ -63,6 +63,35 @@ async def test_chunks_run_on_a_local_dask_cluster_with_one_progress_artifact_and
     assert {e.mode for e in entries} == {"inline"}
 
 
+async def test_dask_workers_write_the_summaries_to_s3_and_the_rerun_writes_none_again(
+    tmp_path, peer, redis_cache, monkeypatch, s3
+):
+    # the worker processes inherit the endpoint and keys (AWS_ENDPOINT_URL ...): they write, the flow writes the index
+    monkeypatch.setenv("FRUGAL_BATCH_RUNNER", "dask")
+    monkeypatch.setenv("FRUGAL_BATCH_DASK_WORKERS", "2")
+    monkeypatch.setenv("FRUGAL_BATCH_CHUNK_SIZE", "3")
+    monkeypatch.setenv("FRUGAL_FILE_WRITE_ROOTS", s3.url("out"))
+    peer.responder = lambda protocol, body: SUMMARY
+    source = write_docs(tmp_path / "in", 8)
+    inputs = {"source": str(source), "destination": s3.url("out")}
+    state = await run_pipeline("nightly-summaries", inputs, return_state=True)
+    assert state.is_completed(), state.message
+    result = await state.aresult()
+    assert result["output"]["ok"] == 8 and result["output"]["index"] == f"s3://{s3.name}/out/index.jsonl"
+    names = [f"out/doc{i:03d}.md" for i in range(8)]
+    assert s3.keys("out/") == sorted([*names, "out/index.jsonl"])
+    rows = [json.loads(line) for line in s3.read("out/index.jsonl").decode().splitlines()]
+    assert [r["summary_path"] for r in rows] == [f"s3://{s3.name}/{name}" for name in names]
+    assert all(SUMMARY in s3.read(name).decode() for name in names)
+
+    again = await run_pipeline("nightly-summaries", inputs, return_state=True)
+    assert again.is_completed(), again.message
+    assert peer.count() == 8
+    assert {name: s3.versions("out/")[name] for name in names} == dict.fromkeys(names, 1), (
+        "a summary that says the same must not be written again"
+    )
+
+
 async def test_a_local_cluster_worker_has_two_threads_and_the_batch_keeps_twice_that_in_flight(monkeypatch, redis_cache):
     """A one-thread worker idles the provider at each chunk's end (docs/batches.md): the local
     cluster's workers run 2 threads, and FRUGAL_BATCH_CHUNKS_IN_FLIGHT=0 (the default) keeps twice
