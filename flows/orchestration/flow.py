@@ -21,7 +21,6 @@ from flows.language import catalog
 from flows.language.compiler import Pipeline
 from flows.orchestration.inline import run_inline
 from flows.orchestration.observers import install
-from flows.orchestration.run_artifact import publish_result
 from flows.orchestration.task_runs import OrchestratedRunner
 
 __all__ = ["orchestrate", "run_inline", "run_orchestrated", "run_pipeline"]
@@ -36,7 +35,8 @@ async def run_pipeline(pipeline: str = "answer", inputs: dict[str, Any] | None =
 async def orchestrate(
     compiled: Pipeline, inputs: dict[str, Any] | None, runner: OrchestratedRunner | None = None
 ) -> dict[str, Any]:
-    """The body of every pipeline flow: run the nodes as task runs, publish the result artifact."""
+    """The body of every pipeline flow: run the nodes as task runs (the run's observers publish its
+    result and Markdown artifacts, `flows.orchestration.run_artifact`)."""
     install()
     ctx = FlowRunContext.get()
     current = ctx.flow_run if ctx is not None else None
@@ -48,10 +48,7 @@ async def orchestrate(
         deployment_id=str(current.deployment_id) if current is not None and current.deployment_id else None,
     )
     result = await execute(compiled, inputs, runner or OrchestratedRunner(), run)
-    dumped = result.model_dump(mode="json")
-    if ctx is not None:
-        await publish_result(dumped, ctx.client)
-    return dumped
+    return result.model_dump(mode="json")
 
 
 async def run_orchestrated(pipeline: str, inputs: dict[str, Any] | None = None) -> RunResult:

@@ -19,6 +19,7 @@ The observer is registered by `flows.orchestration.observers.install`; it does n
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -58,16 +59,13 @@ def _fenced(text: str) -> list[str]:
     return [fence, text, fence]
 
 
-async def publish_result(result: dict[str, Any], client: Any) -> None:
-    """The run's result as a `result` artifact of the current flow run: what REST callers read."""
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
-        return
+async def publish_result(result: dict[str, Any], client: Any, flow_run_id: Any) -> None:
+    """The run's result as a `result` artifact of the flow run: what REST callers read."""
     await client.create_artifact(
         artifact=ArtifactCreate(
             type=RESULT_TYPE,
             description=f"Result of pipeline `{result.get('pipeline')}`: `output` and one report per node.",
-            flow_run_id=ctx.flow_run.id,
+            flow_run_id=flow_run_id,
             data=result,
         )
     )
@@ -128,7 +126,8 @@ def markdown(
 
 
 class RunArtifactObserver:
-    """Publishes the Markdown run artifact at the end of each orchestrated run, successful or not."""
+    """Publishes the Markdown run artifact at the end of each orchestrated run, successful or not,
+    and the result artifact of a successful one (both at once: each is an API call)."""
 
     modes = frozenset({"orchestrated"})
 
@@ -147,7 +146,7 @@ class RunArtifactObserver:
             cut = f" ... ({len(shown)} characters; the whole output is in the run's Markdown artifact)"
             get_run_logger().info("output: %s", shown if len(shown) <= LOG_CHARS else shown[:LOG_CHARS] + cut)
         client: Any = ctx.client  # the engine's async client: flows here are async
-        await client.create_artifact(
+        drawn = client.create_artifact(
             artifact=ArtifactCreate(
                 type="markdown",
                 description=f"The path this run of `{run.pipeline.name}` took through the pipeline.",
@@ -155,6 +154,10 @@ class RunArtifactObserver:
                 data=text,
             )
         )
+        if result is None:
+            await drawn
+        else:
+            await asyncio.gather(drawn, publish_result(result.model_dump(mode="json"), client, ctx.flow_run.id))
 
 
 RUN_ARTIFACT = RunArtifactObserver()
