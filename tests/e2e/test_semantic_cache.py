@@ -26,7 +26,6 @@ from flows.orchestration.flow import run_inline
 from tasks.core.completion import Usage
 from tasks.core.records import ModelAnswer
 from tasks.semantic.embedding import embed
-from tasks.semantic.normalise import normalise
 from tasks.steps import cache as cache_step
 from tasks.steps.cache import LookupRequest, Semantic, StoreRequest, lookup, store
 from tasks.steps.semantic_verify import Verify
@@ -99,12 +98,12 @@ async def test_exact_first_then_a_paraphrase_is_served_by_meaning(store_kind, pe
     assert (again["cache"], again["similarity"], again["matched_key"]) == ("hit", None, None)
     reworded = await ask("What should I do to reset my password?")
     assert reworded["cache"] == "semantic"
-    assert reworded["similarity"] >= 0.75
+    assert reworded["similarity"] >= 0.78
     assert reworded["matched_key"] and len(reworded["matched_key"]) == 64
     assert reworded["text"] == first["text"] and reworded["cost"] == 0
     assert peer.count() == 1  # one model call for three requests
-    trivial = await ask("  how do i RESET my password ")  # same normalised text: similarity 1
-    assert trivial["cache"] == "semantic" and trivial["similarity"] == pytest.approx(1.0, abs=1e-4)
+    spaced = await ask("  How do I  reset my password ")  # spaces and edge punctuation: not the exact key
+    assert spaced["cache"] == "semantic" and spaced["similarity"] >= 0.9
 
 
 @pytest.mark.parametrize(
@@ -257,7 +256,7 @@ async def test_ledger_counts_semantic_hits_apart(peer):
 
 
 async def _vector(text: str) -> np.ndarray:
-    return (await embed([normalise(text)]))[0]
+    return (await embed([text]))[0]
 
 
 async def test_index_finds_replaces_and_removes(store_kind):
