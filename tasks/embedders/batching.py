@@ -8,12 +8,14 @@ texts that arrive while that call runs are queued, and when it returns they all 
 call, then the next queue, until none is waiting. One call at a time per embedder, so the
 bundled encoder (which runs one call at a time anyway) never has a queue of single calls.
 
-Why: the bundled encoder's cost per call is mostly fixed (the Python tokenizer aside, it
-streams its weight matrices once per call, whatever the number of texts in it). Measured with
-`tests/benchmarks/bench_embed_batch.py` (short prompts, one BLAS thread, CPU time per call,
-2-core host at load ~2): 1 prompt 4.2 ms; 2 prompts 6.7 ms (3.4 per prompt); 4 prompts 10.5 ms
-(2.6); 8 prompts 17.7 ms (2.2): 1.9x less CPU per prompt at 8. An HTTP embedder saves a round
-trip per text the same way.
+Why: much of the bundled encoder's cost is per call, not per text (it streams its weight
+matrices once per call, whatever the number of texts in it). Measured with
+`tests/benchmarks/bench_embed_batch.py` (short prompts, one BLAS thread, CPU time, 2-core host
+at load 2.3): 1 prompt per call 3.70 ms; 2 prompts 6.49 ms (3.24 per prompt); 4 prompts 9.18 ms
+(2.30); 8 prompts 16.15 ms (2.02): 1.8x less CPU per prompt at 8. 32 requests at once, each
+embedding one new prompt: 4.60 ms of CPU per prompt with a worker-thread call each (448 encoder
+calls), 2.04 ms through the batcher (15 calls): 2.3x less. An HTTP embedder saves a round trip
+per text the same way.
 
 `calls`, `texts` and `largest` count what went to the embedder, `waiting` what is queued (what a test
 observes).
