@@ -48,7 +48,9 @@ def per_call(texts: list[str], rounds: int) -> None:
                 took.append((time.process_time() - started) * 1000)
         call = statistics.median(took)
         base = base or call
-        print(f"  {k:>2} prompts per call: {call:6.2f} ms per call, {call / k:5.2f} ms per prompt ({base * k / call:.2f}x less CPU per prompt)")
+        print(
+            f"  {k:>2} prompts per call: {call:6.2f} ms per call, {call / k:5.2f} ms per prompt ({base * k / call:.2f}x less CPU per prompt)"
+        )
 
 
 async def concurrent(texts: list[str], concurrency: int, batched: bool) -> tuple[float, float, int]:
@@ -74,7 +76,9 @@ def main() -> None:
     texts = prompts()
     bundled_embedder()  # the weights load once (~1 s)
     per_call(texts, args.rounds)
-    print(f"\n{args.concurrency} concurrent requests, one prompt each, {len(texts)} prompts per round (load {os.getloadavg()[0]:.2f}):")
+    print(
+        f"\n{args.concurrency} concurrent requests, one prompt each, {len(texts)} prompts per round (load {os.getloadavg()[0]:.2f}):"
+    )
     results: dict[bool, list[tuple[float, float, int]]] = {False: [], True: []}
     for _ in range(args.rounds):
         for batched in (False, True):
