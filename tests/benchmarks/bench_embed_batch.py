@@ -49,7 +49,8 @@ def per_call(texts: list[str], rounds: int) -> None:
         call = statistics.median(took)
         base = base or call
         print(
-            f"  {k:>2} prompts per call: {call:6.2f} ms per call, {call / k:5.2f} ms per prompt ({base * k / call:.2f}x less CPU per prompt)"
+            f"  {k:>2} prompts per call: {call:6.2f} ms per call, {call / k:5.2f} ms per prompt "
+            f"({base * k / call:.2f}x less CPU per prompt)"
         )
 
 
@@ -77,7 +78,8 @@ def main() -> None:
     bundled_embedder()  # the weights load once (~1 s)
     per_call(texts, args.rounds)
     print(
-        f"\n{args.concurrency} concurrent requests, one prompt each, {len(texts)} prompts per round (load {os.getloadavg()[0]:.2f}):"
+        f"\n{args.concurrency} concurrent requests, one prompt each, {len(texts)} prompts per round "
+        f"(load {os.getloadavg()[0]:.2f}):"
     )
     results: dict[bool, list[tuple[float, float, int]]] = {False: [], True: []}
     for _ in range(args.rounds):
