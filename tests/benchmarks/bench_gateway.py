@@ -23,9 +23,9 @@ prompt for the look-up (on a Redis without vector sets only the router embeds).
 the gateway from OLD_CHECKOUT (a `git archive` or worktree of the older commit, imported first
 through PYTHONPATH, with this environment's packages) and from this checkout, interleaved for
 `--rounds` rounds (old, new, old, new, ...), each round in a fresh gateway: a miss's overhead
-over the stand-in at concurrency 1, and at concurrency 32 requests/s on the 70 % mix and the
-gateway's CPU per request on it and on all-new prompts (CPU per miss: /proc, the gateway's
-process alone). LiteLLM is not run in this mode.
+over the stand-in at concurrency 1 (and the gateway's CPU per miss there), and at concurrency
+32 requests/s on the 70 % mix and the gateway's CPU per request on it and on all-new prompts
+(CPU per miss; CPU from /proc, the gateway's process alone). LiteLLM is not run in this mode.
 
 The load generator is wrk (Debian's package `wrk`), scripted in Lua to send the mix; the
 LiteLLM proxy runs from its own virtual environment (`pip install 'litellm[proxy]'` there) and
@@ -314,7 +314,9 @@ def one_version(folder: Path, standin: str, source: Path | None, args: argparse.
         wrk(base, model, path, mix=0, connections=4, seconds=2, folder=folder)  # the miss path runs once before it is timed
         quiet()
         direct = wrk(standin, model, path, mix=0, connections=1, seconds=args.seconds / 2, folder=folder)
+        cpu = gateway_cpu(gateway)
         misses = wrk(base, model, path, mix=0, connections=1, seconds=args.seconds / 2, folder=folder)
+        cpu_miss_1 = gateway_cpu(gateway) - cpu
         quiet()
         cpu = gateway_cpu(gateway)
         mix = wrk(base, model, path, mix=7, connections=32, seconds=args.seconds, folder=folder)
@@ -329,6 +331,7 @@ def one_version(folder: Path, standin: str, source: Path | None, args: argparse.
         forget(prefix)
     return {
         "overhead": misses["p50"] - direct["p50"],
+        "cpu_miss_1": cpu_miss_1 * 1000 / max(1, misses["requests"]),
         "rps": mix["rps"],
         "p50": mix["p50"],
         "cpu_request": cpu_mix * 1000 / max(1, mix["requests"]),
@@ -350,7 +353,8 @@ def compare(old: Path, args: argparse.Namespace) -> None:
                 results[name].append(row := one_version(folder, standin, source, args))
                 loads.append(os.getloadavg()[0])
                 print(
-                    f"round {round_ + 1} {name}: overhead {row['overhead']:+.2f} ms, c=32 70 %: {row['rps']:.1f}/s "
+                    f"round {round_ + 1} {name}: overhead {row['overhead']:+.2f} ms, {row['cpu_miss_1']:.2f} ms CPU per miss; "
+                    f"c=32 70 %: {row['rps']:.1f}/s "
                     f"{row['cpu_request']:.2f} ms CPU per request; all new: {row['miss_rps']:.1f}/s "
                     f"{row['cpu_miss']:.2f} ms CPU per miss; non-2xx {row['non_2xx']:.0f}; load {loads[-1]:.2f}",
                     flush=True,
@@ -362,11 +366,15 @@ def compare(old: Path, args: argparse.Namespace) -> None:
         f"\nold: {old}; new: {ROOT}; stand-in {args.delay * 1000:.0f} ms; Redis {REDIS}; {args.rounds} rounds, interleaved; "
         f"load average {min(loads):.2f}-{max(loads):.2f}"
     )
-    print(f"{'median of rounds':<18} {'miss overhead c=1':>18} {'70 % c=32 req/s':>16} {'CPU/request':>12} {'CPU/miss c=32':>14}")
+    print(
+        f"{'median of rounds':<18} {'miss overhead c=1':>18} {'CPU/miss c=1':>13} {'70 % c=32 req/s':>16} {'CPU/request':>12} "
+        f"{'CPU/miss c=32':>14}"
+    )
     for name, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         print(
-            f"{name:<18} {med['overhead']:>+15.2f} ms {med['rps']:>16.1f} {med['cpu_request']:>9.2f} ms "
+            f"{name:<18} {med['overhead']:>+15.2f} ms {med['cpu_miss_1']:>10.2f} ms {med['rps']:>16.1f} "
+            f"{med['cpu_request']:>9.2f} ms "
             f"{med['cpu_miss']:>11.2f} ms"
         )
 
