@@ -12,7 +12,9 @@ for reporting). Prompts are embedded with the bundled multilingual sentence enco
 (what the cache does: the router's vector too, so a miss embeds once), or with `--text
 normalised` in their normalised form (`tasks.semantic.normalise`: what the cache did before).
 `--compare` adds, in the same run, both forms side by side per threshold and language, and the
-least threshold (in hundredths) with no false hit for each form (read it on `--split tune`).
+least threshold (in hundredths) with no false hit for each form (printed for `--split tune`
+only), plus `written+key`: as written, with the pairs that are equal once normalised served at
+similarity 1 (what a cache key on the normalised text would add; not built).
 
 With `--verify LOW,HIGH` the grey-zone verifier (`tasks.steps.semantic_verify`) is asked about
 every pair in that similarity band that the guards let through, on the small model of
@@ -60,6 +62,9 @@ def compare(pairs: list[dict], embed, guarded: list[str | None]) -> None:  # typ
     similarity = {
         name: cosines(embed([form(p["a"]) for p in pairs]), embed([form(p["b"]) for p in pairs])) for name, form in FORMS.items()
     }
+    # what a key on the normalised text (not built) would add: pairs equal once normalised served at similarity 1
+    equal = np.asarray([normalise(p["a"]) == normalise(p["b"]) for p in pairs])
+    similarity["written+key"] = np.where(equal, 1.0, similarity["as-written"])
     langs = ["all", *sorted({p["lang"] for p in pairs})]
 
     def served(name: str, tau: float, lang: str, paraphrase: bool) -> tuple[int, int]:
@@ -73,14 +78,14 @@ def compare(pairs: list[dict], embed, guarded: list[str | None]) -> None:  # typ
     print("\nboth forms, with the guards (recall; false hits on near-misses + unrelated):")
     print(f"{'threshold':>9} {'form':<11} | " + " | ".join(f"{lang:^15}" for lang in langs))
     for tau in THRESHOLDS:
-        for name in FORMS:
+        for name in similarity:
             cells = []
             for lang in langs:
                 hit, para = served(name, tau, lang, True)
                 false, other = served(name, tau, lang, False)
                 cells.append(f"{hit / max(1, para):>5.0%} {false:>3}/{other:<4}")
             print(f"{tau:>9.2f} {name:<11} | " + " | ".join(f"{c:^15}" for c in cells))
-    for name in FORMS if all(p["split"] == "tune" for p in pairs) else ():  # thresholds are chosen on tune only
+    for name in similarity if all(p["split"] == "tune" for p in pairs) else ():  # thresholds are chosen on tune only
         clean = next((t / 100 for t in range(50, 100) if served(name, t / 100, "all", False)[0] == 0), None)
         if clean is not None:
             hit, para = served(name, clean, "all", True)
