@@ -85,7 +85,7 @@ class _Try:
     head: Head
     embedder: Callable[[], Embedder]
     down_key: str
-    down: str  # a message with {exc}
+    down: Callable[[EmbedderUnavailable], str]  # the warning when the embedder fails
 
 
 def _tries(router_file: Path | str | None) -> tuple[str, list[_Try]]:
@@ -103,14 +103,21 @@ def _tries(router_file: Path | str | None) -> tuple[str, list[_Try]]:
         else:
             tries.append(
                 _Try(
-                    head, configured_embedder, f"down:{wanted}", f"embedder {wanted} failed ({{exc}}); routing with {BUNDLED_ID}"
+                    head,
+                    configured_embedder,
+                    f"down:{wanted}",
+                    lambda exc: f"embedder {wanted} failed ({exc}); routing with {BUNDLED_ID}",
                 )
             )
     head = doc.head(BUNDLED_ID)
     if head is None:
         warn_once(f"nobundled:{router.path}", f"router {router.path} has no head for {BUNDLED_ID}; routing by rules")
     else:
-        tries.append(_Try(head, bundled_embedder, f"down:{BUNDLED_ID}", "the bundled embedder failed ({exc}); routing by rules"))
+        tries.append(
+            _Try(
+                head, bundled_embedder, f"down:{BUNDLED_ID}", lambda exc: f"the bundled embedder failed ({exc}); routing by rules"
+            )
+        )
     return doc.version, tries
 
 
@@ -124,7 +131,7 @@ def route(text: str, router_file: Path | str | None = None) -> Routed | None:
             # the semantic cache may have embedded this very text for this request: the memo has it
             return decide(attempt.head, remembered(attempt.embedder(), [text])[0], text, version)
         except EmbedderUnavailable as exc:
-            warn_once(attempt.down_key, attempt.down.format(exc=exc))
+            warn_once(attempt.down_key, attempt.down(exc))
     return None
 
 
@@ -138,5 +145,5 @@ async def route_async(text: str, router_file: Path | str | None = None) -> Route
             vector = (await remembered_async(embedder, [text]))[0]
             return decide(attempt.head, vector, text, version)
         except EmbedderUnavailable as exc:
-            warn_once(attempt.down_key, attempt.down.format(exc=exc))
+            warn_once(attempt.down_key, attempt.down(exc))
     return None
