@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     purge.add_argument("--older-than", metavar="AGE", help="stored more than AGE ago: 7d, 24h, 30m, 2w, or a date")
     purge.add_argument("--prompt", metavar="TEXT", help="the cached answers to this prompt")
     purge.add_argument("--neighbours", action="store_true", help="with --prompt: and to prompts close to it in meaning")
-    purge.add_argument("--threshold", type=float, default=None, help="with --neighbours: least similarity (default 0.75)")
+    purge.add_argument("--threshold", type=float, default=None, help="with --neighbours: least similarity (default 0.78)")
     purge.set_defaults(func=run)
 
 
@@ -62,7 +62,7 @@ async def _purge(args: argparse.Namespace) -> tuple[int, int]:
     selected = {(e.namespace, e.group, e.key): e for e in entries if normalise(e.text) == wanted}
     if args.neighbours:
         threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-        vector = (await embed([wanted]))[0]
+        vector = (await embed([args.prompt]))[0]  # the index holds prompts' vectors as written
         sizes: dict[tuple[str, str], int] = {}
         for e in entries:
             sizes[(e.namespace, e.group)] = sizes.get((e.namespace, e.group), 0) + 1

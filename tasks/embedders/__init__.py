@@ -3,6 +3,8 @@
     embedder = configured_embedder()          # loaded once per process, then reused
     vectors = embedder.embed(["a prompt"])    # (1, dim) float32, unit length
     vectors = remembered(embedder, ["a prompt"])   # the same, a recently embedded text not embedded again
+    vectors = await remembered_async(embedder, ["a prompt"])   # from the event loop: calls shared with
+                                                               # other requests (`batching`)
 
 `bundled_embedder()` is the in-process one every fallback lands on. Loading is blocking
 (the bundled weights take ~1 s): async callers run these in a worker thread.
@@ -10,29 +12,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from tasks.core.settings import EmbedderSettings, get_settings
 
 from .base import Embedder, EmbedderUnavailable, normalised
+from .batching import Batcher, batcher_for
 from .bundled import BUNDLED_ID, BundledEmbedder
 from .http import OllamaEmbedder, OpenAIEmbedder
-from .memo import forget_remembered, remembered
+from .memo import forget_remembered, remembered, remembered_async
 
 __all__ = [
     "BUNDLED_ID",
+    "Batcher",
     "DEFAULT_MODELS",
     "BundledEmbedder",
     "Embedder",
     "EmbedderUnavailable",
     "OllamaEmbedder",
     "OpenAIEmbedder",
+    "batcher_for",
     "bundled_embedder",
+    "bundled_embedder_async",
     "configured_embedder",
     "make_embedder",
     "normalised",
     "forget_remembered",
     "remembered",
+    "remembered_async",
 ]
 
 DEFAULT_MODELS = {"ollama": "nomic-embed-text", "openai": "text-embedding-3-small"}
@@ -62,6 +70,12 @@ def bundled_embedder() -> Embedder:
         if embedder is None:
             embedder = _loaded[("bundled",)] = BundledEmbedder().load()
         return embedder
+
+
+async def bundled_embedder_async() -> Embedder:
+    """`bundled_embedder()` from the event loop: the first load (~1 s) runs on a worker thread."""
+    embedder = _loaded.get(("bundled",))
+    return embedder if embedder is not None else await asyncio.to_thread(bundled_embedder)
 
 
 def configured_embedder(config: EmbedderSettings | None = None) -> Embedder:

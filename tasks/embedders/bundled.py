@@ -34,6 +34,8 @@ class BundledEmbedder:
             ) from exc
         self._model: Any = USE(threads=threads)
         self._lock = threading.Lock()  # the numpy backend keeps per-call buffers: one call at a time
+        self.calls = 0  # encoder calls made, and texts encoded in them (what tests count)
+        self.texts = 0
 
     def load(self) -> BundledEmbedder:
         """Read the weights now (~1 s) rather than on the first request."""
@@ -46,6 +48,8 @@ class BundledEmbedder:
             return np.zeros((0, 512), dtype=np.float32)
         try:
             with self._lock:
+                self.calls += 1
+                self.texts += len(items)
                 rows = self._model.encode(items)
         except (OSError, ValueError, RuntimeError) as exc:
             raise EmbedderUnavailable(f"the bundled embedder failed: {exc}") from exc

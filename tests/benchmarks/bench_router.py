@@ -1,6 +1,6 @@
 """How well and how fast does the learned router route, against the baselines, on held-out prompts?
 
-    .venv/bin/python tests/benchmarks/bench_router.py [--router FILE] [--candidates]
+    .venv/bin/python tests/benchmarks/bench_router.py [--router FILE] [--candidates] [--forms]
 
 On the eval split of evals/router (prompts never seen in training, split by template
 group), in one run: the learned router (the packaged file, bundled USE multilingual v3
@@ -10,7 +10,11 @@ large-needing prompts sent small), share sent large, accuracy per language and p
 and the routing time per prompt (embed + classify + nearest examples, one prompt at a
 time, one thread). `--candidates` also compares embedders (bundled USE, a static model2vec
 embedder if `tokenlearn-static-model` is installed, character n-grams), each with a
-logistic regression trained on the train split (C chosen by group CV).
+logistic regression trained on the train split (C chosen by group CV). `--forms` retrains the
+router (`tasks.routing.train`, as `frugal router train` does) on the train split embedded as
+written and normalised (`tasks.semantic.normalise`, the cheap features still of the text as
+written), and routes the eval split in the same form: could the router take the semantic
+cache's vector of the normalised prompt (one encoder call per miss) without losing accuracy?
 
 Targets: accuracy >= 90 %, risk <= 5 %, >= 85 % in each language, <= 5 ms p50.
 Not a test: it prints figures and asserts nothing.
@@ -31,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
-from tasks.embedders import bundled_embedder
+from tasks.embedders import bundled_embedder, forget_remembered
 from tasks.routing import Example, load_router, read_examples, route
 from tasks.routing.labels import split
 from tasks.steps.classify import ClassifyRequest, route_by_rules
@@ -140,6 +144,38 @@ def candidates(train: list[Example], held: list[Example]) -> None:
     evaluate(f"char 3-4-grams ({BUCKETS} hashed)", char_ngrams(texts_t), char_ngrams(texts_h), ms, "none")
 
 
+def forms(train_set: list[Example], held: list[Example]) -> None:
+    """The router retrained on each text form, per language and per task, eval split."""
+    from tasks.routing.train import embed_all, train
+    from tasks.semantic.normalise import normalise
+
+    use = bundled_embedder()
+
+    class Normalised:
+        id = use.id
+
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            return use.embed([normalise(t) for t in texts])
+
+    texts = [e.prompt for e in held]
+    packaged = load_router(ROOT / "tasks/routing/default_router.json").doc.heads[0]
+    rows = []
+    for name, embedder, head in (
+        ("packaged, as written", use, packaged),
+        ("packaged, normalised", Normalised(), packaged),
+        ("retrained, as written", use, None),
+        ("retrained, normalised", Normalised(), None),
+    ):
+        head = head or train(train_set, embedder).heads[0]  # type: ignore[arg-type]
+        p = head.probability(embed_all(embedder, texts), texts)  # type: ignore[arg-type]
+        row = figures(f"{name} (t={head.threshold:.2f})", held, list(p >= head.threshold))
+        rows.append(row)
+    print("\nThe router on each text form (trained on the train split, threshold from its out-of-fold curve):")
+    print_table(rows)
+    for task in sorted(rows[0]["task"]):  # type: ignore[arg-type]
+        print(f"  {task:<22} " + " ".join(f"{r['task'][task]:>6.0%}" for r in rows))  # type: ignore[index]
+
+
 def grams(text: str) -> list[str]:
     t = f" {' '.join(text.lower().split())} "
     return [t[i : i + n] for n in (3, 4) for i in range(len(t) - n + 1)]
@@ -149,6 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--router", help="router file (default: the packaged one)")
     parser.add_argument("--candidates", action="store_true", help="also compare embedder candidates")
+    parser.add_argument("--forms", action="store_true", help="also retrain and route on the prompt as written and normalised")
     args = parser.parse_args()
     examples, _ = read_examples(DATA)
     train, held = split(examples, "train"), split(examples, "eval")
@@ -162,6 +199,7 @@ def main() -> None:
     wait_until_quiet()
     routed = [route(t, loaded.path) for t in texts]
     assert all(r is not None for r in routed)
+    forget_remembered()  # the decisions above embedded these prompts: route them anew, not from the memo
     route_ms = timed(lambda t: route(t, loaded.path), texts)
     embed_ms = timed(lambda t: bundled_embedder().embed([t]), texts)
     rules_ms = timed(lambda t: route_by_rules(ClassifyRequest(text=t)), texts)
@@ -189,6 +227,8 @@ def main() -> None:
     print(f"  prompt length on the eval split: median {statistics.median(words(t) for t in texts)} words")
     if args.candidates:
         candidates(train, held)
+    if args.forms:
+        forms(train, held)
 
 
 if __name__ == "__main__":

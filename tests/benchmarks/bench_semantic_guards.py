@@ -1,14 +1,20 @@
 """How far meaning alone can be trusted, and what the near-miss guards add, on the hand-written pairs.
 
     .venv/bin/python tests/benchmarks/bench_semantic_guards.py [--split eval] [--pairs evals/semantic/pairs.jsonl]
-        [--verify 0.75,0.85 [--verify-provider local] [--verify-probability 0.8]]
+        [--text as-written|normalised] [--compare]
+        [--verify 0.78,0.85 [--verify-provider local] [--verify-probability 0.8]]
 
 For each similarity threshold: paraphrase recall (the share of true re-wordings that would be
 served from the cache) and false hits (near-misses and unrelated same-topic prompts that would
 be served another prompt's answer), without and with the guards (`tasks.semantic.guards`),
 overall and per language, on the split asked for (thresholds are chosen on `tune`; `eval` is
-for reporting). Prompts are compared in their normalised form (`tasks.semantic.normalise`)
-and embedded with the bundled multilingual sentence encoder.
+for reporting). Prompts are embedded with the bundled multilingual sentence encoder as written
+(what the cache does: the router's vector too, so a miss embeds once), or with `--text
+normalised` in their normalised form (`tasks.semantic.normalise`: what the cache did before).
+`--compare` adds, in the same run, both forms side by side per threshold and language, and the
+least threshold (in hundredths) with no false hit for each form (printed for `--split tune`
+only), plus `written+key`: as written, with the pairs that are equal once normalised served at
+similarity 1 (what a cache key on the normalised text would add; not built).
 
 With `--verify LOW,HIGH` the grey-zone verifier (`tasks.steps.semantic_verify`) is asked about
 every pair in that similarity band that the guards let through, on the small model of
@@ -34,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 from tasks.semantic.guards import first_difference  # noqa: E402
 from tasks.semantic.normalise import normalise  # noqa: E402
 
-THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.78, 0.8, 0.85, 0.9, 0.95)
+FORMS = {"as-written": lambda text: text, "normalised": normalise}
 
 
 def embedder():  # type: ignore[no-untyped-def]
@@ -42,6 +49,52 @@ def embedder():  # type: ignore[no-untyped-def]
 
     model = USE(threads=1)
     return lambda texts: np.asarray(model.encode(texts), dtype=np.float32)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def compare(pairs: list[dict], embed, guarded: list[str | None]) -> None:  # type: ignore[no-untyped-def]
+    """Both text forms side by side: recall and false hits with the guards, overall and per language."""
+    similarity = {
+        name: cosines(embed([form(p["a"]) for p in pairs]), embed([form(p["b"]) for p in pairs])) for name, form in FORMS.items()
+    }
+    # what a key on the normalised text (not built) would add: pairs equal once normalised served at similarity 1
+    equal = np.asarray([normalise(p["a"]) == normalise(p["b"]) for p in pairs])
+    similarity["written+key"] = np.where(equal, 1.0, similarity["as-written"])
+    langs = ["all", *sorted({p["lang"] for p in pairs})]
+
+    def served(name: str, tau: float, lang: str, paraphrase: bool) -> tuple[int, int]:
+        idx = [
+            i
+            for i, p in enumerate(pairs)
+            if (lang == "all" or p["lang"] == lang) and (p["relation"] == "paraphrase") == paraphrase
+        ]
+        return sum(bool(similarity[name][i] >= tau and guarded[i] is None) for i in idx), len(idx)
+
+    print("\nboth forms, with the guards (recall; false hits on near-misses + unrelated):")
+    print(f"{'threshold':>9} {'form':<11} | " + " | ".join(f"{lang:^15}" for lang in langs))
+    for tau in THRESHOLDS:
+        for name in similarity:
+            cells = []
+            for lang in langs:
+                hit, para = served(name, tau, lang, True)
+                false, other = served(name, tau, lang, False)
+                cells.append(f"{hit / max(1, para):>5.0%} {false:>3}/{other:<4}")
+            print(f"{tau:>9.2f} {name:<11} | " + " | ".join(f"{c:^15}" for c in cells))
+    for name in similarity if all(p["split"] == "tune" for p in pairs) else ():  # thresholds are chosen on tune only
+        clean = next((t / 100 for t in range(50, 100) if served(name, t / 100, "all", False)[0] == 0), None)
+        if clean is not None:
+            hit, para = served(name, clean, "all", True)
+            print(f"least threshold with no false hit here, {name}: {clean:.2f} (recall {hit / para:.0%})")
+    case = [i for i, p in enumerate(pairs) if p["variant"] == "case"]
+    print(
+        "case variants (min / median similarity): "
+        + "; ".join(f"{n} {min(similarity[n][case]):.2f} / {np.median(similarity[n][case]):.2f}" for n in FORMS)
+    )
 
 
 def verify_band(
@@ -69,6 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=Path, default=ROOT / "evals" / "semantic" / "pairs.jsonl")
     parser.add_argument("--split", choices=("tune", "eval", "all"), default="eval")
+    parser.add_argument("--text", choices=tuple(FORMS), default="as-written", help="the form of the prompts embedded")
+    parser.add_argument("--compare", action="store_true", help="also both forms side by side")
     parser.add_argument("--verify", help="LOW,HIGH: ask the verifier about pairs in this similarity band")
     parser.add_argument("--verify-provider", default="local")
     parser.add_argument("--verify-probability", type=float, default=0.8)
@@ -77,11 +132,12 @@ def main() -> None:
     if args.split != "all":
         pairs = [p for p in pairs if p["split"] == args.split]
     embed = embedder()
+    form = FORMS[args.text]
     started = time.perf_counter()
-    a = embed([normalise(p["a"]) for p in pairs])
-    b = embed([normalise(p["b"]) for p in pairs])
+    a = embed([form(p["a"]) for p in pairs])
+    b = embed([form(p["b"]) for p in pairs])
     embed_ms = (time.perf_counter() - started) * 1000 / (2 * len(pairs))
-    similarity = (a * b).sum(axis=1)
+    similarity = cosines(a, b)
     first_difference("warm up", "the language identifier")  # its model loads once per process (~0.7 s)
     started = time.perf_counter()
     guarded = [first_difference(p["a"], p["b"]) for p in pairs]
@@ -92,7 +148,10 @@ def main() -> None:
         low, high = (float(x) for x in args.verify.split(","))
         verified, verify_ms = verify_band(pairs, similarity, guarded, low, high, args.verify_provider)
     relations = Counter(p["relation"] for p in pairs)
-    print(f"{len(pairs)} pairs ({args.split}): " + ", ".join(f"{n} {r}" for r, n in sorted(relations.items())))
+    print(
+        f"{len(pairs)} pairs ({args.split}), prompts embedded {args.text}: "
+        + ", ".join(f"{n} {r}" for r, n in sorted(relations.items()))
+    )
     print(f"embedding {embed_ms:.1f} ms per prompt, guards {guard_us:.0f} µs per pair")
     print()
     if args.verify:
@@ -131,6 +190,9 @@ def main() -> None:
             false = sum(similarity[i] >= tau and guarded[i] is None for i in other)
             cells.append(f"{recall:>5.0%} {false:>3}/{len(other):<4}")
         print(f"{tau:>9.2f} | " + " | ".join(f"{c:^15}" for c in cells))
+    print()
+    if args.compare:
+        compare(pairs, embed, guarded)
     print()
     caught = Counter(g for g, p in zip(guarded, pairs, strict=True) if p["relation"] == "near_miss")
     lost = Counter(g for g, p in zip(guarded, pairs, strict=True) if p["relation"] == "paraphrase" and g)
