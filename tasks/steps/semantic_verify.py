@@ -43,7 +43,7 @@ class Verify(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     between: tuple[float, float] = Field(
-        (0.75, 0.85), description="the similarity band [low, high) in which a candidate is confirmed by the small model"
+        (0.78, 0.85), description="the similarity band [low, high) in which a candidate is confirmed by the small model"
     )
     min_probability: float = Field(0.8, gt=0, le=1, description="least probability of `same` for a hit")
     provider: str | None = Field(None, description="small-model provider (ollama, local, ...); default FRUGAL_SLM_PROVIDER")

@@ -415,10 +415,9 @@ async def test_the_ledger_records_the_verifiers_calls_as_spending_not_savings(pe
     from flows.language.catalog import PROJECT_DIR
 
     spec = (PROJECT_DIR / "deployments" / "answer.yaml").read_text()
-    marker = "        threshold: 0.75\n"
-    assert marker in spec
+    marker = next(line for line in spec.splitlines(keepends=True) if line.strip().startswith("threshold:"))
     verified = tmp_path / "answer-verified.yaml"
-    verified.write_text(spec.replace(marker, marker + "        verify: {between: [0.75, 1.0001], min_probability: 0.8}\n"))
+    verified.write_text(spec.replace(marker, marker + "        verify: {between: [0.5, 1.0001], min_probability: 0.8}\n"))
     answers_with(peer, "Open Settings, then Security.")
     await run_inline(str(verified), {"prompt": "How do I reset my password?"})
     peer.responder = lambda protocol, body: '{"label": "same"}' if "same thing" in json.dumps(body) else "A new answer."
