@@ -269,7 +269,7 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     pending: set[asyncio.Future[list[dict[str, Any]]]] = set()
 
     async def run_chunk(chunk_index: int, chunk: list[tuple[int, Any]]) -> list[dict[str, Any]]:
-        key = None if in_memory else chunk_key(node, context, chunk)
+        key = None if in_memory or not runner.caches_chunks else chunk_key(node, context, chunk)
         counted = 0
 
         def chunk_advance(n: int) -> None:

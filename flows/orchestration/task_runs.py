@@ -55,6 +55,7 @@ class OrchestratedRunner:
     """Each node is a Prefect task run named after its node id."""
 
     mode: Literal["orchestrated"] = "orchestrated"
+    caches_chunks = True  # a chunk's records persist as a Prefect result under its key
 
     def __init__(self, *, record_skips: bool | None = None) -> None:
         #: a *Skipped* task run per skipped node (the engine asks `shows_skips`)
