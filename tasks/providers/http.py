@@ -12,7 +12,7 @@ from tasks.core.errors import ModelAuthError, ModelRequestError, ModelTimeout, M
 from tasks.core.loops import for_loop
 from tasks.core.redact import redact
 from tasks.providers.retry import TRANSIENT_STATUS, Transient, retry_after_seconds
-from tasks.providers.transport import make_client, timed_out
+from tasks.providers.transport import make_client, timed_out, underlying
 
 
 class LoopClients:
@@ -76,10 +76,11 @@ async def post(
     try:
         return await client.post(url, json=body, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT)
     except httpx.TransportError as exc:
+        cause = underlying(exc)
         if timed_out(exc):
-            kind = type(exc.__cause__ or exc).__name__
-            raise ModelTimeout(f"{provider} at {where} did not answer in time ({kind})", provider=provider) from exc
-        cause = exc.__cause__ if exc.__cause__ is not None and type(exc.__cause__).__module__.startswith("aiohttp") else exc
+            raise ModelTimeout(
+                f"{provider} at {where} did not answer in time ({type(cause).__name__})", provider=provider
+            ) from exc
         detail = redact(f"{type(cause).__name__}: {cause}", *secrets)
         fix = f"; {hint}" if hint else ""
         raise ModelUnavailable(f"{provider} cannot be reached at {where}: {detail}{fix}", provider=provider) from exc

@@ -77,9 +77,15 @@ def make_client(timeout: float, **options: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout, limits=LIMITS, verify=tls_context(), **options)
 
 
+def underlying(exc: httpx.TransportError) -> BaseException:
+    """The aiohttp error beneath an httpx one, if the aiohttp transport raised it; else `exc`."""
+    cause = exc.__cause__
+    return cause if cause is not None and type(cause).__module__.startswith("aiohttp") else exc
+
+
 def timed_out(exc: httpx.TransportError) -> bool:
     """Whether a transport error is a timeout (rather than a connection refused or dropped)."""
-    cause = exc.__cause__
-    if cause is not None and type(cause).__module__.startswith("aiohttp"):
+    cause = underlying(exc)
+    if cause is not exc:
         return isinstance(cause, asyncio.TimeoutError | TimeoutError)
     return isinstance(exc, httpx.TimeoutException)

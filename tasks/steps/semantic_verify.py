@@ -81,15 +81,7 @@ class VerifierCall(BaseModel):
 
     @classmethod
     def of(cls, answer: ModelAnswer) -> VerifierCall:
-        return cls(
-            model=answer.model,
-            tier=answer.tier,
-            usage=answer.usage,
-            cost_usd=answer.cost_usd,
-            uncached_cost_usd=answer.uncached_cost_usd,
-            latency_ms=answer.latency_ms,
-            valid=answer.valid,
-        )
+        return cls.model_validate(answer.model_dump(include=set(cls.model_fields)))
 
 
 def question(cached: str, new: str, verify: Verify) -> SlmRequest:
