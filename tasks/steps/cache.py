@@ -11,7 +11,11 @@ of the same namespace and *group* (the key of every other part of the request: `
 without the user message) nearest in meaning to the user message are candidates
 (`tasks.stores.semantic_index`); one at or above the threshold is served only if every
 near-miss guard passes (`tasks.semantic.guards`), as ``cache: "semantic"`` with its
-`similarity` and `matched_key`. Anything refused is a miss. Requests with a temperature
+`similarity` and `matched_key`. Before any embedding, an entry of the group whose user message
+is the same once normalised (case, spaces, edge punctuation: `tasks.semantic.normalise`) is
+served at similarity 1 if the guards pass: such variants cost one index read, not an encoder
+call, and case variants, which the encoder scores anywhere from 0.34 to 0.93, are served at all.
+Anything refused is a miss. Requests with a temperature
 above 0, or marked ``mode: exact`` (personal data), never use it. With `verify:` (off by
 default), a candidate in a similarity band is also confirmed by the small model
 (`tasks.steps.semantic_verify`); `verified` is the probability it gave.
@@ -38,11 +42,11 @@ from tasks.core.records import CACHE_VALUE_VERSION, CachedAnswer, ModelAnswer
 from tasks.core.settings import CacheSettings, get_settings
 from tasks.semantic.embedding import embed
 from tasks.semantic.guards import first_difference
-from tasks.semantic.normalise import normalise
+from tasks.semantic.normalise import normalise, text_key
 from tasks.steps.semantic_verify import VerifierCall, Verify, same_question
 from tasks.stores import AnswerStore, open_store
 from tasks.stores.leases import claim_or_wait, release
-from tasks.stores.semantic_index import open_index
+from tasks.stores.semantic_index import Neighbour, open_index
 
 #: the similarity at or above which a cached prompt is a candidate (see the module docstring)
 DEFAULT_THRESHOLD = 0.78
@@ -193,6 +197,11 @@ async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: Ans
         if not await index.available():
             _warn_once("semantic cache off, exact match only: %s", NO_VECTOR_SEARCH)
             return Lookup(hit=False, cache="miss")
+        twin = await index.same_text(request.namespace, semantic.group, text_key(semantic.text))
+        if twin is not None and twin.key != request.key and first_difference(twin.text, semantic.text) is None:
+            served = await _serve(request, twin, store, settings, None, [])
+            if served is not None:
+                return served  # the same text once normalised: no embedding
         vector = (await embed([semantic.text]))[0]  # as written: the router's vector too
         neighbours = await index.nearest(request.namespace, semantic.group, vector, CANDIDATES)
     except CacheError as exc:
@@ -218,28 +227,43 @@ async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: Ans
                 refused = refused or Lookup(hit=False, cache="miss", similarity=similarity, refused="verifier", verified=verified)
                 continue
         try:
-            raw = await store.get(cache_key(settings.prefix, request.namespace, neighbour.key))
+            served = await _serve(request, neighbour, store, settings, verified, calls)
         except CacheError as exc:
             step_logger().warning("prompt cache unavailable, treating as a miss: %s", exc)
             return Lookup(hit=False, cache="error", verifier_calls=calls)
-        if raw is None:
-            continue  # its exact entry was purged or expired first
-        try:
-            answer = CachedAnswer.model_validate_json(raw)
-        except ValidationError:
-            continue
-        return Lookup(
-            hit=True,
-            cache="semantic",
-            answer=answer,
-            similarity=similarity,
-            matched_key=neighbour.key,
-            verified=verified,
-            verifier_calls=calls,
-        )
+        if served is not None:
+            return served
     missed = refused or Lookup(hit=False, cache="miss")
     missed.verifier_calls = calls
     return missed
+
+
+async def _serve(
+    request: LookupRequest,
+    neighbour: Neighbour,
+    store: AnswerStore,
+    settings: CacheSettings,
+    verified: float | None,
+    calls: list[VerifierCall],
+) -> Lookup | None:
+    """The semantic hit on `neighbour`'s answer, or None when its exact entry is gone (purged,
+    expired first) or unreadable."""
+    raw = await store.get(cache_key(settings.prefix, request.namespace, neighbour.key))
+    if raw is None:
+        return None
+    try:
+        answer = CachedAnswer.model_validate_json(raw)
+    except ValidationError:
+        return None
+    return Lookup(
+        hit=True,
+        cache="semantic",
+        answer=answer,
+        similarity=round(neighbour.similarity, 4),
+        matched_key=neighbour.key,
+        verified=verified,
+        verifier_calls=calls,
+    )
 
 
 async def store(request: StoreRequest, settings: CacheSettings | None = None) -> Stored:
@@ -296,7 +320,8 @@ async def index_prompt(request: StoreRequest, semantic: Semantic, settings: Cach
             _warn_once("semantic cache off, exact match only: %s", NO_VECTOR_SEARCH)
             return False
         vector = (await embed([semantic.text]))[0]  # as written: the router's vector too
-        await index.add(request.namespace, semantic.group, request.key, semantic.text, vector, request.ttl or settings.ttl)
+        ttl = request.ttl or settings.ttl
+        await index.add(request.namespace, semantic.group, request.key, semantic.text, vector, ttl, text_key(semantic.text))
     except CacheError as exc:
         _warn_once("semantic cache unavailable, answer stored for exact match only: %s", exc)
         return False

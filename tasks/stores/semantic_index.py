@@ -8,7 +8,9 @@ One interface, two stores, picked from ``FRUGAL_CACHE_URL`` like the exact cache
     (empty)                     SqliteIndex in FRUGAL_DATA_DIR/semantic.sqlite3
 
 An entry is the request key of an exact-cache entry, the user message it answered (as written:
-the guards read it), its vector, and when it expires (the exact entry's TTL). A *group* is
+the guards read it), the key of that message's normalised form (`tasks.semantic.normalise.text_key`),
+its vector, and when it expires (the exact entry's TTL). `same_text` finds an entry by the
+normalised form alone: a case, spacing or edge-punctuation variant needs no embedding. A *group* is
 the key of everything but the user message (`hash_prompt` without it): only prompts whose
 every other part of the request is the same are ever compared. Every store raises
 `CacheError` (and only that) when it cannot do its job.
@@ -37,8 +39,15 @@ class SemanticIndex(Protocol):
         """False for a store that cannot do vector search (Redis before 8): exact match only."""
         ...
 
-    async def add(self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int) -> None:
-        """Index `key` (replacing an entry of the same key in the group) until `ttl` seconds from now."""
+    async def add(
+        self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int, text_key: str = ""
+    ) -> None:
+        """Index `key` (replacing an entry of the same key in the group) until `ttl` seconds from now;
+        with `text_key`, `same_text` finds it by that key too."""
+        ...
+
+    async def same_text(self, namespace: str, group: str, text_key: str) -> Neighbour | None:
+        """The latest unexpired entry of the group added with this `text_key` (similarity 1), or None."""
         ...
 
     async def nearest(self, namespace: str, group: str, vector: np.ndarray, count: int) -> list[Neighbour]:

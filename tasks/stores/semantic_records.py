@@ -24,3 +24,5 @@ class Entry:
     text: str
     created_at: float
     expires_at: float
+    #: the key of its normalised text (`same_text`); "" for entries indexed before there was one
+    text_key: str = ""

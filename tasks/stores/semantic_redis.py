@@ -104,9 +104,15 @@ class RedisIndex:
             _capable[self.url] = capable
         return capable
 
-    async def add(self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int) -> None:
+    def twin_key(self, namespace: str, group: str, text_key: str) -> str:
+        return f"{self.prefix}:semantic-text:{namespace}:{group}:{text_key}"
+
+    async def add(
+        self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int, text_key: str = ""
+    ) -> None:
         now = time.time()
-        attributes = json.dumps({"text": text, "created_at": now, "expires_at": now + ttl}, ensure_ascii=False)
+        found = {"text": text, "created_at": now, "expires_at": now + ttl, "text_key": text_key}
+        attributes = json.dumps(found, ensure_ascii=False)
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
         name = self.set_key(namespace, group)
         try:
@@ -115,12 +121,27 @@ class RedisIndex:
                 pipe.execute_command("VADD", name, "FP32", blob, key, "Q8", "CAS", "SETATTR", attributes)
                 pipe.expire(name, ttl, nx=True)  # a new set; else only ever lengthened
                 pipe.expire(name, ttl, gt=True)
+                if text_key:
+                    twin = json.dumps({"key": key, "text": text}, ensure_ascii=False)
+                    pipe.set(self.twin_key(namespace, group, text_key), twin, ex=ttl)
                 await pipe.execute()
         except TimeoutError as exc:
             raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {self.timeout}s") from exc
         except RedisError as exc:
             reason = _reason(exc)
             raise CacheError(f"semantic index at {_redact(self.url)} failed: {reason}") from exc
+
+    async def same_text(self, namespace: str, group: str, text_key: str) -> Neighbour | None:
+        if not text_key:
+            return None
+        raw = await self._call("GET", self.twin_key(namespace, group, text_key))
+        if not raw:
+            return None
+        try:
+            found = json.loads(_text(raw))
+            return Neighbour(key=str(found["key"]), text=str(found["text"]), similarity=1.0)
+        except (ValueError, KeyError, TypeError):
+            return None  # not ours: a miss
 
     async def nearest(self, namespace: str, group: str, vector: np.ndarray, count: int) -> list[Neighbour]:
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
@@ -159,6 +180,7 @@ class RedisIndex:
                             text=attributes.get("text", ""),
                             created_at=float(attributes.get("created_at", 0)),
                             expires_at=float(attributes.get("expires_at", 0)),
+                            text_key=str(attributes.get("text_key", "")),
                         )
                     )
             if int(cursor) == 0:
@@ -168,6 +190,8 @@ class RedisIndex:
         removed = 0
         for e in entries:
             removed += int(await self._call("VREM", self.set_key(e.namespace, e.group), e.key))
+            if e.text_key:  # (another entry of the same normalised text loses it too: still found by meaning)
+                await self._call("DEL", self.twin_key(e.namespace, e.group, e.text_key))
         return removed
 
 

@@ -1,6 +1,7 @@
 """Embedded semantic index: a SQLite file next to the embedded cache, searched in process with numpy.
 
-Rows hold the vector as a float32 blob and an `expires_at`. Each process keeps, per
+Rows hold the vector as a float32 blob, an `expires_at` and the normalised text's key
+(`same_text`: one indexed SELECT, no vectors read). Each process keeps, per
 (prefix, namespace, group), the group's vectors as one in-memory matrix, refreshed on each
 query with the rows whose id is above the last one it read (ids only grow: AUTOINCREMENT),
 so entries added by other processes are seen at once. The best few candidates are then
@@ -133,27 +134,47 @@ class SqliteIndex:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS prompts (id INTEGER PRIMARY KEY AUTOINCREMENT, prefix TEXT NOT NULL, "
                 "namespace TEXT NOT NULL, grp TEXT NOT NULL, key TEXT NOT NULL, text TEXT NOT NULL, vector BLOB NOT NULL, "
-                "created_at REAL NOT NULL, expires_at REAL NOT NULL, UNIQUE (prefix, namespace, grp, key))"
+                "created_at REAL NOT NULL, expires_at REAL NOT NULL, text_key TEXT NOT NULL DEFAULT '', "
+                "UNIQUE (prefix, namespace, grp, key))"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS prompts_by_group ON prompts (prefix, namespace, grp, id)")
+            if "text_key" not in {row[1] for row in self._db.execute("PRAGMA table_info(prompts)")}:
+                self._db.execute("ALTER TABLE prompts ADD COLUMN text_key TEXT NOT NULL DEFAULT ''")  # a file from before
+            self._db.execute("CREATE INDEX IF NOT EXISTS prompts_by_text ON prompts (prefix, namespace, grp, text_key)")
         except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"semantic index {path} cannot be opened: {exc}; check FRUGAL_DATA_DIR") from exc
 
     async def available(self) -> bool:
         return True
 
-    async def add(self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int) -> None:
+    async def add(
+        self, namespace: str, group: str, key: str, text: str, vector: np.ndarray, ttl: int, text_key: str = ""
+    ) -> None:
         now = time.time()
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
         try:
             with self._lock:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO prompts (prefix, namespace, grp, key, text, vector, created_at, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.prefix, namespace, group, key, text, blob, now, now + ttl),
+                    "INSERT OR REPLACE INTO prompts (prefix, namespace, grp, key, text, vector, created_at, expires_at, "
+                    "text_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self.prefix, namespace, group, key, text, blob, now, now + ttl, text_key),
                 )
         except sqlite3.Error as exc:
             raise CacheError(f"semantic index {self.path} failed: {exc}") from exc
+
+    async def same_text(self, namespace: str, group: str, text_key: str) -> Neighbour | None:
+        if not text_key:
+            return None
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT key, text FROM prompts WHERE prefix = ? AND namespace = ? AND grp = ? AND text_key = ? "
+                    "AND expires_at > ? ORDER BY id DESC LIMIT 1",
+                    (self.prefix, namespace, group, text_key, time.time()),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise CacheError(f"semantic index {self.path} failed: {exc}") from exc
+        return None if row is None else Neighbour(key=row[0], text=row[1], similarity=1.0)
 
     async def nearest(self, namespace: str, group: str, vector: np.ndarray, count: int) -> list[Neighbour]:
         try:
@@ -196,7 +217,7 @@ class SqliteIndex:
         return out[:count]
 
     async def entries(self, namespace: str | None = None) -> list[Entry]:
-        query = "SELECT namespace, grp, key, text, created_at, expires_at FROM prompts WHERE prefix = ?"
+        query = "SELECT namespace, grp, key, text, created_at, expires_at, text_key FROM prompts WHERE prefix = ?"
         args: tuple[str, ...] = (self.prefix,)
         if namespace is not None:
             query, args = query + " AND namespace = ?", (*args, namespace)

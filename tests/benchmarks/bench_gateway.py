@@ -274,9 +274,6 @@ def quiet(seconds: float = 3.0) -> None:
     time.sleep(seconds)  # the previous server's background work settles before the next measurement
 
 
-
-
-
 def gateway_cpu(process: subprocess.Popen[bytes]) -> float:
     """CPU seconds (user + system) the gateway's process has used so far."""
     fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -144,9 +144,6 @@ async def measure(settings: CacheSettings, texts: list[str], size: int) -> dict[
     return {"near": near, "whole": whole, "before": before, "hits": hits, "agreed": agreed, "checked": checked}
 
 
-
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,100000")

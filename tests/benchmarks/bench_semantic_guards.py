@@ -1,7 +1,7 @@
 """How far meaning alone can be trusted, and what the near-miss guards add, on the hand-written pairs.
 
     .venv/bin/python tests/benchmarks/bench_semantic_guards.py [--split eval] [--pairs evals/semantic/pairs.jsonl]
-        [--text as-written|normalised] [--compare]
+        [--text as-written|normalised] [--no-text-key] [--compare]
         [--verify 0.78,0.85 [--verify-provider local] [--verify-probability 0.8]]
 
 For each similarity threshold: paraphrase recall (the share of true re-wordings that would be
@@ -11,10 +11,13 @@ overall and per language, on the split asked for (thresholds are chosen on `tune
 for reporting). Prompts are embedded with the bundled multilingual sentence encoder as written
 (what the cache does: the router's vector too, so a miss embeds once), or with `--text
 normalised` in their normalised form (`tasks.semantic.normalise`: what the cache did before).
+As written, a pair whose prompts are equal once normalised is served at similarity 1, as the
+cache does (it looks the normalised text's key up before embedding); `--no-text-key` leaves the
+encoder's similarity for them (the cache before that key).
 `--compare` adds, in the same run, both forms side by side per threshold and language, and the
 least threshold (in hundredths) with no false hit for each form (printed for `--split tune`
 only), plus `written+key`: as written, with the pairs that are equal once normalised served at
-similarity 1 (what a cache key on the normalised text would add; not built).
+similarity 1 (what the cache does: the key on the normalised text, looked up before embedding).
 
 With `--verify LOW,HIGH` the grey-zone verifier (`tasks.steps.semantic_verify`) is asked about
 every pair in that similarity band that the guards let through, on the small model of
@@ -62,7 +65,7 @@ def compare(pairs: list[dict], embed, guarded: list[str | None]) -> None:  # typ
     similarity = {
         name: cosines(embed([form(p["a"]) for p in pairs]), embed([form(p["b"]) for p in pairs])) for name, form in FORMS.items()
     }
-    # what a key on the normalised text (not built) would add: pairs equal once normalised served at similarity 1
+    # what the cache does: pairs equal once normalised are served at similarity 1 by the text's key
     equal = np.asarray([normalise(p["a"]) == normalise(p["b"]) for p in pairs])
     similarity["written+key"] = np.where(equal, 1.0, similarity["as-written"])
     langs = ["all", *sorted({p["lang"] for p in pairs})]
@@ -123,6 +126,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path, default=ROOT / "evals" / "semantic" / "pairs.jsonl")
     parser.add_argument("--split", choices=("tune", "eval", "all"), default="eval")
     parser.add_argument("--text", choices=tuple(FORMS), default="as-written", help="the form of the prompts embedded")
+    parser.add_argument("--no-text-key", action="store_true", help="as written: no key on the normalised text")
     parser.add_argument("--compare", action="store_true", help="also both forms side by side")
     parser.add_argument("--verify", help="LOW,HIGH: ask the verifier about pairs in this similarity band")
     parser.add_argument("--verify-provider", default="local")
@@ -138,6 +142,10 @@ def main() -> None:
     b = embed([form(p["b"]) for p in pairs])
     embed_ms = (time.perf_counter() - started) * 1000 / (2 * len(pairs))
     similarity = cosines(a, b)
+    keyed = np.asarray(
+        [args.text == "as-written" and not args.no_text_key and normalise(p["a"]) == normalise(p["b"]) for p in pairs]
+    )
+    similarity = np.where(keyed, 1.0, similarity)  # found by the normalised text's key, not embedded
     first_difference("warm up", "the language identifier")  # its model loads once per process (~0.7 s)
     started = time.perf_counter()
     guarded = [first_difference(p["a"], p["b"]) for p in pairs]
@@ -153,6 +161,7 @@ def main() -> None:
         + ", ".join(f"{n} {r}" for r, n in sorted(relations.items()))
     )
     print(f"embedding {embed_ms:.1f} ms per prompt, guards {guard_us:.0f} µs per pair")
+    print(f"{int(keyed.sum())} pairs equal once normalised: found by the text's key at similarity 1" if keyed.any() else "")
     print()
     if args.verify:
         print(

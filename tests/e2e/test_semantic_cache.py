@@ -24,8 +24,9 @@ from flows.ledger.writer import WRITER
 from flows.orchestration.flow import run_inline
 from tasks.core.completion import Usage
 from tasks.core.records import ModelAnswer
-from tasks.embedders import bundled_embedder
+from tasks.embedders import bundled_embedder, forget_remembered
 from tasks.semantic.embedding import embed
+from tasks.semantic.normalise import text_key
 from tasks.steps import cache as cache_step
 from tasks.steps.cache import LookupRequest, Semantic, StoreRequest, lookup, store
 from tasks.steps.semantic_verify import Verify
@@ -38,9 +39,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +99,26 @@ async def test_a_miss_embeds_its_prompt_once_for_the_cache_and_the_router(store_
     calls = encoder.calls
     reworded = await ask(prompt.replace("Rechne Schritt", "Rechne bitte Schritt"))
     assert reworded["cache"] == "semantic" and encoder.calls - calls == 1  # a semantic hit: its look-up's call only
+
+
+@pytest.mark.parametrize(
+    ("cached", "variant", "answer"),
+    [
+        ("How do I reset my password?", "HOW DO I RESET MY PASSWORD", "Open Settings, then Security."),
+        ("Was ist die Hauptstadt von Österreich?", "was ist die hauptstadt von österreich", "Die Hauptstadt ist Wien."),
+        ("¿Cómo cambio mi contraseña?", "  ¿CÓMO  CAMBIO MI CONTRASEÑA?  ", "Abre Ajustes y luego Seguridad."),
+    ],
+)
+async def test_the_same_text_once_normalised_is_served_without_an_embedding(cached, variant, answer, store_kind, peer):
+    answers_with(peer, answer)  # in the prompt's language: the answer check accepts it, so it is cached
+    forget_remembered()  # no vector from an earlier test: an embedding would be an encoder call
+    encoder = bundled_embedder()
+    first = await ask(cached)
+    assert first["cache"] == "miss" and peer.count() == 1
+    calls = encoder.calls
+    served = await ask(variant)
+    assert (served["cache"], served["similarity"], served["text"]) == ("semantic", 1.0, first["text"])
+    assert encoder.calls == calls and peer.count() == 1  # no encoder call, no model call
 
 
 @pytest.mark.parametrize(
@@ -276,6 +294,26 @@ async def test_index_finds_replaces_and_removes(store_kind):
     assert [n.key for n in await index.nearest("ns", "g1", vector, 3)] == ["k1"]
 
 
+async def test_index_finds_the_same_text_once_normalised(store_kind):
+    index = open_index()
+    text = "How do I reset my password?"
+    await index.add("ns", "g", "k1", text, await _vector(text), 60, text_key(text))
+    twin = await index.same_text("ns", "g", text_key("  how do I RESET my password"))
+    assert twin is not None and (twin.key, twin.text, twin.similarity) == ("k1", text, 1.0)
+    assert await index.same_text("other", "g", text_key(text)) is None  # namespaces and groups apart
+    assert await index.same_text("ns", "g2", text_key(text)) is None
+    assert await index.same_text("ns", "g", text_key("How do I reset my PIN?")) is None
+    assert [e.text_key for e in await index.entries("ns")] == [text_key(text)]
+    assert await index.remove(await index.entries("ns")) == 1
+    assert await index.same_text("ns", "g", text_key(text)) is None  # purged with its entry
+    await index.add("ns", "g", "short", text, await _vector(text), 1, text_key(text))
+    assert await index.same_text("ns", "g", text_key(text)) is not None
+    deadline = time.monotonic() + 10
+    while await index.same_text("ns", "g", text_key(text)) is not None:
+        assert time.monotonic() < deadline, "an expired entry is still found by its text"
+        await asyncio.sleep(0.2)
+
+
 async def test_index_entries_expire(store_kind):
     index = open_index()
     vector = await _vector("How do I reset my password?")
@@ -310,6 +348,31 @@ async def test_sqlite_index_sees_other_processes_adds_and_removals(tmp_path):
     assert [n.key for n in await two.nearest("ns", "g", vector, 1)] == ["k"]
     await one.remove(await one.entries("ns"))
     assert await two.nearest("ns", "g", vector, 1) == []
+
+
+async def test_an_index_file_from_before_text_keys_still_works(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "semantic.sqlite3"
+    with sqlite3.connect(path) as db:  # the table as it was before `text_key`
+        db.execute(
+            "CREATE TABLE prompts (id INTEGER PRIMARY KEY AUTOINCREMENT, prefix TEXT NOT NULL, namespace TEXT NOT NULL, "
+            "grp TEXT NOT NULL, key TEXT NOT NULL, text TEXT NOT NULL, vector BLOB NOT NULL, created_at REAL NOT NULL, "
+            "expires_at REAL NOT NULL, UNIQUE (prefix, namespace, grp, key))"
+        )
+        old = "How do I reset my password?"
+        blob = (await _vector(old)).astype(np.float32).tobytes()
+        db.execute(
+            "INSERT INTO prompts (prefix, namespace, grp, key, text, vector, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("p", "ns", "g", "old", old, blob, time.time(), time.time() + 60),
+        )
+    index = SqliteIndex(path, "p")
+    assert [n.key for n in await index.nearest("ns", "g", await _vector(old), 1)] == ["old"]
+    assert await index.same_text("ns", "g", text_key(old)) is None  # indexed without its text's key: found by meaning only
+    new = "How do I cancel my subscription?"
+    await index.add("ns", "g", "new", new, await _vector(new), 60, text_key(new))
+    assert (await index.same_text("ns", "g", text_key(new.upper()))).key == "new"  # type: ignore[union-attr]
 
 
 # -- purges ------------------------------------------------------------------------------
