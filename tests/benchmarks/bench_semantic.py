@@ -10,7 +10,9 @@ For each size and store: p50 / p95 of
 - `nearest`  the index query alone (SQLite: binary prefilter + exact rescoring, with the
              file reads; Redis 8: VSIM, HNSW),
 - `lookup`   the whole `cache_lookup` on an exact miss: exact GET, embedding, index query,
-             guards, and the GET of the matched answer: what a request pays.
+             guards, and the GET of the matched answer: what a request pays;
+- `variant`  the whole look-up of a planted prompt in capitals: found by its normalised text's
+             key, no embedding (what a case, spacing or punctuation variant pays).
 
 And whether the fast search loses neighbours: per size, on how many queries the embedded
 store found every row the exact search puts at a cosine >= 0.5 (with the same cosine), how many of the planted near
@@ -44,6 +46,7 @@ from tasks.core.records import CachedAnswer  # noqa: E402
 from tasks.core.settings import CacheSettings  # noqa: E402
 from tasks.embedders import forget_remembered  # noqa: E402
 from tasks.semantic.embedding import embed_now, embedder  # noqa: E402
+from tasks.semantic.normalise import text_key  # noqa: E402
 from tasks.steps.cache import LookupRequest, Semantic, cache_key, lookup  # noqa: E402
 from tasks.stores import open_store  # noqa: E402
 from tasks.stores.semantic_index import open_index  # noqa: E402
@@ -102,7 +105,7 @@ async def fill(settings: CacheSettings, size: int, rng: np.random.Generator, pla
     for i in range(size):
         key = f"{i:064x}"
         text = planted_text.get(i, f"cached prompt {i}")
-        batch.append(index.add("default", GROUP, key, text, vectors[i], 3600))
+        batch.append(index.add("default", GROUP, key, text, vectors[i], 3600, text_key(text)))
         batch.append(store.set(cache_key(settings.prefix, "default", key), value, 3600))
         if len(batch) >= 64:
             await asyncio.gather(*batch)
@@ -141,7 +144,26 @@ async def measure(settings: CacheSettings, texts: list[str], size: int) -> dict[
         found = await lookup(LookupRequest(key=f"{size + i:064x}", semantic=Semantic(text=fresh, group=GROUP)), settings)
         whole.append((time.perf_counter() - started) * 1000)
         hits += found.cache == "semantic"
-    return {"near": near, "whole": whole, "before": before, "hits": hits, "agreed": agreed, "checked": checked}
+    variant: list[float] = []
+    keyed = 0
+    for i, (slot, text) in enumerate(sorted(planted_text.items())):
+        if slot >= size:
+            continue
+        started = time.perf_counter()
+        request = LookupRequest(key=f"{2 * size + i:064x}", semantic=Semantic(text=text.upper(), group=GROUP))
+        found = await lookup(request, settings)
+        variant.append((time.perf_counter() - started) * 1000)
+        keyed += found.cache == "semantic" and found.similarity == 1.0
+    return {
+        "near": near,
+        "whole": whole,
+        "before": before,
+        "hits": hits,
+        "agreed": agreed,
+        "checked": checked,
+        "variant": variant,
+        "keyed": keyed,
+    }
 
 
 async def main() -> None:
@@ -186,7 +208,8 @@ async def main() -> None:
                 if got["before"]:
                     line += f"exact (before) {fmt(got['before'])} | "  # type: ignore[arg-type]
                 line += f"nearest {fmt(got['near'])} | lookup {fmt(got['whole'])} | "  # type: ignore[arg-type]
-                line += f"{got['hits']}/{planted} planted served (load {os.getloadavg()[0]:.1f})"
+                line += f"{got['hits']}/{planted} planted served | variant {fmt(got['variant'])}, "  # type: ignore[arg-type]
+                line += f"{got['keyed']}/{planted} by the text's key (load {os.getloadavg()[0]:.1f})"
                 if got["before"]:
                     line += f" | found every row >= {CLOSE}: {got['agreed']}/{got['checked']} queries that had one"
                 print(line, flush=True)
