@@ -13,7 +13,10 @@ what differs; any difference is a miss.
     date        month, weekday and time-of-day words
     comparison  comparatives, superlatives and before/after, yesterday/tomorrow, ...
     entity      proper names and acronyms (capitalised or all-caps words not opening a sentence),
-                compared without case: each must occur in the other prompt
+                compared without case: each must occur in the other prompt. German capitalises
+                every noun: there, a capitalised word right after an article or possessive
+                ("mein Passwort", "die Symptome") is a common noun, not a name, unless it is one
+                of the few countries that take an article ("die Schweiz")
     order       with a from/to-like pair of words, the names must come in the same order
     intent      the action asked for (reverse, sort, cancel, pause, cost, ...): the same set
     language    the language of the two prompts (`tasks.core.language`)
@@ -97,6 +100,18 @@ _NEGATED_VERB = re.compile(r"n['’]t\b", re.I)
 _SENTENCE = re.compile(r"(?:^|[.!?:;]\s+)[¿¡\"«“„(\s]*([^\W\d_][\w-]*)", re.U)
 #: capitalised words that are not names
 NOT_NAMES = frozenset({"i"})
+#: German articles and possessives: the capitalised word right after one is a common noun
+GERMAN_DETERMINERS = frozenset(
+    "der die das den dem des ein eine einen einem einer eines mein meine meinen meinem meiner meines dein deine "
+    "deinen deinem deiner sein seine seinen seinem seiner ihr ihre ihren ihrem ihrer unser unsere unseren unserem "
+    "euer eure kein keine keinen keinem keiner dieser diese dieses diesen diesem jeder jede jedes jeden jedem "
+    "welcher welche welches welchen welchem".split()
+)
+#: names that take an article in German (folded): still names after one
+GERMAN_NAMES_WITH_ARTICLE = frozenset(
+    "schweiz turkei slowakei ukraine mongolei niederlande philippinen malediven bahamas vereinigten staaten emirate "
+    "karibik antarktis arktis".split()
+)
 
 
 def _words(text: str) -> list[str]:
@@ -138,6 +153,13 @@ def _facts(text: str) -> Facts:
         single = len(word) == 1 and word.isupper() and word.isalpha() and not shouting  # vitamin D, plan B
         if ((capitalised and word not in openers and not shouting) or acronym or single) and word.casefold() not in NOT_NAMES:
             entities.append(_plain(word))
+    if entities and language_of(text) == "de":
+        nouns = {
+            _plain(word)
+            for before, word in zip(["", *words], words, strict=False)
+            if before.casefold() in GERMAN_DETERMINERS and word[:1].isupper() and not word.isupper()
+        }
+        entities = [e for e in entities if e not in nouns or e in GERMAN_NAMES_WITH_ARTICLE]
     near_numbers = {u for m in _NUMBER_UNIT.finditer(text) if (u := m.group(2).casefold()) in NEAR_NUMBER_UNITS}
     units = _dedupe([w for w in folded if w in SCALE_UNITS or w in near_numbers])  # in order: km->miles is not miles->km
     negations = [w for w in folded if w in NEGATIONS] + ["n't"] * len(_NEGATED_VERB.findall(text))

@@ -25,6 +25,8 @@ from tasks.semantic.normalise import normalise
         ("In Python, how do I reverse a list?", "In Python, how do I sort a list?", "intent"),
         ("¿Cómo doy de baja mi suscripción?", "¿Cómo renuevo mi suscripción?", "intent"),
         ("What is the capital of France?", "Quelle est la capitale de la France ?", "language"),
+        ("Was ist die Hauptstadt von Österreich?", "Was ist die Hauptstadt von Australien?", "entity"),
+        ("Wie lange dauert der Versand in die Schweiz?", "Wie lange dauert der Versand in die Türkei?", "entity"),
     ],
 )
 def test_each_near_miss_is_refused_with_its_reason(cached, new, reason):
@@ -44,6 +46,9 @@ def test_each_near_miss_is_refused_with_its_reason(cached, new, reason):
         ("In Python, how do I reverse a list?", "How do I reverse a list in Python?"),
         ("¿Cómo restablezco mi contraseña?", "¿Qué tengo que hacer para restablecer mi contraseña?"),
         ("Quel est le décalage horaire entre Paris et Montréal ?", "decalage horaire paris montreal ?"),
+        # German capitalises every noun: after an article or possessive it is not a name
+        ("Wie setze ich mein Passwort zurück?", "Wie kann ich mein Kennwort zurücksetzen?"),
+        ("Was sind die Symptome eines Vitamin-D-Mangels?", "Woran erkenne ich einen Vitamin-D-Mangel?"),
     ],
 )
 def test_rewordings_pass_every_guard(cached, new):
