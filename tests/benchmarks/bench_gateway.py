@@ -222,7 +222,9 @@ def start_gateway(
     return process, base
 
 
-def start_litellm(litellm: str, folder: Path, standin: str, prefix: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_litellm(
+    litellm: str, folder: Path, standin: str, prefix: str, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     redis_host, redis_port = re.match(r"redis://([^:/]+):(\d+)", REDIS).groups()  # type: ignore[union-attr]
     config = folder / "litellm.yaml"
@@ -251,7 +253,7 @@ def start_litellm(litellm: str, folder: Path, standin: str, prefix: str) -> tupl
     log = folder / "litellm.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"],
+            [litellm, "--config", str(config), "--port", str(port), "--num_workers", str(workers)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": MASTER_KEY},
@@ -362,7 +364,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds per wrk run")
     parser.add_argument("--rss-requests", type=int, default=100_000)
     parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn", help="the gateway's ASGI server")
-    parser.add_argument("--workers", type=int, default=1, help="the gateway's worker processes")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of the gateway and of the LiteLLM proxy alike")
     parser.add_argument("--redis8", action="store_true", help="a private Redis 8: the semantic cache on")
     parser.add_argument("--compare", type=Path, help="an older checkout: its gateway and this one's, interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="with --compare: rounds of old and new")
@@ -430,7 +432,7 @@ def run(args: argparse.Namespace) -> None:
             gateway.wait(30)
         if args.litellm and Path(args.litellm).exists():
             quiet()
-            proxy, proxy_base = start_litellm(args.litellm, folder, standin, prefix_of_run)
+            proxy, proxy_base = start_litellm(args.litellm, folder, standin, prefix_of_run, args.workers)
             try:
                 warm_up(proxy_base, "gpt-4o-mini", "/v1/chat/completions", MASTER_KEY)
                 quiet()
