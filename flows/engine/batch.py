@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows.engine.chunk_job import ChunkJob, JobMaker
+from flows.engine.frozen_heap import frozen_heap
 from flows.engine.node_call import build_request, call_with_retries, jsonable
 from flows.engine.runners import Chunk, Runner
 from flows.language.templates import TemplateProblem, evaluate
@@ -296,28 +297,30 @@ async def run_batch(node: Node, context: dict[str, Any], runner: Runner, run_id:
     if not in_memory:  # a small in-memory fan-out (e.g. a document's parts) is not worth a progress display
         await runner.progress(name, node, 0, total)
     indexed = enumerate(items)
-    try:
-        for chunk_index in itertools.count():
-            chunk = list(itertools.islice(indexed, chunk_size))
-            if not chunk:
-                break
-            pending.add(asyncio.create_task(run_chunk(chunk_index, chunk)))
-            if not chunks_in_flight:  # auto: twice what can run at once, so none waits at a chunk's end
-                chunks_in_flight = 2 * await runner.chunk_slots(node, run_id)
-            if len(pending) >= chunks_in_flight:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    await finished(task.result())
-        for task in asyncio.as_completed(pending):
-            await finished(await task)
-    except BaseException:
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        raise
-    finally:
-        await runner.end_batch(node)
-        await reporter.flush()
+    # what lives as long as the process is left out of garbage collections while a batch of documents runs
+    with contextlib.nullcontext() if in_memory else frozen_heap():
+        try:
+            for chunk_index in itertools.count():
+                chunk = list(itertools.islice(indexed, chunk_size))
+                if not chunk:
+                    break
+                pending.add(asyncio.create_task(run_chunk(chunk_index, chunk)))
+                if not chunks_in_flight:  # auto: twice what can run at once, so none waits at a chunk's end
+                    chunks_in_flight = 2 * await runner.chunk_slots(node, run_id)
+                if len(pending) >= chunks_in_flight:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        await finished(task.result())
+            for task in asyncio.as_completed(pending):
+                await finished(await task)
+        except BaseException:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
+        finally:
+            await runner.end_batch(node)
+            await reporter.flush()
     if in_memory:
         return [outputs.get(i) for i in range(len(outputs))]
     assert spool is not None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flows.engine.batch import run_item
 from flows.engine.chunk_job import ChunkJob, pipeline_digest
 from flows.engine.executor import run_subpipeline
+from flows.engine.frozen_heap import frozen_heap
 from flows.language import catalog
 from tasks.core.errors import ConfigError
 from tasks.core.settings import pin_settings, unpin_settings
@@ -74,7 +75,8 @@ async def run_job(job: ChunkJob, item_done: Callable[[], None] | None = None) ->
                 item_done()
             return record
 
-        return list(await asyncio.gather(*(one(index, item) for index, item in job.items)))
+        with frozen_heap():  # a chunk is a batch in this process: see flows.engine.frozen_heap
+            return list(await asyncio.gather(*(one(index, item) for index, item in job.items)))
     finally:
         SUBPIPELINES.reset(subpipelines)
         unpin_settings(pinned)

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -83,10 +84,16 @@ def _resolve(given: str) -> str:
     return os.path.join(_real_folder(folder), name)
 
 
-_roots_memo: dict[tuple[bool, str, str], tuple[float, list[str]]] = {}
+@dataclass(frozen=True)
+class _Roots:
+    folders: list[str]  # resolved, absolute
+    prefixes: tuple[str, ...]  # `_prefixes(folders)`
 
 
-def _roots(write: bool) -> list[str]:
+_roots_memo: dict[tuple[bool, str, str], tuple[float, _Roots]] = {}
+
+
+def _roots(write: bool) -> _Roots:
     """The write (or read) roots of the settings, resolved: reused like `_real_folder`."""
     files = get_settings().files
     cwd = os.getcwd()
@@ -96,25 +103,40 @@ def _roots(write: bool) -> list[str]:
     if known is not None and now - known[0] < FOLDER_MEMO_SECONDS:
         return known[1]
     folders = files.write_folders() if write else files.read_folders()
-    roots = [os.path.realpath(os.path.join(cwd, folder)) for folder in folders]  # join keeps an absolute folder
+    resolved = [os.path.realpath(os.path.join(cwd, folder)) for folder in folders]  # join keeps an absolute folder
+    roots = _Roots(resolved, _prefixes(resolved))
     if len(_roots_memo) >= 64:
         _roots_memo.clear()
     _roots_memo[key] = (now, roots)
     return roots
 
 
-def _inside(path: str, folders: Iterable[str]) -> bool:
-    """`path` is one of `folders` or lies under one (all resolved, absolute, without a trailing separator)."""
-    return any(path == folder or path.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders)
+def _prefixes(folders: Iterable[str]) -> tuple[str, ...]:
+    """What the paths under `folders` (resolved, absolute) start with: each folder and a separator."""
+    return tuple(folder.rstrip(os.sep) + os.sep for folder in folders)
+
+
+def _inside(path: str, prefixes: tuple[str, ...]) -> bool:
+    """`path` (resolved, absolute) is one of the folders of `prefixes` (`_prefixes`) or lies under one."""
+    return (path + os.sep).startswith(prefixes)
+
+
+_SYSTEM_PREFIXES = _prefixes(map(str, SYSTEM_FOLDERS))
 
 
 def confine(path: str | Path, *, write: bool, what: str) -> Path:
     """`path` resolved (links followed, relative to the working directory), if it lies inside a root.
 
     A `file://` URL is its local path, checked the same way. Raises InputError naming `what`, the
-    path, where it leads and the setting to change. Works on strings: with pathlib's parsing, four
-    checks per document were half the CPU of an all-cached batch rerun.
+    path, where it leads and the setting to change.
     """
+    return Path(confined(path, write=write, what=what))
+
+
+def confined(path: str | Path, *, write: bool, what: str) -> str:
+    """`confine`, the resolved path as a string. Works on strings: with pathlib's parsing, four
+    checks per document were half the CPU of an all-cached batch rerun, and a Path made of the
+    result was still ~10 % of the checks' cost."""
     if isinstance(path, str) and is_url(path):
         path = _local_path(path, write=write, what=what)
     given = os.path.expanduser(os.fspath(path))
@@ -123,20 +145,43 @@ def confine(path: str | Path, *, write: bool, what: str) -> Path:
     def shown() -> str:
         return f"{what} {given}" + (f" (a link to {real})" if real != os.path.abspath(given) else "")
 
-    if _inside(real, map(str, SYSTEM_FOLDERS)):
+    if _inside(real, _SYSTEM_PREFIXES):
         raise InputError(
             f"{shown()} is in a system folder ({', '.join(map(str, SYSTEM_FOLDERS))}): batches never read or write there"
         )
     roots = _roots(write)
-    if not _inside(real, roots):
+    if not _inside(real, roots.prefixes):
         setting = "FRUGAL_FILE_WRITE_ROOTS" if write else "FRUGAL_FILE_ROOTS"
-        allowed = os.pathsep.join(roots) or "none"
+        allowed = os.pathsep.join(roots.folders) or "none"
         verb = "written to" if write else "read from"
         raise InputError(
             f"{shown()} is outside the folders batch files may be {verb} ({allowed}): "
             f"use a path under one of them, or add its folder to {setting}"
         )
-    return Path(real)
+    return real
+
+
+_folder_checks: dict[tuple[str, bool], tuple[float, _Roots, Path]] = {}
+
+
+def confine_folder(path: str | Path, *, write: bool, what: str) -> Path:
+    """`confine` for a folder many files of a batch sit in (its source, its destination): a check
+    that passed is reused for FOLDER_MEMO_SECONDS, as the folders of files are (`_real_folder`), and
+    as long as the roots are the same; one that failed is made again (and raises) each time.
+
+    A batch checks its destination for every document it reads and every summary it writes.
+    """
+    key = (os.fspath(path), write)
+    roots = _roots(write)  # a new object when the settings, the working directory or a second changed
+    now = time.monotonic()
+    known = _folder_checks.get(key)
+    if known is not None and known[1] is roots and now - known[0] < FOLDER_MEMO_SECONDS:
+        return known[2]
+    real = confine(path, write=write, what=what)
+    if len(_folder_checks) >= 256:
+        _folder_checks.clear()
+    _folder_checks[key] = (now, roots, real)
+    return real
 
 
 def _local_path(url: str, *, write: bool, what: str) -> str:
@@ -149,9 +194,11 @@ def _local_path(url: str, *, write: bool, what: str) -> str:
         raise InputError(f"{what} {shown_url(url)}: {exc}") from None
 
 
-@contextmanager
-def open_regular(path: Path, shown: str) -> Iterator[BinaryIO]:
-    """Open `path` (already resolved by `confine`) for reading if it is a regular file.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_regular_fd(path: Path | str, shown: str) -> tuple[int, int]:
+    """(a descriptor open for reading, the file's size) of `path` if it is a regular file.
 
     Checked before opening (no open of a device or FIFO at all) and again on the open file
     (the file it actually opened, even if `path` changed in between). `shown` names it in errors.
@@ -160,16 +207,48 @@ def open_regular(path: Path, shown: str) -> Iterator[BinaryIO]:
         before = os.stat(path, follow_symlinks=False)
         if not stat.S_ISREG(before.st_mode):
             raise InputError(f"{shown} cannot be read: it is {_kind(before.st_mode)}, not a regular file")
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags)
+        fd = os.open(path, _READ_FLAGS | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         raise InputError(f"{shown} cannot be read: {exc.strerror or exc}") from exc
     after = os.fstat(fd)
     if not stat.S_ISREG(after.st_mode):
         os.close(fd)
         raise InputError(f"{shown} cannot be read: it is {_kind(after.st_mode)}, not a regular file")
+    return fd, after.st_size
+
+
+@contextmanager
+def open_regular(path: Path, shown: str) -> Iterator[BinaryIO]:
+    """Open `path` (already resolved by `confine`) for reading if it is a regular file (`_open_regular_fd`)."""
+    fd, _ = _open_regular_fd(path, shown)
     with os.fdopen(fd, "rb") as opened:
         yield opened
+
+
+def read_regular(path: Path | str, shown: str, limit: int) -> tuple[int, bytes]:
+    """(its size, its content) if `path` (resolved by `confine`) is a regular file (`_open_regular_fd`);
+    at most `limit` + 1 bytes are read, none if its size is over `limit`. Without a file object: a
+    batch reads a small document per item."""
+    fd, size = _open_regular_fd(path, shown)
+    try:
+        return size, b"" if size > limit else _read_upto(fd, limit + 1)
+    except OSError as exc:
+        raise InputError(f"{shown} cannot be read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _read_upto(fd: int, most: int) -> bytes:
+    """Up to `most` bytes from `fd`: reads until then or the end of the file."""
+    parts: list[bytes] = []
+    got = 0
+    while got < most:
+        part = os.read(fd, most - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _kind(mode: int) -> str:
@@ -222,14 +301,14 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def holds(path: Path, data: bytes) -> bool:
+def holds(path: Path | str, data: bytes) -> bool:
     """True if `path` is a regular file whose content is exactly `data` (a FIFO there is not waited on)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, _READ_FLAGS)
     except OSError:  # missing, unreadable: not the same
         return False
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        found = os.fstat(fd)
+        return stat.S_ISREG(found.st_mode) and found.st_size == len(data) and _read_upto(fd, len(data) + 1) == data
+    finally:
         os.close(fd)
-        return False
-    with os.fdopen(fd, "rb") as current:
-        return current.read(len(data) + 1) == data

@@ -2,7 +2,7 @@
 roots the operator declares, written whole, and left alone when they already say the same.
 
 **Where.** `confine_output` takes a destination as a pipeline input gives it: a local path or a
-`file://` URL goes to `tasks.core.files.confine` (the local code, no fsspec), any other URL must lie
+`file://` URL goes to `tasks.core.files.confine_folder` (the local code, no fsspec), any other URL must lie
 under a URL root of FRUGAL_FILE_WRITE_ROOTS (default FRUGAL_FILE_ROOTS) of the same protocol, host
 (bucket) and, if the root names one, user, with the root's path as a prefix by whole segments
 (`s3://b/out` allows `s3://b/out/x`, not `s3://b/outside`). The URL is normalised first
@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import InputError
-from tasks.core.files import confine
+from tasks.core.files import confine_folder
 from tasks.core.redact import redact, url_secrets
 from tasks.core.settings import get_settings
 from tasks.core.urls import ParsedUrl, is_file_url, is_url, parse_url, shown_url
@@ -75,7 +75,7 @@ def confine_output(destination: str, *, what: str) -> Path | ParsedUrl:
     """A destination resolved inside the write roots: a local Path (as `confine`), or a normalised URL."""
     if is_remote(destination):
         return confine_url(destination, what=what)
-    return confine(destination, write=True, what=what)
+    return confine_folder(destination, write=True, what=what)
 
 
 def confine_url(url: str, *, what: str) -> ParsedUrl:

@@ -20,7 +20,9 @@ written on a worker thread: each is a request to the store.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,10 +30,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.errors import BatchFailed, InputError
-from tasks.core.files import confine, holds, write_atomic
+from tasks.core.files import confine_folder, confined, holds, write_atomic
 from tasks.core.url_files import confine_url, is_remote, write_url_if_changed, write_url_lines
 from tasks.core.urls import ParsedUrl, file_url_path, is_url
-from tasks.steps.sources import iter_items, summary_name
+from tasks.steps.sources import iter_items, summary_file_name
 
 #: an ok item's line; `accepted`, `reason`, `escalated_from` are the answer check's verdict (docs/quality.md)
 INDEX_FIELDS = (
@@ -80,18 +82,18 @@ class CheckRequest(BaseModel):
     index: str | None = Field(None, description="the index path, named in the failure message")
 
 
-def summary_path(destination: str, doc_id: str) -> tuple[str, Path | ParsedUrl]:
+def summary_path(destination: str, doc_id: str) -> tuple[str, str | ParsedUrl]:
     """DESTINATION/ID.md as given (for the index) and resolved inside the write roots (to write to)."""
-    return _output_path(destination, str(summary_name(doc_id)), f"summary of {doc_id!r}")
+    return _output_path(destination, summary_file_name(doc_id), f"summary of {doc_id!r}")
 
 
-def index_path(destination: str, filename: str) -> tuple[str, Path | ParsedUrl]:
+def index_path(destination: str, filename: str) -> tuple[str, str | ParsedUrl]:
     if PurePosixPath(filename).name != filename or filename in ("", ".", "..") or "\\" in filename:
         raise InputError(f"index file name {filename!r} must be a plain file name, without a folder")
     return _output_path(destination, filename, "index")
 
 
-def _output_path(destination: str, name: str, what: str) -> tuple[str, Path | ParsedUrl]:
+def _output_path(destination: str, name: str, what: str) -> tuple[str, str | ParsedUrl]:
     """`name` under `destination`: (what to show, where to write), both checked against the write roots."""
     if is_remote(destination):
         root = confine_url(destination, what="destination")
@@ -100,14 +102,25 @@ def _output_path(destination: str, name: str, what: str) -> tuple[str, Path | Pa
         except ValueError as exc:
             raise InputError(f"{what} {name!r} under {root.shown}: {exc}") from None
         return target.shown, target
-    confine(destination, write=True, what="destination")  # a file:// URL is its local path
+    confine_folder(destination, write=True, what="destination")  # a file:// URL is its local path
     if is_url(destination):  # file://: shown as the URL it was given
-        local = Path(file_url_path(destination)) / name
+        local = _under(file_url_path(destination), name)
         shown = destination.rstrip("/") + "/" + name
     else:
-        local = Path(destination).expanduser() / name
-        shown = str(local)
-    return shown, confine(local, write=True, what=what)  # a linked sub-folder may lead out
+        local = shown = _under(os.path.expanduser(destination), name)
+    return shown, confined(local, write=True, what=what)  # a linked sub-folder may lead out
+
+
+def _under(folder: str, name: str) -> str:
+    """`str(Path(folder) / name)` for a `name` that is a plain relative path (no `.`, `..` or
+    empty part: `summary_file_name`, a checked index name), the folder's form parsed once."""
+    base = _normal_folder(folder)
+    return name if base == "." else base.rstrip("/") + "/" + name
+
+
+@functools.lru_cache(maxsize=64)
+def _normal_folder(folder: str) -> str:
+    return str(Path(folder))
 
 
 def render_summary(doc_id: str, text: str, source: str | None) -> list[str]:
@@ -145,7 +158,7 @@ _slow_in_a_row = 0
 _threads_until = 0.0
 
 
-async def _unchanged(path: Path, data: bytes) -> bool:
+async def _unchanged(path: str, data: bytes) -> bool:
     """`holds(path, data)`, on the event loop unless recent checks were slow (see the module's docstring)."""
     global _slow_in_a_row, _threads_until
     started = time.monotonic()
@@ -167,7 +180,7 @@ async def write_summary(request: SummaryRequest) -> dict[str, str]:
         return {"path": shown}
     try:
         if not await _unchanged(target, text.encode("utf-8")):
-            await asyncio.to_thread(write_atomic, target, (text,))
+            await asyncio.to_thread(write_atomic, Path(target), (text,))
     except OSError as exc:
         raise InputError(f"summary {shown} cannot be written: {exc.strerror or exc}") from exc
     return {"path": shown}
@@ -188,7 +201,7 @@ async def write_index(request: IndexRequest) -> dict[str, Any]:
         await asyncio.to_thread(write_url_lines, target, lines(), what="index")
         return {"path": shown, **counts}
     try:
-        await asyncio.to_thread(write_atomic, target, lines())
+        await asyncio.to_thread(write_atomic, Path(target), lines())
     except OSError as exc:
         raise InputError(f"index {shown} cannot be written: {exc.strerror or exc}") from exc
     return {"path": shown, **counts}

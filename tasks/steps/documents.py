@@ -16,7 +16,6 @@ an fsspec URL under a URL root (`tasks.core.url_files`): it is checked here too,
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.canonical import sha256_of
 from tasks.core.errors import InputError
-from tasks.core.files import confine, open_regular
+from tasks.core.files import confine, confined, open_regular, read_regular
 from tasks.core.settings import get_settings
 from tasks.core.url_files import confine_output
 from tasks.steps.sources import iter_document_files
@@ -100,13 +99,8 @@ def read(request: ReadRequest) -> Document:
     limit = request.max_bytes or get_settings().batch.max_document_bytes
     text = request.text
     if text is None:
-        path = confine(request.source, write=False, what="document")
-        try:
-            with open_regular(path, f"document {request.source}") as opened:
-                size = os.fstat(opened.fileno()).st_size
-                raw = opened.read(limit + 1) if size <= limit else b""  # at most limit + 1, even if it grew
-        except OSError as exc:
-            raise InputError(f"document {request.source} cannot be read: {exc.strerror or exc}") from exc
+        path = confined(request.source, write=False, what="document")
+        size, raw = read_regular(path, f"document {request.source}", limit)  # at most limit + 1, even if it grew
         if size > limit or len(raw) > limit:
             raise InputError(
                 f"document is too large ({max(size, len(raw))} bytes > {limit}); raise FRUGAL_BATCH_MAX_DOCUMENT_BYTES"

@@ -32,6 +32,23 @@ def summary_name(doc_id: str) -> PurePosixPath:
     return rel.with_name(rel.name + ".md")
 
 
+def summary_file_name(doc_id: str) -> str:
+    """`str(summary_name(doc_id))`; an id that is already a plain relative path (what a folder's
+    files give) without pathlib's parsing, which a batch would pay twice per document."""
+    if (
+        doc_id
+        and "\\" not in doc_id
+        and "//" not in doc_id
+        and not doc_id.startswith(("/", "./"))
+        and not doc_id.endswith(("/", "/."))
+        and "/./" not in doc_id
+        and doc_id != "."
+        and ".." not in doc_id.split("/")
+    ):
+        return doc_id + ".md"
+    return str(summary_name(doc_id))
+
+
 class DocumentIds:
     """Makes a batch's document ids unique, so no two documents write the same summary.
 
@@ -48,7 +65,7 @@ class DocumentIds:
         self._taken: set[str] = set()
 
     def claim(self, doc_id: str) -> bool:
-        key = str(summary_name(doc_id)).casefold()
+        key = summary_file_name(doc_id).casefold()
         if key in self._taken:
             return False
         self._taken.add(key)

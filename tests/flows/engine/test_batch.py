@@ -94,6 +94,31 @@ async def test_nightly_summaries_writes_summaries_and_an_index_then_reruns_for_f
     assert peer.count() == calls + 1
 
 
+async def test_a_batch_leaves_what_outlives_it_out_of_garbage_collections_while_it_runs(tmp_path, peer):
+    """While documents run, what was alive before is frozen (no collection walks it); after the
+    batch, it is the collector's again (flows.engine.frozen_heap)."""
+    import gc
+
+    from flows.engine import progress
+
+    peer.responder = lambda protocol, body: SUMMARY
+    source = write_docs(tmp_path / "in", docs(6))
+    seen: list[int] = []
+
+    def listener(pipeline: str, node: str, done: int, total: int | None) -> None:
+        if done:  # reported as documents finish
+            seen.append(gc.get_freeze_count())
+
+    progress.add_listener(listener)
+    try:
+        result = await run_inline("nightly-summaries", {"source": str(source), "destination": str(tmp_path / "out")})
+    finally:
+        progress.remove_listener(listener)
+    assert result.output["ok"] == 6
+    assert seen and min(seen) > 10_000  # the modules, the compiled pipelines, the settings
+    assert gc.get_freeze_count() == 0
+
+
 async def test_long_documents_go_to_the_large_model_and_longer_ones_are_summarised_in_parts(tmp_path, peer):
     def responder(protocol: str, body: dict) -> str:
         system, prompt = body["messages"][0]["content"], body["messages"][-1]["content"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tasks.core.errors import InputError
-from tasks.core.files import confine, open_regular, write_if_changed
+from tasks.core.files import confine, confine_folder, open_regular, read_regular, write_if_changed
+from tasks.steps.sources import summary_file_name, summary_name
 
 
 @pytest.fixture
@@ -115,6 +116,45 @@ def test_only_regular_files_are_opened(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="it is a link"):  # callers pass resolved paths; a link swapped in is not followed
         with open_regular(tmp_path / "link.txt", "document link.txt"):
             pass
+
+
+def test_a_document_is_read_whole_or_refused_by_its_size(tmp_path: Path) -> None:
+    (tmp_path / "doc.txt").write_bytes(b"x" * 100)
+    assert read_regular(tmp_path / "doc.txt", "document doc.txt", 100) == (100, b"x" * 100)
+    assert read_regular(str(tmp_path / "doc.txt"), "document doc.txt", 99) == (100, b"")  # over the limit: not read
+    os.mkfifo(tmp_path / "pipe.txt")
+    with pytest.raises(InputError, match="document pipe.txt cannot be read: it is a FIFO"):
+        read_regular(tmp_path / "pipe.txt", "document pipe.txt", 100)
+    (tmp_path / "link.txt").symlink_to(tmp_path / "doc.txt")
+    with pytest.raises(InputError, match="it is a link"):
+        read_regular(tmp_path / "link.txt", "document link.txt", 100)
+
+
+def test_a_folder_check_is_reused_only_while_the_roots_stay_the_same(
+    roots: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, out = roots
+    assert confine_folder(out / "batch", write=True, what="destination") == out / "batch"
+    assert confine_folder(out / "batch", write=True, what="destination") == out / "batch"
+    monkeypatch.setenv("FRUGAL_FILE_WRITE_ROOTS", str(tmp_path / "elsewhere"))  # at once, not a second later
+    with pytest.raises(InputError, match="FRUGAL_FILE_WRITE_ROOTS"):
+        confine_folder(out / "batch", write=True, what="destination")
+    with pytest.raises(InputError, match="FRUGAL_FILE_WRITE_ROOTS"):  # a refusal is never reused as a pass
+        confine_folder(out / "batch", write=True, what="destination")
+
+
+@pytest.mark.parametrize(
+    "doc_id",
+    ["a", "sub/a", "a.txt", "...", "~x", "a b", "./a", "a/./b", "a//b", "a/", "a/.", "\\a\\b", "/a", "..", "a/../b", "."],
+)
+def test_a_summary_file_name_is_the_one_pathlib_gives(doc_id: str) -> None:
+    try:
+        expected = str(summary_name(doc_id))
+    except InputError:
+        with pytest.raises(InputError):
+            summary_file_name(doc_id)
+        return
+    assert summary_file_name(doc_id) == expected
 
 
 def test_a_fifo_where_a_summary_goes_is_replaced_not_waited_on(tmp_path: Path) -> None:

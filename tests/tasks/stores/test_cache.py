@@ -362,3 +362,30 @@ def test_event_loops_of_many_threads_at_once(redis_cache, monkeypatch):
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         assert set(pool.map(one, range(1500))) == {"miss"}
+
+
+async def test_lookups_in_one_turn_of_the_loop_share_one_command(redis_cache, monkeypatch):
+    """A batch's look-ups in flight at once go to Redis in one MGET, on one connection, and each
+    caller gets its own value (a missing key is a miss for its caller only)."""
+    import uuid
+
+    from tasks.stores import open_store
+
+    name = f"frugal-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("FRUGAL_CACHE_URL", f"{REDIS_URL}?client_name={name}")
+    prefix = os.environ["FRUGAL_CACHE_PREFIX"]
+    keys = [f"{prefix}:mget:{n}" for n in range(40)]
+    for n, key in enumerate(keys):
+        redis_cache.set(key, f"value {n}".encode())
+    found = await asyncio.gather(*(open_store().get(key) for key in [*keys, f"{prefix}:mget:missing"]))
+    assert found == [f"value {n}".encode() for n in range(40)] + [None]
+    mine = [line for line in redis_cache.client_list() if line["name"] == name]
+    assert [c["cmd"] for c in mine] == ["mget"]  # one connection, whose last command was the MGET: no GET each
+
+
+async def test_a_cache_down_fails_every_lookup_of_a_shared_read(monkeypatch, caplog):
+    """Look-ups that shared one MGET all fail open when Redis is down: each is a logged miss."""
+    monkeypatch.setenv("FRUGAL_CACHE_URL", f"redis://127.0.0.1:{closed_port()}/0")
+    found = await asyncio.gather(*(lookup(LookupRequest(key=f"{n:064x}")) for n in range(5)))
+    assert [f.cache for f in found] == ["error"] * 5
+    assert "prompt cache unavailable" in caplog.text
