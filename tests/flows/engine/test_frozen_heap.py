@@ -14,9 +14,10 @@ def test_the_last_batch_out_gives_the_objects_back_to_the_collector() -> None:
         frozen = gc.get_freeze_count()
         assert frozen > 0
         kept = [[n] for n in range(1000)]  # made during the batch: collected as before, never frozen
+        # (frozen objects that die meanwhile leave the count: other tests' threads may free some)
         with frozen_heap():  # another batch of the process (a served deployment's second flow)
-            assert gc.get_freeze_count() == frozen and batches_running() == 2
-        assert gc.get_freeze_count() == frozen and batches_running() == 1
+            assert gc.get_freeze_count() <= frozen and batches_running() == 2  # not frozen again: `kept` is not in
+        assert gc.get_freeze_count() <= frozen and batches_running() == 1
         del kept
     assert gc.get_freeze_count() == 0 and batches_running() == 0
 
