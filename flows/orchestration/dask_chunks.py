@@ -8,10 +8,12 @@ records. The flow writes them to its spool (the spool stays on the flow's machin
 them, and reports progress per document from the counts the workers write to the shared Redis
 (`flows.engine.remote_progress`).
 
-The task runner is opened when the node's first chunk is submitted and closed with the node:
-`FRUGAL_BATCH_DASK_ADDRESS` names a running scheduler (workers on other machines), else a local
-cluster of `FRUGAL_BATCH_DASK_WORKERS` worker processes is started for the batch and stopped
-after it.
+The task runner is opened once per batch node, when the flow starts (the orchestrated runner's
+`connect_early`, for a node without an `if:`) or else when its first chunks ask for it, and closed
+with the node: `FRUGAL_BATCH_DASK_ADDRESS` names a running scheduler (workers on other machines),
+else a local cluster of `FRUGAL_BATCH_DASK_WORKERS` worker processes is started for the batch and
+stopped after it. Once connected, the scheduler and the workers are warmed up in the background
+(`flows.orchestration.dask_warmup`) while the nodes before the batch run.
 
 A worker that dies takes its running chunks with it; Dask's scheduler gives them to another
 worker, which runs them again: items answered before the death are prompt-cache hits (the
@@ -19,11 +21,12 @@ shared Redis), items that were in flight wait on their lease and are asked again
 expires. The same happens if Dask gives up on a chunk (`KilledWorker`, after its
 `allowed-failures`): the flow submits it once more (`RESUBMITS`).
 
-What each worker needs: the project installed, the same pipeline files and the same FRUGAL_*
-settings and provider keys as the flow (a chunk fails, saying what differs, otherwise), the
-shared Redis as FRUGAL_CACHE_URL, the batch's source at the same path, its destination at the same
-path or a URL every worker reaches (`s3://...`, with the store's credentials in its environment), and
-PREFECT_API_URL (its chunk task runs report to the flow's Prefect server).
+What each worker needs: the project installed (the scheduler too: it unpickles the chunks), the
+same pipeline files and the same FRUGAL_* settings and provider keys as the flow (a chunk fails,
+saying what differs, otherwise), the shared Redis as FRUGAL_CACHE_URL, the batch's source at the
+same path, its destination at the same path or a URL every worker reaches (`s3://...`, with the
+store's credentials in its environment), and PREFECT_API_URL (its chunk task runs report to the
+flow's Prefect server).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import task
@@ -42,6 +47,7 @@ from flows.engine.chunk_job import ChunkJob
 from flows.engine.job_runner import run_job
 from flows.engine.remote_progress import ChunkCounter, ProgressPoll, progress_key, redis_url
 from flows.engine.runners import Chunk, Records
+from flows.language import catalog
 from flows.orchestration.observers import install
 from tasks.core.errors import ConfigError
 from tasks.core.settings import BatchSettings, get_settings
@@ -56,6 +62,8 @@ log = logging.getLogger("frugal")
 
 #: times the flow submits a chunk again after Dask gave up on it (its workers kept dying)
 RESUBMITS = 2
+#: seconds a batch's end waits for the cluster's warm-up calls still under way before closing its client
+WARM_UP_WAIT = 30.0
 
 
 #: a chunk's result is cached under the key the batch computed (None: not cached)
@@ -102,6 +110,16 @@ def task_runner(settings: BatchSettings) -> DaskTaskRunner:
     return DaskTaskRunner(cluster_kwargs=cluster)
 
 
+def _warm_up_reference(node: Node) -> str | None:
+    """How a worker finds the node's pipeline to compile it ahead of the first chunk (as
+    `flows.engine.chunk_job.pipeline_reference` says it): None for a pipeline compiled from memory."""
+    path = Path(node.file)
+    if not path.is_file():
+        return None
+    path = path.resolve()
+    return path.stem if path.parent == catalog.pipelines_dir().resolve() else str(path)
+
+
 class DaskChunks:
     """The chunks of one batch node on Dask: submits them, waits for them, polls their progress."""
 
@@ -109,6 +127,7 @@ class DaskChunks:
         self.node = node
         self.runner = task_runner(settings)
         self._started = False
+        self._warming: list[asyncio.Task[None]] = []
         url = redis_url()
         self.poll = ProgressPoll(url, progress_key(run_id, node.id)) if url and run_id else None
 
@@ -120,6 +139,26 @@ class DaskChunks:
 
         await asyncio.to_thread(enter)
         self._started = True
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """The scheduler and the workers get ready for the chunks while the first ones are on their
+        way (`flows.orchestration.dask_warmup`): two calls in the background, each on a thread."""
+        from flows.orchestration.dask_warmup import PLUGIN_NAME, WarmUp, warm_scheduler
+
+        client = self.runner.client
+        reference = _warm_up_reference(self.node)
+        calls: list[tuple[str, Callable[[], object]]] = [("scheduler", lambda: client.run_on_scheduler(warm_scheduler))]
+        if reference is not None:
+            calls.append(("workers", lambda: client.register_plugin(WarmUp(reference), name=PLUGIN_NAME)))
+        for what, call in calls:
+            self._warming.append(asyncio.create_task(self._warm(what, call)))
+
+    async def _warm(self, what: str, call: Callable[[], object]) -> None:
+        try:
+            await asyncio.to_thread(call)
+        except Exception as exc:  # only time is lost: the chunks meet the problem and say what it is
+            log.warning("%s: warming the Dask %s up failed: %s: %s", self.node.id, what, type(exc).__name__, exc)
 
     async def slots(self) -> int:
         """The threads of the cluster's workers now (at least 1: workers may join later)."""
@@ -161,6 +200,9 @@ class DaskChunks:
     async def close(self) -> None:
         if self.poll is not None:
             await self.poll.close()
+        if self._warming:  # long done, unless the batch was shorter than the warm-up: then not closed under it
+            await asyncio.wait(self._warming, timeout=WARM_UP_WAIT)
+            self._warming.clear()
         if self._started:
             self._started = False
             await asyncio.to_thread(self.runner.__exit__, None, None, None)

@@ -47,7 +47,13 @@ async def orchestrate(
         flow_run_id=str(current.id) if current is not None else None,
         deployment_id=str(current.deployment_id) if current is not None and current.deployment_id else None,
     )
-    result = await execute(compiled, inputs, runner or OrchestratedRunner(), run)
+    runner = runner or OrchestratedRunner()
+    if run.flow_run_id is not None:  # the id its batches run under
+        runner.connect_early(compiled, run.flow_run_id)
+    try:
+        result = await execute(compiled, inputs, runner, run)
+    finally:
+        await runner.close()
     return result.model_dump(mode="json")
 
 

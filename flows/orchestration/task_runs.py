@@ -16,6 +16,8 @@ the cached result replaced, as the prompt cache's own bypass does.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import timedelta
@@ -30,9 +32,11 @@ from pydantic import BaseModel
 
 from flows.engine import progress
 from flows.engine.runners import Chunk, Records
-from flows.language.compiler import Node
+from flows.language.compiler import Node, Pipeline
 from flows.orchestration.dask_chunks import CHUNK_KEY, DaskChunks, open_chunks
 from tasks.core.settings import get_settings
+
+log = logging.getLogger("frugal")
 
 
 @task(name="skipped", cache_policy=NO_CACHE, persist_result=False)
@@ -68,8 +72,8 @@ class OrchestratedRunner:
         self._progress: dict[int, UUID] = {}
         #: each finished node's state, so a node's task run names its upstream nodes (the UI's run graph)
         self._states: dict[str, State[Any]] = {}
-        #: batch nodes whose chunks run on Dask, while they run
-        self._remote: dict[str, DaskChunks] = {}
+        #: batch nodes whose chunks run on Dask, while they run (opened once: its chunks ask at the same time)
+        self._remote: dict[str, asyncio.Task[DaskChunks]] = {}
 
     def _upstream(self, node: Node) -> list[State[Any]]:
         """The completed states of the node's dependencies (a failed one would stop Prefect from running it)."""
@@ -126,10 +130,10 @@ class OrchestratedRunner:
         return await _chunk.with_options(**options)(chunk.work, chunk.size, chunk.key)  # type: ignore[no-any-return]
 
     async def _dask(self, node: Node, run_id: str) -> DaskChunks:
-        remote = self._remote.get(node.id)
-        if remote is None:
-            remote = self._remote[node.id] = await open_chunks(node, run_id)
-        return remote
+        opening = self._remote.get(node.id)
+        if opening is None:
+            opening = self._remote[node.id] = asyncio.create_task(open_chunks(node, run_id))
+        return await asyncio.shield(opening)  # a chunk cancelled meanwhile leaves it to the others
 
     async def chunk_slots(self, node: Node, run_id: str) -> int:
         """1 in this process; on Dask, the threads of the cluster's workers."""
@@ -137,10 +141,35 @@ class OrchestratedRunner:
             return 1
         return await (await self._dask(node, run_id)).slots()
 
+    def connect_early(self, pipeline: Pipeline, run_id: str) -> None:
+        """With FRUGAL_BATCH_RUNNER=dask, start opening the Dask session of each batch node the run
+        will reach (a `for_each:` without an `if:`) now, in the background: connecting and warming
+        the cluster up (`flows.orchestration.dask_warmup`) then overlap the nodes before it
+        instead of holding up its first chunk. `close` ends those the run never reached."""
+        if get_settings().batch.runner != "dask":
+            return
+        for node in pipeline.nodes.values():
+            if node.for_each is not None and node.condition is None and node.id not in self._remote:
+                self._remote[node.id] = asyncio.create_task(open_chunks(node, run_id))
+
     async def end_batch(self, node: Node) -> None:
-        remote = self._remote.pop(node.id, None)
-        if remote is not None:
-            await remote.close()
+        opening = self._remote.pop(node.id, None)
+        if opening is not None:
+            await self._close(opening)
+
+    async def close(self) -> None:
+        """The run is over: close the Dask sessions of batch nodes it did not reach (it failed before them)."""
+        while self._remote:
+            await self._close(self._remote.pop(next(iter(self._remote))))
+
+    @staticmethod
+    async def _close(opening: asyncio.Task[DaskChunks]) -> None:
+        try:
+            remote = await opening
+        except Exception as exc:  # never opened: a chunk that asked for it failed saying why, if one did
+            log.warning("the Dask cluster was not reached: %s: %s", type(exc).__name__, exc)
+            return
+        await remote.close()
 
     async def progress(self, pipeline: str, node: Node, done: int, total: int | None) -> None:
         progress.report(pipeline, node.id, done, total)

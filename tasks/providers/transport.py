@@ -70,6 +70,13 @@ def _transport_class() -> type[Any]:
     return Transport
 
 
+def load_transport() -> None:
+    """Import the configured transport now (a Dask worker warming up before its first model call:
+    aiohttp takes ~0.2 s to import)."""
+    if get_settings().engine.http_transport == "aiohttp":
+        _transport_class()
+
+
 def make_client(timeout: float, **options: Any) -> httpx.AsyncClient:
     """An httpx client on the configured transport (FRUGAL_HTTP_TRANSPORT); `options` go to httpx."""
     if get_settings().engine.http_transport == "aiohttp":

@@ -5,7 +5,7 @@ in-process runner as the baseline, and the all-cached rerun of 10,000 documents.
 
     options: [--n 400] [--workers 1,2,4] [--threads 2] [--rpm 600] [--latency 0.3] [--concurrency 8]
         [--chunk-size 100] [--cached-n 10000] [--redis redis://127.0.0.1:6379/13]
-        [--prefect-api-url URL] [--deadline 580]
+        [--prefect-api-url URL] [--deadline 580] [--no-preload]
     a small run: ... bench_dask_batch.py --n 60 --workers 1,2 --cached-n 500
 
 Not a test: it prints figures and asserts nothing. Everything runs on this machine, on loopback:
@@ -18,7 +18,10 @@ Not a test: it prints figures and asserts nothing. Everything runs on this machi
    to the large model, the rate-limited one (the stand-in limits OpenAI's routes, not Ollama's).
 2. A loopback Prefect server on a fresh PostgreSQL database (127.0.0.1:5432, created and dropped
    here; `--prefect-api-url` to use a running one), the shared Redis on a db of its own (--redis,
-   db 13: flushed at the start and at the end), and a `dask scheduler` process.
+   db 13: flushed at the start and at the end), and a `dask scheduler` process. The scheduler and
+   the workers start as the README says, with `--preload flows.orchestration.dask_warmup` (the
+   imports a chunk needs, done when each process starts); `--no-preload` starts them bare, and the
+   first Dask run then waits for the scheduler to import Prefect and the project.
 3. The rate-limited runs, --n documents each (distinct texts of 40-60 words), each under a fresh
    cache namespace (cold): first the baseline, the orchestrated flow with FRUGAL_BATCH_RUNNER=
    inprocess (chunks in the flow's process); then FRUGAL_BATCH_RUNNER=dask on the scheduler with
@@ -32,7 +35,8 @@ Not a test: it prints figures and asserts nothing. Everything runs on this machi
    workers share PREFECT_LOCAL_STORAGE_PATH with the flow).
 
 Printed per run: documents, wall time, documents/s, that rate as a share of the allowed rate
-(RPM / 60 a second is the ceiling; N calls cannot beat N / ((N - 1) / rate + latency)), CPU per
+(RPM / 60 a second is the ceiling; N calls cannot beat N / ((N - 1) / rate + latency)), the lead-in
+(from the run's start to its first model call) and the tail (from the last answer to the run's end), CPU per
 document of our processes (the flow's process + the Dask scheduler + the workers, from /proc), and
 apart the Prefect server's and the stand-in's, model calls, the 429s the stand-in refused, items
 failed (and of those, by a 429), Redis commands per document (the server's count: other clients of
@@ -118,11 +122,14 @@ class Dask:
     workers: int = 0
     #: threads per worker process: with 2, a worker starts its next chunk while a chunk's last items finish
     threads: int = 1
+    #: started as the README says: `--preload flows.orchestration.dask_warmup` (the imports a chunk needs, at start)
+    preload: bool = True
 
     def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        preload = ["--preload", "flows.orchestration.dask_warmup"] if self.preload else []
         with (self.folder / f"{name}.log").open("wb") as log:
             process = subprocess.Popen(
-                [str(BIN / "dask"), *args],
+                [str(BIN / "dask"), *args, *preload],
                 cwd=PROJECT,
                 env=self.env,
                 stdout=log,
@@ -222,6 +229,8 @@ class Row:
     limited: bool  # through the rate-limited provider: its rate is the figure
     busy_rate: float = 0.0  # calls/s from the stand-in's first answer to its last
     busy_cpu: float = 0.0  # CPU seconds per call of our processes over the same span
+    lead_in: float = 0.0  # seconds from the run's start to the stand-in's first answer (less its latency)
+    tail: float = 0.0  # seconds from the stand-in's last answer to the run's end
     redis_commands: int = 0  # commands the Redis server processed during the run (all its clients)
 
     @property
@@ -270,6 +279,7 @@ class Bench:
             else:
                 output = (await run_pipeline("nightly-summaries", values))["output"]
             seconds = time.perf_counter() - started
+            ended = time.perf_counter()
         commands = self.redis_commands() - commands
         stats = peer(self.url, "/_peer/stats")
         failures = output.get("failures") or []
@@ -289,6 +299,8 @@ class Bench:
             limited=limited,
             busy_rate=answers.rate(),
             busy_cpu=answers.cpu_per_call(),
+            lead_in=answers.first_at(started) - started - self.args.latency,
+            tail=ended - answers.last_at(ended),
             redis_commands=commands,
         )
         self.rows.append(row)
@@ -299,7 +311,7 @@ class Bench:
 
 
 class Answers:
-    """The stand-in's answer count and our processes' CPU time, sampled every 0.2 s in a thread while a
+    """The stand-in's answer count and our processes' CPU time, sampled every 0.1 s in a thread while a
     run lasts: the rate the provider saw and the CPU per call between its first answer and its last,
     without the batch's start and end (what a batch of millions of documents pays per document)."""
 
@@ -312,7 +324,7 @@ class Answers:
 
     def _sample(self) -> None:
         with httpx.Client(trust_env=False, timeout=5) as client:
-            while not self._done.wait(0.2):
+            while not self._done.wait(0.1):
                 with contextlib.suppress(httpx.HTTPError):
                     answered = int(client.get(self.url + "/_peer/stats").json()["answered"])
                     self.samples.append((time.perf_counter(), answered, cpu_seconds(self.processes)))
@@ -334,6 +346,24 @@ class Answers:
         last = next(s for s in self.samples if s[1] == final)
         return (first, last) if last[1] > first[1] else None
 
+    def first_at(self, default: float) -> float:
+        """When the first answer was seen (to the sampling's 0.1 s: halfway between two samples)."""
+        before = default
+        for at, answered, _ in self.samples:
+            if answered:
+                return (before + at) / 2
+            before = at
+        return default
+
+    def last_at(self, default: float) -> float:
+        """When the last answer was seen (halfway between the sample before the final count and the first with it)."""
+        window = self._window()
+        if window is None:
+            return default
+        final = window[1]
+        earlier = [at for at, answered, _ in self.samples if answered < final[1]]
+        return (earlier[-1] + final[0]) / 2 if earlier else final[0]
+
     def rate(self) -> float:
         """Calls a second while the provider was busy."""
         window = self._window()
@@ -347,8 +377,10 @@ class Answers:
 
 LEGEND = (
     "  (of allowed: docs/s over the whole run / the allowed rate; calls/s and cpu/call: from the stand-in's first answer to\n"
-    "   its last, CPU ms of our processes per call; cpu ms/doc: the whole run, our processes = the flow's + the Dask\n"
-    "   scheduler's + the workers'; flow: the flow's process alone; prefect, stand-in: those processes' CPU ms/doc;\n"
+    "   its last, CPU ms of our processes per call; lead, tail: seconds from the run's start to the first model call (its\n"
+    "   answer less the stand-in's latency) and from the last answer to the run's end, +-0.1 s; cpu ms/doc: the whole\n"
+    "   run, our processes = the flow's + the Dask scheduler's + the workers'; flow: the flow's process alone; prefect,\n"
+    "   stand-in: those processes' CPU ms/doc;\n"
     "   429s: refused by the stand-in; redis: commands per document the Redis server processed, from all its clients)"
 )
 
@@ -356,6 +388,7 @@ LEGEND = (
 def header() -> str:
     return (
         f"{'run':<44} {'docs':>6} {'wall s':>7} {'docs/s':>7} {'of allowed':>10} {'calls/s':>7} {'cpu/call':>8} "
+        f"{'lead':>5} {'tail':>5} "
         f"{'cpu ms/doc':>10} {'flow':>6} "
         f"{'prefect':>8} {'stand-in':>8} {'calls':>6} {'429s':>5} {'failed':>6} {'by 429':>6} {'redis':>6}  cache"
     )
@@ -365,10 +398,11 @@ def line(r: Row, args: argparse.Namespace) -> str:
     allowed = args.rpm / 60
     share = f"{r.rate / allowed:10.1%}" if r.limited else f"{'-':>10}"
     busy = f"{r.busy_rate:>7.2f} {r.busy_cpu * 1000:>8.2f}" if r.limited else f"{'-':>7} {'-':>8}"
+    ends = f"{r.lead_in:>5.1f} {r.tail:>5.1f}" if r.limited else f"{'-':>5} {'-':>5}"
     cache = ", ".join(f"{k} {v}" for k, v in sorted(r.cache.items()))
     per = 1000 / max(r.documents, 1)
     return (
-        f"{r.name:<44} {r.documents:>6} {r.seconds:>7.1f} {r.rate:>7.1f} {share} {busy} "
+        f"{r.name:<44} {r.documents:>6} {r.seconds:>7.1f} {r.rate:>7.1f} {share} {busy} {ends} "
         f"{r.cpu * per:>10.2f} {r.flow_cpu * per:>6.2f} "
         f"{r.prefect_cpu * per:>8.2f} {r.stand_in_cpu * per:>8.2f} {r.calls:>6} {r.refused:>5} {r.failed:>6} "
         f"{r.failed_by_429:>6} {r.redis_commands / max(r.documents, 1):>6.1f}  {cache}"
@@ -462,6 +496,12 @@ def main() -> None:
     parser.add_argument("--quiet-timeout", type=float, default=10.0, help="seconds each run waits at most for a quiet machine")
     parser.add_argument("--deadline", type=float, default=580.0, help="seconds the whole script may take; then it stops")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs of every process)")
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="start the scheduler and workers without --preload flows.orchestration.dask_warmup: the first Dask "
+        "batch then waits for the scheduler to import Prefect and the project (once per scheduler process)",
+    )
     args = parser.parse_args()
     args.worker_counts = sorted(int(w) for w in args.workers.split(",") if w)
     if not args.redis.startswith(("redis://127.0.0.1", "redis://localhost")):
@@ -491,7 +531,7 @@ def main() -> None:
         cached_docs = work / "cached-docs"
         make_documents(cached_docs, args.cached_n, long_every=0)
     (work / "logs").mkdir()
-    dask = Dask(work / "logs", {}, threads=args.threads)
+    dask = Dask(work / "logs", {}, threads=args.threads, preload=not args.no_preload)
     try:
         with (
             stand_in(work / "logs", args.latency, args.rpm) as (url, stand_in_process),

@@ -179,7 +179,10 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_pays_nothing_twice(cl
         with Client(cluster.address, timeout=30) as client:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                names = {address: w.get("name") for address, w in client.scheduler_info()["workers"].items()}
+                # asked afresh: the client's cached scheduler_info() is refreshed in the background
+                # without the workers, and a read between the two missed their names
+                identity = client.sync(client.scheduler.identity, n_workers=-1)
+                names = {address: w.get("name") for address, w in identity["workers"].items()}
                 for address, keys in client.processing().items():
                     if keys:
                         seen_busy.add(str(names.get(address, address)))
@@ -222,3 +225,9 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_pays_nothing_twice(cl
     again = cluster.stats()
     assert again["by_path"].get(CHAT, 0) == received, "the rerun asked the model again"
     assert again["answered"] == stats["answered"]
+
+    # one connection to the scheduler per batch, however many chunks asked for it at once; the
+    # surviving worker was warmed up for the batch (flows.orchestration.dask_warmup)
+    scheduler_log = (tmp_path / "scheduler.log").read_text(errors="replace")
+    assert scheduler_log.count("Receive client connection: PrefectDaskClient") == 2, scheduler_log[-3000:]
+    assert "Starting Worker plugin frugal-warm-up" in (tmp_path / "worker-b.log").read_text(errors="replace")

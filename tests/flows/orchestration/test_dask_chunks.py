@@ -107,3 +107,42 @@ async def test_a_local_cluster_worker_has_two_threads_and_the_batch_keeps_twice_
         assert await runner.chunk_slots(node, "run-slots") == 2
     finally:
         await runner.end_batch(node)
+
+
+async def test_chunks_that_ask_at_once_share_one_session_and_every_worker_is_warmed_up(monkeypatch, redis_cache):
+    """The chunks submitted at a batch's start all ask for the Dask session at once: one client
+    connects (not one each, left open). The scheduler keeps the warm-up as a worker plugin, so a
+    worker that joins later gets it too."""
+    from distributed import LocalCluster
+
+    from flows.language import catalog
+    from flows.orchestration.dask_warmup import PLUGIN_NAME
+    from flows.orchestration.task_runs import OrchestratedRunner
+
+    node = catalog.load("nightly-summaries").nodes["summaries"]
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        monkeypatch.setenv("FRUGAL_BATCH_RUNNER", "dask")
+        monkeypatch.setenv("FRUGAL_BATCH_DASK_ADDRESS", cluster.scheduler_address)
+        runner = OrchestratedRunner()
+        try:
+            assert await asyncio.gather(*(runner.chunk_slots(node, "run-once") for _ in range(4))) == [1] * 4
+            clients = [name for name in cluster.scheduler.clients if name.startswith("PrefectDaskClient")]
+            assert len(clients) == 1
+        finally:
+            await runner.end_batch(node)  # waits for the warm-up calls, then disconnects
+        assert PLUGIN_NAME in cluster.scheduler.worker_plugins
+        assert all(PLUGIN_NAME in worker.plugins for worker in cluster.workers.values())
+        cluster.scale(2)
+        await asyncio.to_thread(cluster.wait_for_workers, 2, 60)
+        assert all(PLUGIN_NAME in worker.plugins for worker in cluster.workers.values())
+        assert not [name for name in cluster.scheduler.clients if name.startswith("PrefectDaskClient")]
+
+
+def test_a_warm_up_compiles_the_pipelines_a_chunk_runs_and_a_failed_one_is_only_logged(caplog):
+    from flows.orchestration.dask_warmup import WarmUp, warm
+
+    assert warm("nightly-summaries") >= 0.0  # and the pipeline its items run, summarise-document
+    asyncio.run(WarmUp("no-such-pipeline").setup(worker=None))
+    assert "warming this worker up for pipeline 'no-such-pipeline' failed" in caplog.text
