@@ -12,8 +12,12 @@ goes back to httpx's own transport.
 
 What this module adds around it:
 
-- **Proxies as httpx has them**: the aiohttp session trusts the environment (HTTP_PROXY,
-  HTTPS_PROXY, NO_PROXY), which aiohttp does not do by default and httpx does.
+- **Proxies as httpx has them**: HTTP_PROXY, HTTPS_PROXY and NO_PROXY, read when the client is
+  made (as httpx does), each host's answer kept. Not aiohttp's `trust_env`: it reads the
+  environment and `~/.netrc` again on every request, on two trips through a thread pool
+  (`run_in_executor`, `to_thread`) per model call. Measured with `bench_gateway.py --compare`
+  (docs/performance.md): that was ~0.3 ms of a miss's latency at concurrency 1 and ~0.2 ms of the gateway's CPU per
+  model call. Like httpx, no `.netrc` credentials.
 - **One TLS context** for every client (`tls_context`), as before.
 - **Errors that say what happened**: `httpx-aiohttp` reports a refused or dropped connection
   as `httpx.ConnectTimeout`; `timed_out` looks at the aiohttp error beneath, so a model that
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import urllib.request
 import weakref
 from typing import Any
 
@@ -59,15 +64,48 @@ def _transport_class() -> type[Any]:
     class Transport(AiohttpTransport):  # type: ignore[misc]
         """httpx-aiohttp's transport, its session made on the first request (inside the event loop)."""
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._proxies = EnvProxies()
+
         def get_client(self) -> Any:
             import aiohttp
 
             connector = aiohttp.TCPConnector(limit=LIMITS.max_connections or 0, ssl=tls_context())
-            session = aiohttp.ClientSession(connector=connector, trust_env=True)  # HTTP(S)_PROXY, NO_PROXY
+            session = aiohttp.ClientSession(connector=connector)
             weakref.finalize(self, _close_without_loop, session)  # when the client is dropped, or at exit
             return session
 
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            # read by the base class before its first await: no other request can change it meanwhile
+            self.proxy = self._proxies.for_url(request.url)
+            return await super().handle_async_request(request)
+
     return Transport
+
+
+class EnvProxies:
+    """The proxy of each URL from HTTP_PROXY / HTTPS_PROXY / NO_PROXY as they were when the client
+    was made (httpx's rule), decided once per scheme and host. HTTPS proxies (a TLS connection to
+    the proxy itself) are not supported by aiohttp and are left out, as aiohttp leaves them out."""
+
+    def __init__(self) -> None:
+        self._proxies = {
+            scheme: url
+            for scheme, url in urllib.request.getproxies().items()
+            if scheme in ("http", "https") and not url.lower().startswith("https://")
+        }
+        self._decided: dict[tuple[str, str], httpx.Proxy | None] = {}
+
+    def for_url(self, url: httpx.URL) -> httpx.Proxy | None:
+        if not self._proxies:
+            return None
+        place = (url.scheme, url.host)
+        if place not in self._decided:
+            proxy = self._proxies.get(url.scheme)
+            bypassed = proxy is None or bool(url.host and urllib.request.proxy_bypass(url.host))
+            self._decided[place] = None if bypassed else httpx.Proxy(proxy)  # type: ignore[arg-type]
+        return self._decided[place]
 
 
 def load_transport() -> None:

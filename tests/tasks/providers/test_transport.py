@@ -11,6 +11,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tasks.core.errors import ModelTimeout, ModelUnavailable
@@ -165,3 +166,22 @@ def test_a_client_whose_loop_is_gone_leaves_no_unclosed_session(peer, monkeypatc
         gc.collect()
     assert not [w for w in caught if "Unclosed" in str(w.message)], [str(w.message) for w in caught]
     assert peer.count("/v1/chat/completions") == 4
+
+
+def test_no_proxy_hosts_are_reached_directly_and_the_environment_is_read_once(monkeypatch):
+    """NO_PROXY wins over HTTP_PROXY; the environment is read when the client is made, as httpx does."""
+    from tasks.providers.transport import EnvProxies
+
+    monkeypatch.setenv("HTTP_PROXY", "http://user:secret@proxy.example:3128")
+    monkeypatch.setenv("HTTPS_PROXY", "https://tls-proxy.example:3129")  # aiohttp cannot use a TLS proxy
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,internal.example")
+    for name in ("http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxies = EnvProxies()
+    monkeypatch.setenv("HTTP_PROXY", "http://other.example:1")  # too late for this client
+    proxy = proxies.for_url(httpx.URL("http://models.example/v1"))
+    assert proxy is not None and proxy.url == httpx.URL("http://proxy.example:3128")
+    assert proxy.auth == ("user", "secret")
+    assert proxies.for_url(httpx.URL("http://127.0.0.1:11434/api/chat")) is None
+    assert proxies.for_url(httpx.URL("http://internal.example/v1")) is None
+    assert proxies.for_url(httpx.URL("https://api.openai.com/v1")) is None
