@@ -55,6 +55,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect import Flow
+from prefect.results import _aget_default_persist_result, aget_default_result_storage
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
@@ -96,9 +97,21 @@ class InProcessRunner:
         self.ready = ready
 
     async def register(self) -> None:
-        """Create or update every deployment (no work pool: this process runs them)."""
+        """Create or update every deployment (no work pool: this process runs them).
+
+        The runs' result storage, and whether flow results are persisted, are decided here, once,
+        as Prefect decides them (the server's default result storage, an admin setting, or else
+        the local results path). Left unset, Prefect's engine asks the server at the start of
+        every run, three times (`GET /admin/storage`): ~15-20 ms of a REST call's time before its
+        first task (bench_rest.py; docs/performance.md)."""
+        storage = await aget_default_result_storage()
+        persist = await _aget_default_persist_result()
         for flow, deployment in self.deployments:
             deployment_id = await deployment.aapply()
+            if flow.result_storage is None:
+                flow.result_storage = storage  # the attributes, not `with_options` (which wants a saved block)
+            if flow.persist_result is None:
+                flow.persist_result = persist
             self.flows[deployment_id] = flow
 
     async def serve(self) -> None:
