@@ -34,6 +34,7 @@ from flows import ledger
 from flows.engine.executor import execute
 from flows.engine.runners import InlineRunner
 from flows.gateway import metrics
+from flows.gateway.malloc_arenas import limit_malloc_arenas
 from flows.gateway.mapping import Target, inputs_for, listed_models, resolve
 from flows.gateway.openai_wire import ChatRequest, WireError, completion_body, completion_id, models_body, stream_chunks, usage_of
 from flows.gateway.tenants import RateLimiter, Spending, Tenant, find_tenant, ledger_totals, load_keys
@@ -167,6 +168,7 @@ def _headers(output: dict[str, Any]) -> dict[str, str]:
 
 
 def create_app(settings: GatewaySettings | None = None) -> Starlette:
+    limit_malloc_arenas()  # each worker process, before its threads start (flows.gateway.malloc_arenas)
     gateway = Gateway(settings or get_settings().gateway)
 
     def error_response(error: WireError) -> Response:
