@@ -55,7 +55,6 @@ from typing import Any
 from uuid import UUID
 
 from prefect import Flow
-from prefect.results import _aget_default_persist_result, aget_default_result_storage
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
@@ -69,6 +68,7 @@ from prefect.events.filters import (
     EventResourceFilter,
 )
 from prefect.flow_engine import run_flow
+from prefect.results import _aget_default_persist_result, aget_default_result_storage
 from prefect.states import Cancelled, Failed, Pending
 
 log = logging.getLogger("frugal.runner")
