@@ -68,7 +68,7 @@ from prefect.events.filters import (
     EventResourceFilter,
 )
 from prefect.flow_engine import run_flow
-from prefect.results import _aget_default_persist_result, aget_default_result_storage
+from prefect.results import aget_default_result_storage
 from prefect.states import Cancelled, Failed, Pending
 
 log = logging.getLogger("frugal.runner")
@@ -106,7 +106,7 @@ class InProcessRunner:
         REST call's p50 did not move beyond the noise (bench_rest.py --gap 1.5: 297-330 ms
         before, 306-308 after); what it saves is three requests per run to the server."""
         storage = await aget_default_result_storage()
-        persist = await _aget_default_persist_result()
+        persist = await _default_persist_result()
         for flow, deployment in self.deployments:
             deployment_id = await deployment.aapply()
             if flow.result_storage is None:
@@ -221,6 +221,16 @@ class InProcessRunner:
         current = await self._client.read_flow_run(flow_run.id)
         if current.state is None or not current.state.is_final():
             await self._client.set_flow_run_state(flow_run.id, state, force=True)
+
+
+async def _default_persist_result() -> bool | None:
+    """Whether Prefect would persist a flow's result by default (its own answer, asked once); None
+    on a Prefect release without that function: the engine then decides it on each run, as before."""
+    try:
+        from prefect.results import _aget_default_persist_result  # private, Prefect 3.4+: not in every release
+    except ImportError:
+        return None
+    return bool(await _aget_default_persist_result())
 
 
 @contextmanager
