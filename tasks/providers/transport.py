@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import ssl
 import urllib.request
 import weakref
@@ -38,6 +39,8 @@ from typing import Any
 import httpx
 
 from tasks.core.settings import get_settings
+
+log = logging.getLogger("frugal")
 
 #: connections per provider and event loop: enough for a batch's concurrency
 LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
@@ -84,17 +87,21 @@ def _transport_class() -> type[Any]:
     return Transport
 
 
+_said_ignored: set[str] = set()  # proxies ignored, said once per process
+
+
 class EnvProxies:
     """The proxy of each URL from HTTP_PROXY / HTTPS_PROXY / NO_PROXY as they were when the client
     was made (httpx's rule), decided once per scheme and host. HTTPS proxies (a TLS connection to
     the proxy itself) are not supported by aiohttp and are left out, as aiohttp leaves them out."""
 
     def __init__(self) -> None:
-        self._proxies = {
-            scheme: url
-            for scheme, url in urllib.request.getproxies().items()
-            if scheme in ("http", "https") and not url.lower().startswith("https://")
-        }
+        found = {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme in ("http", "https")}
+        self._proxies = {scheme: url for scheme, url in found.items() if not url.lower().startswith("https://")}
+        for scheme in sorted(found.keys() - self._proxies.keys()):
+            if scheme not in _said_ignored:
+                _said_ignored.add(scheme)
+                log.warning("the %s proxy from the environment is an https:// URL, which aiohttp cannot use: ignored", scheme)
         self._decided: dict[tuple[str, str], httpx.Proxy | None] = {}
 
     def for_url(self, url: httpx.URL) -> httpx.Proxy | None:

@@ -185,3 +185,16 @@ def test_no_proxy_hosts_are_reached_directly_and_the_environment_is_read_once(mo
     assert proxies.for_url(httpx.URL("http://127.0.0.1:11434/api/chat")) is None
     assert proxies.for_url(httpx.URL("http://internal.example/v1")) is None
     assert proxies.for_url(httpx.URL("https://api.openai.com/v1")) is None
+
+
+def test_an_https_proxy_is_said_to_be_ignored_once(monkeypatch, caplog):
+    from tasks.providers import transport
+
+    monkeypatch.setattr(transport, "_said_ignored", set())
+    monkeypatch.setenv("HTTPS_PROXY", "https://tls-proxy.example:3129")
+    monkeypatch.delenv("https_proxy", raising=False)
+    with caplog.at_level("WARNING", logger="frugal"):
+        transport.EnvProxies()
+        transport.EnvProxies()
+    said = [r.getMessage() for r in caplog.records if "https:// URL" in r.getMessage()]
+    assert len(said) == 1 and "https proxy" in said[0]
