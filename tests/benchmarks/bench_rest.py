@@ -18,9 +18,10 @@ process's CPU per call, and the task runs a hit recorded. Target: A's p50 <= 250
 quiet machine.
 
 Calls go back to back by default: the server may then still be working off the previous run's
-events (its services persist them and record task runs from them) when the next call comes. `--gap 1.5` waits that long between calls (and before
-the first), until the server is quiet: what a call meets on an idle server, as a user calling
-now and then does. Server CPU per call is the same either way; it is what bounds calls/s.
+events (its services persist them and record task runs from them) when the next call comes.
+`--gap 1.5` waits that long between calls (and before the first), until the server is quiet:
+what a call meets on an idle server, as a user calling now and then does. Server CPU per call
+is the same either way; it is what bounds calls/s.
 """
 
 from __future__ import annotations
