@@ -42,9 +42,14 @@ class ChunkJob(BaseModel):
 def pipeline_reference(pipeline: Pipeline) -> str:
     """How another process finds this pipeline: its name when it lives in the pipelines folder
     (each worker reads its own copy of the project), else its file's absolute path."""
-    path = Path(pipeline.file).resolve()
-    if path.parent == catalog.pipelines_dir().resolve() and path.stem == pipeline.name:
-        return pipeline.name
+    return file_reference(pipeline.file, pipeline.name)
+
+
+def file_reference(file: str, name: str) -> str:
+    """`pipeline_reference` of the pipeline `name` read from `file`."""
+    path = Path(file).resolve()
+    if path.parent == catalog.pipelines_dir().resolve() and path.stem == name:
+        return name
     return str(path)
 
 

@@ -43,11 +43,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE, CachePolicy
 
 from flows import ledger
-from flows.engine.chunk_job import ChunkJob
+from flows.engine.chunk_job import ChunkJob, file_reference
 from flows.engine.job_runner import run_job
 from flows.engine.remote_progress import ChunkCounter, ProgressPoll, progress_key, redis_url
 from flows.engine.runners import Chunk, Records
-from flows.language import catalog
 from flows.orchestration.observers import install
 from tasks.core.errors import ConfigError
 from tasks.core.settings import BatchSettings, get_settings
@@ -111,13 +110,10 @@ def task_runner(settings: BatchSettings) -> DaskTaskRunner:
 
 
 def _warm_up_reference(node: Node) -> str | None:
-    """How a worker finds the node's pipeline to compile it ahead of the first chunk (as
-    `flows.engine.chunk_job.pipeline_reference` says it): None for a pipeline compiled from memory."""
+    """How a worker finds the node's pipeline to compile it ahead of the first chunk: None for a
+    pipeline compiled from memory."""
     path = Path(node.file)
-    if not path.is_file():
-        return None
-    path = path.resolve()
-    return path.stem if path.parent == catalog.pipelines_dir().resolve() else str(path)
+    return file_reference(node.file, path.stem) if path.is_file() else None
 
 
 class DaskChunks:
