@@ -133,12 +133,18 @@ RECORDED_STEPS = frozenset({"hash_prompt", "cache_lookup", "check_answer"})
 
 
 def _checked(seen: list[Seen], value: dict[str, Any]) -> None:
-    """A `check_answer` node's verdict on the latest unchecked call of its model."""
+    """A `check_answer` node's verdict (`tasks.steps.check_answer.Verdict`) on the call it judged:
+    the latest unchecked call of the judged answer's model and tier. An escalated answer's verdict
+    names the model it replaces (`escalated_from`), which `_settle_verdicts` marks as replaced."""
+    judged = value.get("answer")
+    if not isinstance(judged, dict):
+        return  # a failed call (no answer) was judged: there is no call entry to mark
     for s in reversed(seen):
-        if s.kind == "call" and s.model == value.get("model") and s.accepted is None:
+        if s.kind == "call" and s.model == judged.get("model") and s.route == judged.get("tier") and s.accepted is None:
             s.accepted = bool(value["accepted"])
             if not s.accepted:
-                s.reject_reason = value.get("reject_reason") or value.get("reason") or "rejected"
+                s.reject_reason = value.get("reason") or "rejected"
+            s.escalated_from = s.escalated_from or value.get("escalated_from")
             return
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from flows import ledger
 from flows.language import catalog
 from flows.orchestration.flow import run_inline
 
@@ -47,6 +48,10 @@ async def test_a_bad_small_answer_escalates_and_is_not_cached(peer, redis_cache,
     assert (out["text"], out["route"], out["escalated"]) == (GOOD, "large", True)
     assert (out["accepted"], out["reason"], out["escalated_from"]) == (True, reason, SMALL)
     assert first.nodes["small_check"].status == "ran" and first.nodes["large"].status == "ran"
+    # the ledger has the checks' verdicts: the small answer rejected and replaced, the large one accepted
+    assert ledger.flush()
+    rejected, accepted = ((e.verdict, e.reject_reason, e.replaced_by, e.escalated_from) for e in ledger.read_entries())
+    assert (rejected, accepted) == (("rejected", reason, "large", None), ("accepted", None, None, SMALL))
     # the large model's accepted answer is what was cached, never the rejected small one
     second = await run_inline("answer", inputs)
     assert (second.output["cache"], second.output["text"], second.output["accepted"]) == ("hit", GOOD, True)
@@ -81,6 +86,11 @@ async def test_a_label_outside_the_set_escalates_in_sentiment(peer, redis_cache)
     out = first.output
     assert (out["label"], out["route"], out["accepted"], out["reason"]) == ("neutral", "large", True, "invalid")
     assert out["escalated_from"] == SMALL
+    assert ledger.flush()
+    assert [(e.node, e.verdict, e.reject_reason) for e in ledger.read_entries()] == [
+        ("small", "rejected", "invalid"),
+        ("large", "accepted", None),
+    ]
     second = await run_inline("sentiment", {"text": "Arrived on Tuesday. It is blue, as shown."})
     assert (second.output["cache"], second.output["label"]) == ("hit", "neutral")
     assert peer.count("/api/chat") == 1

@@ -160,7 +160,7 @@ async def test_rejected_small_answers_are_not_audited(audited, redis_cache):
     result = await run_inline("sentiment", {"text": "I love it"})
     assert result.output["escalated"] is True
     small, large = entries()
-    assert (small.verdict, small.replaced_by, small.reject_reason) == ("rejected", "large", "malformed")
+    assert (small.verdict, small.replaced_by, small.reject_reason) == ("rejected", "large", "invalid")  # the check's reason
     assert audited.count(CHAT) == 1 and AUDITOR.counts.queued == 0
 
 
@@ -258,7 +258,7 @@ async def test_router_labels(audited, redis_cache, monkeypatch, keep):
     assert [(label.label, label.why) for label in labels] == [
         ("small", "audit agreed"),
         ("large", "audit disagreed"),
-        ("large", "rejected: malformed"),
+        ("large", "rejected: invalid"),  # the check's reason code
     ]
     assert all(label.key and label.entry_id.endswith(":small") for label in labels)
     if keep:

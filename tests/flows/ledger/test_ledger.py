@@ -415,17 +415,21 @@ def test_the_checks_verdicts_reach_the_entries():
     from flows.ledger.entry import Reference
     from flows.ledger.record import make_entries, record, rows
 
+    from tasks.core.records import ModelAnswer
+    from tasks.steps.check_answer import Verdict
+
     usage = {"input_tokens": 9, "output_tokens": 1}
     small = {"model": "ollama/llama3.2:1b", "tier": "small", "usage": usage, "cost_usd": 0.0, "latency_ms": 812.5}
     retry = {**small, "latency_ms": 700.0}
-    verdict = {"model": "ollama/llama3.2:1b", "tier": "small", "accepted": False, "reject_reason": "loop"}
-    large = {
-        "model": "openai/gpt-4o-mini",
-        "tier": "large",
-        "usage": usage,
-        "cost_usd": 1.95e-06,
-        "escalated_from": small["model"],
-    }
+    large = {"model": "openai/gpt-4o-mini", "tier": "large", "usage": usage, "cost_usd": 1.95e-06}
+
+    def judged(call: dict, **verdict) -> dict:
+        """What the real `check_answer` step returns: the judged answer inside, the verdict beside it."""
+        answer = ModelAnswer(text="x", **call).model_copy(update={"accepted": verdict["accepted"]})
+        return Verdict(answer=answer, note="", **verdict).model_dump(mode="json")
+
+    verdict = judged(retry, accepted=False, reason="loop", action="escalate", escalate=True)
+    large_verdict = judged(large, accepted=True, action="accept", escalated_from=small["model"], escalation_reason="loop")
     run = RunInfo(pipeline=catalog.load("answer"), mode="inline", inputs={})
 
     def report(uses, model=None):
@@ -437,6 +441,7 @@ def test_the_checks_verdicts_reach_the_entries():
         ("retry", retry, report("call_slm", small["model"])),
         ("check", verdict, report("check_answer")),
         ("large", large, report("call_llm", large["model"])),
+        ("large_check", large_verdict, report("check_answer")),
     ]
     rec = record(run, nodes)
     reference = Reference.of("openai/gpt-4o")
@@ -446,7 +451,7 @@ def test_the_checks_verdicts_reach_the_entries():
     first, second, last = fast
     assert (first.verdict, first.reject_reason, first.replaced_by, first.latency_ms) == ("rejected", "truncated", "small", 812.5)
     assert (second.verdict, second.reject_reason, second.replaced_by) == ("rejected", "loop", "large")
-    assert (last.verdict, last.escalated_from, last.replaced_by) == ("unchecked", "ollama/llama3.2:1b", None)
+    assert (last.verdict, last.escalated_from, last.replaced_by) == ("accepted", "ollama/llama3.2:1b", None)
     assert {e.key for e in fast} == {"ab" * 32}
     # replaced answers carry no counterfactual: the one that replaced them does
     assert (first.counterfactual, second.counterfactual, last.counterfactual) == (0, 0, D("0.0000325"))
