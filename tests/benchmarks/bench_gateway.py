@@ -222,9 +222,7 @@ def start_gateway(
     return process, base
 
 
-def start_litellm(
-    litellm: str, folder: Path, standin: str, prefix: str, workers: int = 1
-) -> tuple[subprocess.Popen[bytes], str]:
+def start_litellm(litellm: str, folder: Path, standin: str, prefix: str, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     redis_host, redis_port = re.match(r"redis://([^:/]+):(\d+)", REDIS).groups()  # type: ignore[union-attr]
     config = folder / "litellm.yaml"

@@ -414,7 +414,6 @@ def test_the_checks_verdicts_reach_the_entries():
     from flows.language import catalog
     from flows.ledger.entry import Reference
     from flows.ledger.record import make_entries, record, rows
-
     from tasks.core.records import ModelAnswer
     from tasks.steps.check_answer import Verdict
 
