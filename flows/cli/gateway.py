@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -17,8 +18,14 @@ from tasks.core.errors import ConfigError
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     gw = sub.add_parser("gateway", help="serve the pipelines as an OpenAI-compatible API (POST /v1/chat/completions)")
     gw.add_argument("--host", default="127.0.0.1", help="address to listen on (non-loopback needs API keys)")
-    gw.add_argument("--port", type=int, default=8000)
-    gw.add_argument("--workers", type=int, default=1, help="worker processes")
+    gw.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    gw.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    gw.add_argument(
+        "--keys-file",
+        type=Path,
+        default=None,
+        help="tenants' API keys (`frugal gateway-key add`); default: FRUGAL_GATEWAY_KEYS_FILE",
+    )
     gw.add_argument(
         "--server", choices=("uvicorn", "granian"), default="uvicorn", help="ASGI server (granian: pip install granian)"
     )
@@ -43,7 +50,16 @@ def run(args: argparse.Namespace) -> int:
     if args.handler == "gateway":
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        if args.keys_file is not None:  # the workers read it from the environment
+            if not args.keys_file.is_file():
+                raise ConfigError(f"--keys-file {args.keys_file}: no such file (create keys with `frugal gateway-key add`)")
+            os.environ["FRUGAL_GATEWAY_KEYS_FILE"] = str(args.keys_file.resolve())
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(
+            f"gateway: http://{host}:{args.port}/v1 ({args.workers} worker(s), {args.server}); ready when it says so",
+            file=sys.stderr,
+        )
         serve(args.host, args.port, args.workers, server=args.server)
         return 0
     path = args.keys_file or get_settings().gateway.keys_file

@@ -49,7 +49,7 @@ def add_parser(sub: Any) -> None:
     evaluate.add_argument("data", nargs="*", help=f"labelled JSONL files (default {' '.join(DEFAULT_DATA)})")
     evaluate.add_argument("--router", help="router file (default: the one `classify` uses)")
     evaluate.add_argument("--split", choices=("eval", "train", "all"), default="eval", help="rows to use (default eval)")
-    evaluate.add_argument("--png", default="router-curve.png", help="where to draw risk vs share sent large")
+    evaluate.add_argument("--png", default=None, help="draw risk vs share sent large into this PNG file")
     evaluate.set_defaults(func=cmd_eval)
 
 
@@ -166,9 +166,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sent = p >= head.threshold
     print(f"router {loaded.path} version {loaded.doc.version}, embedder {head.embedder}, threshold {head.threshold:.3f}")
     print(report(examples, sent))
-    points = curve(p, large)
-    png = draw_curve(points, float(((~sent) & large).sum() / max(large.sum(), 1)), float(sent.mean()), Path(args.png))
-    print(f"wrote {png}")
+    if args.png:
+        points = curve(p, large)
+        png = draw_curve(points, float(((~sent) & large).sum() / max(large.sum(), 1)), float(sent.mean()), Path(args.png))
+        print(f"wrote {png}")
     return 0
 
 

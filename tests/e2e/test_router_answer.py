@@ -34,7 +34,7 @@ def labelled(path: Path, rows: list[tuple[str, str, str]]) -> Path:
     return path
 
 
-def test_cli_train_calibrate_eval(tmp_path, capsys):
+def test_cli_train_calibrate_eval(tmp_path, capsys, monkeypatch):
     data = ROOT / "evals/router"
     rows = [json.loads(line) for name in ("large", "small") for line in (data / f"{name}.jsonl").read_text().splitlines()]
     small_set = labelled(tmp_path / "mine.jsonl", [(r["prompt"], r["label"], r["split"]) for r in rows[::10]])
@@ -58,6 +58,9 @@ def test_cli_train_calibrate_eval(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "accuracy" in out and "confusion" in out and "accuracy per lang" in out and "accuracy per task" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.chdir(tmp_path)
+    assert main(["router", "eval", str(small_set), "--router", str(router)]) == 0
+    assert "wrote" not in capsys.readouterr().out and not list(tmp_path.glob("*.png"))[1:]  # only --png draws
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -430,3 +430,25 @@ def test_a_killed_run_leaves_no_prefect_server(cli_env, peer, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(cli_env, peer, tmp_path):
+    """`frugal ... | head`: the answer is larger than the pipe; the reader leaves after a few bytes."""
+    peer.responder = lambda protocol, body: " ".join(f"word{i}" for i in range(40_000))
+    proc = subprocess.Popen(
+        [str(FRUGAL), "run", "answer", "-i", "prompt=Count for me", "-i", "max_tokens=32768", "--json"],
+        env=cli_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.read(10)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and "error" not in err and "Traceback" not in err, err
+
+
+def test_gateway_refuses_a_keys_file_that_is_not_there(cli_env, tmp_path):
+    error = assert_one_error_line(frugal(cli_env, "gateway", "--keys-file", str(tmp_path / "keys.yaml"), cwd=tmp_path))
+    assert "keys.yaml: no such file" in error and "frugal gateway-key add" in error
