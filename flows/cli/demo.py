@@ -53,25 +53,32 @@ def print_table(rows: list[list[str]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
-async def demo(inline: bool = False) -> list[list[str]]:
+async def demo(inline: bool = False) -> tuple[list[list[str]], list[str]]:
+    """The table's rows, and a note per prompt whose repeat was not a hit (its answer was rejected)."""
     run = run_inline if inline else run_orchestrated
     namespace = f"demo-{int(time.time())}"
-    rows = []
+    rows, notes = [], []
     for prompt in PROMPTS:
-        for _ in range(2):
+        for attempt in range(2):
             result = await run("answer", {"prompt": prompt, "namespace": namespace, "max_tokens": 48})
             rows.append(_row("answer", prompt, result))
+            out = result.output if isinstance(result.output, dict) else {}
+            if attempt and out.get("cache") != "hit" and out.get("accepted") is False:
+                why = f"its answer was rejected ({out.get('reason')}); rejected answers are never cached"
+                notes.append(f"'{prompt[:38]}…' missed twice: {why}.")
     for review in REVIEWS:
         result = await run("sentiment", {"text": review, "namespace": namespace})
         rows.append(_row("sentiment", review, result))
-    return rows
+    return rows, notes
 
 
 def main(inline: bool = False) -> int:
     started = time.perf_counter()
-    rows = asyncio.run(demo(inline))
+    rows, notes = asyncio.run(demo(inline))
     print()
     print_table(rows)
     print(f"\n{len(rows)} runs in {time.perf_counter() - started:.1f}s ({'inline' if inline else 'as Prefect flow runs'}).")
     print("Tokens in parentheses were paid once, on the miss; a hit costs no model call.")
+    for note in notes:
+        print(note)
     return 0
