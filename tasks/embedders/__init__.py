@@ -68,7 +68,7 @@ def bundled_embedder() -> Embedder:
     with _lock:
         embedder = _loaded.get(("bundled",))
         if embedder is None:
-            embedder = _loaded[("bundled",)] = BundledEmbedder().load()
+            embedder = _loaded[("bundled",)] = BundledEmbedder(runtime=get_settings().embedder.runtime).load()
         return embedder
 
 

@@ -7,7 +7,9 @@ ms a prompt where numpy took 3.2-3.8 ms (2-core AMD EPYC host, 600 eval prompts,
 with vectors at cosine >= 0.9999997 to numpy's, so the router's and the semantic cache's figures
 hold unchanged. Every miss of `answer` embeds its prompt once (router, semantic look-up), so this
 is CPU and latency off every miss. `tests/benchmarks/bench_embed_batch.py --runtimes` measures
-both in one run. Without onnxruntime, or if the graph cannot be built, the numpy backend runs.
+both in one run. The price is memory: onnxruntime's library and its own copy of the weights add
+~50-70 MB to a process (`FRUGAL_EMBEDDER_RUNTIME=numpy` keeps the smaller one). Without
+onnxruntime, or if the graph cannot be built, the numpy backend runs.
 
 The graph, for a micro-batch of T tokens from S texts (what `NumpyBackend._encode_batch` does):
 token rows (dequantised in numpy: a gather of T rows of the 65 MB uint8 table) -> projection +
@@ -51,38 +53,44 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _int(field: int, value: int) -> bytes:
-    return _varint(field << 3) + _varint(value)
+#: a message as the pieces it is written from: joined once, at the end (the weights are views of
+#: their arrays, not copies: the model's 13.5 MB are copied once, not once per level of nesting)
+Parts = list[bytes | memoryview]
 
 
-def _bytes(field: int, payload: bytes | str) -> bytes:
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint(field << 3 | 2) + _varint(len(data)) + data
+def _int(field: int, value: int) -> Parts:
+    return [_varint(field << 3) + _varint(value)]
 
 
-def _tensor(name: str, value: Any) -> bytes:
+def _bytes(field: int, payload: str | bytes | memoryview | Parts) -> Parts:
+    parts: Parts = payload if isinstance(payload, list) else [payload.encode() if isinstance(payload, str) else payload]
+    return [_varint(field << 3 | 2) + _varint(sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)), *parts]
+
+
+def _tensor(name: str, value: Any) -> Parts:
     array = np.ascontiguousarray(value, dtype=np.int64 if np.asarray(value).dtype.kind in "iu" else np.float32)
-    dims = b"".join(_int(1, d) for d in array.shape)
-    return dims + _int(2, _INT64 if array.dtype == np.int64 else _FLOAT) + _bytes(8, name) + _bytes(9, array.tobytes())
+    dims = [part for d in array.shape for part in _int(1, d)]
+    kind = _INT64 if array.dtype == np.int64 else _FLOAT
+    return [*dims, *_int(2, kind), *_bytes(8, name), *_bytes(9, memoryview(array.data).cast("B"))]
 
 
-def _attribute(name: str, value: int | float) -> bytes:
+def _attribute(name: str, value: int | float) -> Parts:
     if isinstance(value, float):
-        return _bytes(1, name) + _varint(2 << 3 | 5) + struct.pack("<f", value) + _int(20, _ATTR_FLOAT)
-    return _bytes(1, name) + _int(3, value) + _int(20, _ATTR_INT)
+        return [*_bytes(1, name), _varint(2 << 3 | 5) + struct.pack("<f", value), *_int(20, _ATTR_FLOAT)]
+    return [*_bytes(1, name), *_int(3, value), *_int(20, _ATTR_INT)]
 
 
-def _value_info(name: str, elem_type: int, dims: Sequence[int | str]) -> bytes:
-    shape = b"".join(_bytes(1, _bytes(2, d) if isinstance(d, str) else _int(1, d)) for d in dims)
-    return _bytes(1, name) + _bytes(2, _bytes(1, _int(1, elem_type) + _bytes(2, shape)))
+def _value_info(name: str, elem_type: int, dims: Sequence[int | str]) -> Parts:
+    shape = [part for d in dims for part in _bytes(1, _bytes(2, d) if isinstance(d, str) else _int(1, d))]
+    return [*_bytes(1, name), *_bytes(2, _bytes(1, [*_int(1, elem_type), *_bytes(2, shape)]))]
 
 
 class _Graph:
     """A tiny builder: each `op` call adds a node and returns its output's name."""
 
     def __init__(self) -> None:
-        self.nodes: list[bytes] = []
-        self.weights: list[bytes] = []
+        self.nodes: list[Parts] = []
+        self.weights: list[Parts] = []
         self._count = 0
 
     def const(self, name: str, value: Any) -> str:
@@ -92,8 +100,8 @@ class _Graph:
     def op(self, kind: str, *inputs: str, out: str | None = None, **attributes: int | float) -> str:
         self._count += 1
         name = out or f"t{self._count}"
-        node = b"".join(_bytes(1, i) for i in inputs) + _bytes(2, name) + _bytes(4, kind)
-        self.nodes.append(node + b"".join(_bytes(5, _attribute(k, v)) for k, v in attributes.items()))
+        node = [part for i in inputs for part in _bytes(1, i)] + _bytes(2, name) + _bytes(4, kind)
+        self.nodes.append(node + [part for k, v in attributes.items() for part in _bytes(5, _attribute(k, v))])
         return name
 
 
@@ -140,14 +148,10 @@ def build_model(weights: Any) -> bytes:
         _value_info("lengths", _FLOAT, ["S", 1]),
     ]
     output = _value_info("vectors", _FLOAT, ["S", int(weights.d3.shape[1])])
-    graph = (
-        b"".join(_bytes(1, n) for n in g.nodes)
-        + _bytes(2, "use-multilingual-v3")
-        + b"".join(_bytes(5, w) for w in g.weights)
-        + b"".join(_bytes(11, i) for i in inputs)
-        + _bytes(12, output)
-    )
-    return _int(1, 8) + _bytes(7, graph) + _bytes(8, _bytes(1, "") + _int(2, 17))  # IR 8, opset 17
+    graph = [part for node in g.nodes for part in _bytes(1, node)] + _bytes(2, "use-multilingual-v3")
+    graph += [part for weight in g.weights for part in _bytes(5, weight)]
+    graph += [part for one in inputs for part in _bytes(11, one)] + _bytes(12, output)
+    return b"".join([*_int(1, 8), *_bytes(7, graph), *_bytes(8, [*_bytes(1, ""), *_int(2, 17)])])  # IR 8, opset 17
 
 
 def windows(lengths: np.ndarray, starts: np.ndarray, n_tokens: int) -> np.ndarray:

@@ -56,7 +56,7 @@ def test_windows_stop_at_each_texts_ends():
 def test_protobuf_integers_are_written_as_protobuf_does():
     assert _varint(1) == b"\x01" and _varint(300) == b"\xac\x02"
     assert _varint(-1) == b"\xff" * 9 + b"\x01"  # a negative int64: ten bytes
-    assert _int(1, 8) == b"\x08\x08"
+    assert b"".join(_int(1, 8)) == b"\x08\x08"
 
 
 def test_an_unknown_runtime_is_refused():
@@ -78,3 +78,12 @@ def test_asking_for_onnxruntime_without_it_says_what_to_install(monkeypatch):
     with pytest.raises(EmbedderUnavailable, match="pip install onnxruntime"):
         BundledEmbedder(runtime="onnxruntime").embed(["hello"])
     assert BundledEmbedder().load().runtime == "numpy"  # auto: numpy computes the same vectors
+
+
+def test_the_setting_keeps_numpy(monkeypatch):
+    """FRUGAL_EMBEDDER_RUNTIME=numpy: the smaller process (no onnxruntime loaded), the same vectors."""
+    import tasks.embedders as embedders
+
+    monkeypatch.setenv("FRUGAL_EMBEDDER_RUNTIME", "numpy")
+    monkeypatch.setattr(embedders, "_loaded", {})
+    assert embedders.bundled_embedder().runtime == "numpy"
