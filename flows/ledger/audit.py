@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures.thread  # noqa: F401  (its exit hook registered before ours: see _at_exit_before_shutdown)
 import hashlib
 import logging
 import os
@@ -453,7 +454,19 @@ AUDITOR = Auditor()
 os.register_at_fork(after_in_child=AUDITOR._reset)
 
 
-@atexit.register  # registered after the ledger writer's: runs first, so the audits' entries are written at exit
 def _finish_at_exit() -> None:
     if AUDITOR.pending and not AUDITOR.drain(EXIT_WAIT):
         print(f"frugal: {AUDITOR.pending} audits still running at exit were dropped", file=sys.stderr)
+
+
+def _at_exit_before_shutdown(callback: Callable[[], None]) -> None:
+    """Run `callback` when the interpreter starts to exit, while audits can still finish: threading's
+    exit hooks run before Python's thread pools refuse work (what `asyncio.to_thread` needs; their own
+    hook, registered earlier by the import above, runs after ours) and before the atexit handlers
+    that close the providers' HTTP sessions. Then the ledger writer's atexit flush writes the
+    audits' entries. (Under plain atexit a one-shot `frugal run` lost every audit it had paid for.)"""
+    register = getattr(threading, "_register_atexit", None)  # CPython >= 3.9
+    (register or atexit.register)(callback)
+
+
+_at_exit_before_shutdown(_finish_at_exit)

@@ -452,3 +452,25 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(cli_env, peer, tmp_p
 def test_gateway_refuses_a_keys_file_that_is_not_there(cli_env, tmp_path):
     error = assert_one_error_line(frugal(cli_env, "gateway", "--keys-file", str(tmp_path / "keys.yaml"), cwd=tmp_path))
     assert "keys.yaml: no such file" in error and "frugal gateway-key add" in error
+
+
+def test_a_one_shot_run_records_its_audit_before_it_exits(cli_env, peer, tmp_path):
+    """`frugal run` with every small answer audited: the process ends, the audit (paid for) is in
+    the ledger, not dropped by the interpreter's shutdown."""
+    from flows.ledger.audit import RUBRIC
+
+    def respond(protocol: str, body: dict) -> str:
+        if any(RUBRIC in str(m.get("content")) for m in body.get("messages", [])):
+            return "agree"
+        return "Berlin."
+
+    peer.responder = respond
+    env = {**cli_env, "FRUGAL_AUDIT_RATE": "1", "FRUGAL_LLM_MODEL": "gpt-4o-mini"}
+    started = time.monotonic()
+    proc = frugal(env, "run", "answer", "-i", "prompt=What is the capital of Germany?", cwd=tmp_path)
+    assert proc.returncode == 0 and "dropped" not in proc.stderr and "failed" not in proc.stderr, proc.stderr
+    assert time.monotonic() - started < 8  # not the 10 s exit wait
+    report = frugal(env, "report", "--json", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    audits = json.loads(report.stdout)["total"]["audits"]
+    assert (audits["n"], audits["agreed"]) == (1, 1), audits
