@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from tasks.core.errors import InputError
 
@@ -31,6 +32,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     purge.set_defaults(func=run)
 
 
+#: what `--prompt` cannot find: an answer's value holds no prompt; the semantic index does
+UNINDEXED = (
+    "note: --prompt finds prompts through the semantic index: answers stored with `cache: exact`, or on a Redis "
+    "without vector sets (before 8), are not in it; purge those with --namespace NS or --older-than AGE"
+)
+
+
 def run(args: argparse.Namespace) -> int:
     if not (args.namespace is not None or args.older_than or args.prompt):
         raise InputError("say what to purge: --namespace NS, --older-than AGE, or --prompt TEXT")
@@ -40,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--prompt and --older-than do not combine: purge by one or the other")
     exact, semantic = asyncio.run(_purge(args))
     print(f"purged {exact} cached answer(s) and {semantic} semantic index entr{'y' if semantic == 1 else 'ies'}")
+    if args.prompt is not None and not semantic:
+        print(UNINDEXED, file=sys.stderr)
     return 0
 
 

@@ -403,6 +403,18 @@ async def test_purge_a_prompt_and_its_neighbours(store_kind, peer, capsys):
     assert peer.count() == calls + 1
 
 
+async def test_purge_says_when_a_prompt_is_not_indexed(store_kind, peer, capsys):
+    """An answer stored with `cache: exact` is not in the semantic index: --prompt cannot find it and says
+    how to purge it instead, rather than a bare `purged 0`."""
+    answers_with(peer)
+    await ask("My account number is 12345678, what is my balance?", cache="exact")
+    assert (
+        await asyncio.to_thread(frugal, ["cache", "purge", "--prompt", "My account number is 12345678, what is my balance?"]) == 0
+    )
+    captured = capsys.readouterr()
+    assert "purged 0 cached answer(s)" in captured.out and "purge those with --namespace" in captured.err
+
+
 async def test_purge_older_than(store_kind, peer, capsys):
     answers_with(peer)
     await ask("How do I reset my password?")
