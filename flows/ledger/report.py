@@ -593,7 +593,10 @@ def chart(entries: list[LedgerEntry], path: Path) -> Path:
     fig.suptitle(text(title), fontsize=11)
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     top.grid(axis="y", alpha=0.3)
-    top.yaxis.set_major_formatter(lambda v, _pos: text(f"${v:,.4f}"))
+    ticks = top.get_yticks()
+    step = float(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    decimals = max(2, 1 - math.floor(math.log10(step))) if step > 0 else 2  # two ticks never read alike
+    top.yaxis.set_major_formatter(lambda v, _pos: text(f"${v:,.{decimals}f}"))
 
     bottom.set_ylim(0, 105)
     bottom.set_ylabel("agreement with the large model (%)")
