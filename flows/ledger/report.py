@@ -366,8 +366,16 @@ def plain(amount: Decimal) -> str:
     return "0" if text in ("", "-0") else text
 
 
+#: six places: a cost that rounds to zero here is printed by its significant digits instead
+MICRO = Decimal("0.000001")
+
+
 def money(amount: Decimal) -> str:
-    """Dollars to a hundredth of a cent's thousandth (6 places): per-call costs are fractions of a cent."""
+    """Dollars to a hundredth of a cent's thousandth (6 places): per-call costs are fractions of a cent.
+    An amount that 6 places would show as zero shows its two significant digits ($0.00000035)."""
+    if amount and amount.quantize(MICRO) == 0:
+        amount = Decimal(f"{amount:.2g}")
+        return f"-${-amount:f}" if amount < 0 else f"${amount:f}"
     return f"-${-amount:,.6f}" if amount < 0 else f"${amount:,.6f}"
 
 

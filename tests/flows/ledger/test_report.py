@@ -109,6 +109,14 @@ def test_table_and_json(sample):
     assert data["groups"]["prefixed"]["cached_input_tokens"] == 1024
 
 
+def test_money_never_shows_a_cost_as_zero():
+    from flows.ledger.report import money
+
+    assert money(D(0)) == "$0.000000" and money(D("0.00123456")) == "$0.001235" and money(D("1234.5")) == "$1,234.500000"
+    assert money(D("0.00000035")) == "$0.00000035" and money(D("-0.00000035")) == "-$0.00000035"  # six places: $0.000000
+    assert money(D("0.000000012345")) == "$0.000000012"
+
+
 def test_parse_since():
     now = datetime(2026, 3, 10, tzinfo=UTC)
     assert parse_since("7d", now) == datetime(2026, 3, 3, tzinfo=UTC)
