@@ -45,6 +45,16 @@ async def fill(url: str, vectors: np.ndarray) -> None:
     await client.aclose()
 
 
+def calls_on(client: aioredis.Redis, vectors: np.ndarray) -> dict[str, Callable[[int], Awaitable[object]]]:
+    return {
+        "GET (a cached answer)": lambda i: client.get("answer"),
+        "GET (a miss)": lambda i: client.get("nothing"),
+        "VSIM (8 with attributes)": lambda i: client.execute_command(
+            "VSIM", "bench", "FP32", vectors[i % len(vectors)].tobytes(), "WITHSCORES", "WITHATTRIBS", "COUNT", 8, "EF", 100
+        ),
+    }
+
+
 async def timed(call: Callable[[int], Awaitable[object]], calls: int) -> tuple[float, float]:
     """(p50 wall ms, client CPU ms per call)."""
     for i in range(50):  # warm up
@@ -75,14 +85,7 @@ async def main() -> None:
         for _ in range(args.rounds):
             for name, parser_class in PARSERS.items():
                 client = aioredis.Redis.from_url(url, parser_class=parser_class)
-                calls: dict[str, Callable[[int], Awaitable[object]]] = {
-                    "GET (a cached answer)": lambda i: client.get("answer"),
-                    "GET (a miss)": lambda i: client.get("nothing"),
-                    "VSIM (8 with attributes)": lambda i: client.execute_command(
-                        "VSIM", "bench", "FP32", vectors[i % len(vectors)].tobytes(),
-                        "WITHSCORES", "WITHATTRIBS", "COUNT", 8, "EF", 100,
-                    ),  # fmt: skip
-                }
+                calls = calls_on(client, vectors)
                 for what, call in calls.items():
                     results.setdefault((what, name), []).append(await timed(call, args.calls))
                 await client.aclose()
