@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -80,13 +81,15 @@ def exact_top(matrix: np.ndarray, vector: np.ndarray, count: int) -> np.ndarray:
     return best[np.argsort(-similarity[best])]
 
 
+def eval_pairs() -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """The hand-written pairs of evals/semantic, their first and their second prompts' vectors."""
+    pairs = [json.loads(line) for line in (ROOT / "evals/semantic/pairs.jsonl").read_text().splitlines() if line.strip()]
+    return pairs, embedder()([p["a"] for p in pairs]), embedder()([p["b"] for p in pairs])
+
+
 def pairs_check(size: int, rng: np.random.Generator) -> str:
     """On the hand-written pairs: the prefilter's nearest cached prompt (and similarity) against the exact one."""
-    import json
-
-    pairs = [json.loads(line) for line in (ROOT / "evals/semantic/pairs.jsonl").read_text().splitlines() if line.strip()]
-    a = embedder()([p["a"] for p in pairs])
-    b = embedder()([p["b"] for p in pairs])
+    pairs, a, b = eval_pairs()
     filler = rng.standard_normal((max(size - len(pairs), 0), 512), dtype=np.float32)
     filler /= np.linalg.norm(filler, axis=1, keepdims=True)
     group = _Group()
@@ -100,11 +103,7 @@ async def redis_pairs_check(settings: CacheSettings, vectors: np.ndarray) -> str
     """On the hand-written pairs, every first prompt added to the filled group: on how many pairs
     VSIM's nearest is as similar as the exact search's over the whole group (within Q8's error),
     overall and where that nearest is at the default threshold or above (a hit it could serve)."""
-    import json
-
-    pairs = [json.loads(line) for line in (ROOT / "evals/semantic/pairs.jsonl").read_text().splitlines() if line.strip()]
-    a = embedder()([p["a"] for p in pairs])
-    b = embedder()([p["b"] for p in pairs])
+    pairs, a, b = eval_pairs()
     index = open_index(settings)
     await asyncio.gather(*(index.add("default", GROUP, f"pair{i:060d}", p["a"], a[i], 3600) for i, p in enumerate(pairs)))
     matrix = np.concatenate([vectors, a])
