@@ -3,10 +3,11 @@
 `embedder()` returns one function `texts -> (n, 512) float32 array` of L2-normalised rows:
 the process's bundled multilingual Universal Sentence Encoder (`tasks.embedders`, the one the
 router uses: one copy of its weights per process; no network; a short prompt takes 1-2.5 ms on
-onnxruntime, 2-4 ms on numpy, on an idle core). `embed(texts)` runs it off the event loop through the process's memo of recent
-vectors (`tasks.embedders.remembered_async`), so `cache_store` and the router reuse the vector
-`cache_lookup` computed for the same prompt (all three embed the prompt as written), and
-concurrent requests' prompts are embedded in shared encoder calls (`tasks.embedders.batching`).
+onnxruntime, 2-4 ms on numpy, on an idle core). `embed(texts)` runs it off the event loop
+through the process's memo of recent vectors (`tasks.embedders.remembered_async`), so
+`cache_store` and the router reuse the vector `cache_lookup` computed for the same prompt (all
+three embed the prompt as written), and concurrent requests' prompts are embedded in shared
+encoder calls (`tasks.embedders.batching`).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -50,7 +51,7 @@ from tasks.core.settings import CacheSettings  # noqa: E402
 from tasks.embedders import forget_remembered  # noqa: E402
 from tasks.semantic.embedding import embed_now, embedder  # noqa: E402
 from tasks.semantic.normalise import text_key  # noqa: E402
-from tasks.steps.cache import LookupRequest, Semantic, cache_key, lookup  # noqa: E402
+from tasks.steps.cache import DEFAULT_THRESHOLD, LookupRequest, Semantic, cache_key, lookup  # noqa: E402
 from tasks.stores import open_store  # noqa: E402
 from tasks.stores.semantic_index import open_index  # noqa: E402
 from tasks.stores.semantic_sqlite import SqliteIndex, _Group  # noqa: E402
@@ -58,11 +59,9 @@ from tests.peers.redis8 import start_redis8  # noqa: E402
 
 TOPICS = ("password", "invoice", "refund", "shipping", "account", "printer", "vpn", "email", "calendar", "backup")
 GROUP = "g" * 64
-#: the answer pipeline's threshold
-THRESHOLD = 0.78
 #: Q8 vectors' cosines were within 0.0012 of the exact ones on the eval pairs (tasks/stores/semantic_redis.py)
 Q8_ERROR = 0.003
-#: rows at least this similar to a query must be found by the fast search (the threshold is 0.78)
+#: rows at least this similar to a query must be found by the fast search (well below DEFAULT_THRESHOLD)
 CLOSE = 0.5
 
 
@@ -81,8 +80,10 @@ def exact_top(matrix: np.ndarray, vector: np.ndarray, count: int) -> np.ndarray:
     return best[np.argsort(-similarity[best])]
 
 
+@functools.cache
 def eval_pairs() -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """The hand-written pairs of evals/semantic, their first and their second prompts' vectors."""
+    """The hand-written pairs of evals/semantic, their first and their second prompts' vectors
+    (embedded once per run: every size and store checks the same pairs)."""
     pairs = [json.loads(line) for line in (ROOT / "evals/semantic/pairs.jsonl").read_text().splitlines() if line.strip()]
     return pairs, embedder()([p["a"] for p in pairs]), embedder()([p["b"] for p in pairs])
 
@@ -113,11 +114,11 @@ async def redis_pairs_check(settings: CacheSettings, vectors: np.ndarray) -> str
         found = await index.nearest("default", GROUP, vector, 1)
         ok = bool(found) and abs(found[0].similarity - exact) < Q8_ERROR
         same += ok
-        close += exact >= THRESHOLD
-        close_same += ok and exact >= THRESHOLD
+        close += exact >= DEFAULT_THRESHOLD
+        close_same += ok and exact >= DEFAULT_THRESHOLD
     return (
         f"pairs: VSIM's nearest is as similar as the exact one on {same}/{len(pairs)} pairs, "
-        f"{close_same}/{close} of those at >= {THRESHOLD}"
+        f"{close_same}/{close} of those at >= {DEFAULT_THRESHOLD}"
     )
 
 
