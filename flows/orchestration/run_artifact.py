@@ -19,7 +19,6 @@ The observer is registered by `flows.orchestration.observers.install`; it does n
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -127,7 +126,9 @@ def markdown(
 
 class RunArtifactObserver:
     """Publishes the Markdown run artifact at the end of each orchestrated run, successful or not,
-    and the result artifact of a successful one (both at once: each is an API call)."""
+    and first the result artifact of a successful one: REST callers wait for it
+    (`flows.orchestration.rest_client`), and posted at once with the Markdown and cost artifacts
+    it waited its turn behind them in the server's database (SQLite writes one at a time)."""
 
     modes = frozenset({"orchestrated"})
 
@@ -135,6 +136,9 @@ class RunArtifactObserver:
         ctx = FlowRunContext.get()
         if run.mode != "orchestrated" or ctx is None or ctx.flow_run is None:
             return
+        client: Any = ctx.client  # the engine's async client: flows here are async
+        if result is not None:
+            await publish_result(result.model_dump(mode="json"), client, ctx.flow_run.id)
         reports = dict(result.nodes) if result is not None else dict(run.reports)
         failed = error.node if isinstance(error, StepError) else None
         output = result.output if result is not None else None
@@ -145,8 +149,7 @@ class RunArtifactObserver:
             shown = output_text(output)
             cut = f" ... ({len(shown)} characters; the whole output is in the run's Markdown artifact)"
             get_run_logger().info("output: %s", shown if len(shown) <= LOG_CHARS else shown[:LOG_CHARS] + cut)
-        client: Any = ctx.client  # the engine's async client: flows here are async
-        drawn = client.create_artifact(
+        await client.create_artifact(
             artifact=ArtifactCreate(
                 type="markdown",
                 description=f"The path this run of `{run.pipeline.name}` took through the pipeline.",
@@ -154,10 +157,6 @@ class RunArtifactObserver:
                 data=text,
             )
         )
-        if result is None:
-            await drawn
-        else:
-            await asyncio.gather(drawn, publish_result(result.model_dump(mode="json"), client, ctx.flow_run.id))
 
 
 RUN_ARTIFACT = RunArtifactObserver()

@@ -5,7 +5,7 @@
 Starts what a user runs (tests/prefect_server.py: `prefect server start` on SQLite, `prefect
 deploy --all`, `frugal serve`), the models on a loopback stand-in, the prompt cache on the
 local Redis; then calls `answer` over REST (`RestCaller`, Prefect's client: create the run,
-poll it, read its result artifact) with one prompt, so every call after the first is a cache
+poll for its result artifact) with one prompt, so every call after the first is a cache
 hit, in three phases on the same server:
 
   A  `frugal serve`                  a hit records 3 task runs (key, shape, lookup)
@@ -13,7 +13,7 @@ hit, in three phases on the same server:
   A' `frugal serve` again            the machine's drift shows as A vs A'
 
 and prints, per phase, p50 / p95 of the whole call and of its stages (find the deployment,
-create the run, wait until it is final, read the output), the Prefect server's and the serving
+create the run, wait for its output), the Prefect server's and the serving
 process's CPU per call, and the task runs a hit recorded. Target: A's p50 <= 250 ms on a
 quiet machine.
 
@@ -83,7 +83,7 @@ def phase(served: ServedPrefect, label: str, n: int, gap: float = 0.0) -> dict[s
     server_pid = served.processes[0].pid
     serve_pid = served.processes[-1].pid
     times: list[float] = []
-    stages: dict[str, list[float]] = {"find_ms": [], "create_ms": [], "wait_ms": [], "output_ms": []}
+    stages: dict[str, list[float]] = {"find_ms": [], "create_ms": [], "wait_ms": []}
     with RestCaller(served.api_url) as caller:
         for _ in range(3):  # warm: the first run of a served process imports the pipeline's steps
             last = caller.call("answer", {"prompt": PROMPT}, timeout=120)

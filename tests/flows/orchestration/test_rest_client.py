@@ -115,8 +115,34 @@ def test_call_finds_creates_waits_and_reads_the_result_artifact(client, flow_nam
     assert called.url == f"{caller.api_url.removesuffix('/api')}/runs/flow-run/{called.flow_run_id}"
     run = client.read_flow_run(UUID(called.flow_run_id))
     assert run.parameters == {"prompt": "hi", "max_tokens": 5} and run.deployment_id == deployment_id(client, flow_name)
-    assert set(called.timings) == {"find_ms", "create_ms", "wait_ms", "output_ms", "total_ms"}
+    assert set(called.timings) == {"find_ms", "create_ms", "wait_ms", "total_ms"}
     assert called.timings["total_ms"] >= called.timings["wait_ms"] > 0
+
+
+def test_the_call_returns_once_the_result_is_published_before_the_run_is_completed(client, flow_name):
+    """`frugal serve` publishes the result artifact when the pipeline is done, a moment before the
+    engine sets Completed: the caller answers as soon as the artifact is there."""
+
+    def publish_then_linger(client: SyncPrefectClient, run: FlowRun) -> None:
+        client.create_artifact(ArtifactCreate(type="result", flow_run_id=run.id, data=RESULT))
+        time.sleep(3)
+        client.set_flow_run_state(run.id, Completed(), force=True)
+
+    with ScriptedRunner(client, flow_name, publish_then_linger), RestCaller() as caller:
+        called = caller.call(f"{flow_name}/answer", {"prompt": "hi"}, timeout=60)
+        assert called.result == RESULT and called.state == "COMPLETED"
+        assert called.timings["wait_ms"] < 2500  # not held up by the lingering run
+        run = client.read_flow_run(UUID(called.flow_run_id))
+        assert run.state is not None and run.state.type == StateType.RUNNING
+
+
+def test_a_completed_run_without_a_result_artifact_is_an_error(client, flow_name):
+    def complete_silently(client: SyncPrefectClient, run: FlowRun) -> None:
+        client.set_flow_run_state(run.id, Completed(), force=True)
+
+    with ScriptedRunner(client, flow_name, complete_silently), RestCaller() as caller:
+        with pytest.raises(CallError, match=r"completed but published no result artifact; is the deployment a frugal-flows"):
+            caller.call(f"{flow_name}/answer", {"prompt": "hi"}, timeout=60)
 
 
 def test_a_bare_deployment_name_is_found_when_only_one_flow_has_it(client, flow_name):
