@@ -173,8 +173,10 @@ def record(run: RunInfo, nodes: list[tuple[str, Any, NodeReport]]) -> RunRecord:
     verdicts = False
     for node_id, value, report in nodes:
         uses = report.uses
-        if uses == "hash_prompt":  # the request key; a pipeline may hash other things too (answer's `shape`)
-            if isinstance(value, str) and (key is None or node_id == "key"):
+        if uses == "hash_prompt":  # the request key ({exact, group} with `group: true`); a pipeline may hash other things too
+            if isinstance(value, dict) and isinstance(value.get("exact"), str):
+                key = value["exact"]
+            elif isinstance(value, str) and (key is None or node_id == "key"):
                 key = value
             continue
         if not isinstance(value, dict):

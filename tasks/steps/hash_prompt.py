@@ -10,6 +10,12 @@ pipeline sees it, before routing:
 - `params` holds every parameter that changes the output (temperature,
   max_tokens, labels, schema, ...); unset (None) ones are left out.
 - per-run fields (run ids, timestamps, API keys) are never part of it.
+
+With `group: true` it returns `{"exact": KEY, "group": GROUP}`: the request key and the key of
+the same request without its user message (`prompt`), the group a semantic cache compares
+prompts within (`cache_lookup`'s `semantic.group`). One node, one task run in an orchestrated
+run, where a second `hash_prompt` node without the prompt was another task run (each costs the
+Prefect server ~60 ms of CPU on a 2-core machine: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class HashRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="output-changing parameters")
     pipeline: str = Field("", description="pipeline name")
     version: str = Field("", description="pipeline version")
+    group: bool = Field(False, description="also the key without the user message: return {exact, group}")
 
 
 def request_key(request: HashRequest) -> str:
@@ -51,6 +58,13 @@ def request_key(request: HashRequest) -> str:
     ).key
 
 
-async def hash_prompt(request: HashRequest) -> str:
-    """Return the request key (64 hex characters)."""
+def group_key(request: HashRequest) -> str:
+    """The key of the request without its user message (`prompt`): what a semantic cache groups by."""
+    return request_key(request.model_copy(update={"prompt": None}))
+
+
+async def hash_prompt(request: HashRequest) -> str | dict[str, str]:
+    """Return the request key (64 hex characters); with `group`, `{"exact": key, "group": group_key}`."""
+    if request.group:
+        return {"exact": request_key(request), "group": group_key(request)}
     return request_key(request)

@@ -8,8 +8,8 @@ local Redis; then calls `answer` over REST (`RestCaller`, Prefect's client: crea
 poll for its result artifact) with one prompt, so every call after the first is a cache
 hit, in three phases on the same server:
 
-  A  `frugal serve`                  a hit records 3 task runs (key, shape, lookup)
-  B  `frugal serve --record-skips`   a hit records 9 (6 of them Skipped placeholders)
+  A  `frugal serve`                  a hit records 2 task runs (key, lookup)
+  B  `frugal serve --record-skips`   a hit records 8 (6 of them Skipped placeholders)
   A' `frugal serve` again            the machine's drift shows as A vs A'
 
 and prints, per phase, p50 / p95 of the whole call and of its stages (find the deployment,

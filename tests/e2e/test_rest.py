@@ -73,15 +73,15 @@ def test_call_returns_the_output_then_a_cache_hit(served_prefect):
         upstream = {
             r["name"]: {names[i["id"]] for v in r["task_inputs"].values() for i in v if i.get("id") in names} for r in runs
         }
-        assert upstream["key"] == set() and upstream["lookup"] == {"key", "shape"} and upstream["route"] == {"lookup"}
+        assert upstream["key"] == set() and upstream["lookup"] == {"key"} and upstream["route"] == {"lookup"}
         assert {"key", "lookup"} <= upstream["store"]
-        # a cache hit: three task runs (key, shape, lookup); the skipped nodes and the answer are in the run's Markdown artifact
-        assert {r["name"] for r in task_runs(served_prefect.api_url, second.flow_run_id, 3)} == {"key", "shape", "lookup"}
+        # a cache hit: two task runs (key, lookup); the skipped nodes and the answer are in the run's Markdown artifact
+        assert {r["name"] for r in task_runs(served_prefect.api_url, second.flow_run_id, 2)} == {"key", "lookup"}
         artifacts = httpx.post(
             f"{served_prefect.api_url}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [second.flow_run_id]}}}
         ).json()
         markdown = next(a["data"] for a in artifacts if a["type"] == "markdown")
-        assert "**Path:** key → shape → lookup (cache hit) → output" in markdown
+        assert "**Path:** key → lookup (cache hit) → output" in markdown
         assert "**Skipped:** route, small, small_check, large, large_check, store" in markdown
         assert "### Output\n\n```\nParis.\n```" in markdown
         assert (

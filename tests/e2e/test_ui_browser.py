@@ -123,7 +123,7 @@ def test_run_form_is_typed_and_starts_a_run(served_prefect, browser, shots):
     # the run page: completed, one task run per node in the graph
     page.goto(f"{served_prefect.url}/runs/flow-run/{run_id}", wait_until="networkidle")
     page.get_by_text("Completed").first.wait_for()
-    for node in ("key", "shape", "lookup", "route", "small", "small_check", "store"):
+    for node in ("key", "lookup", "route", "small", "small_check", "store"):
         page.get_by_text(node, exact=True).first.wait_for(timeout=15_000)
     page.screenshot(path=str(shots / "ui-flow-run.png"))
 
@@ -133,7 +133,7 @@ def test_run_form_is_typed_and_starts_a_run(served_prefect, browser, shots):
     page.wait_for_url(re.compile(r".*/artifacts/artifact/[0-9a-f-]{36}"))
     page.get_by_text("Path:").first.wait_for()
     body = page.inner_text("body")
-    assert "key → shape → lookup → route → small → small_check → store → output" in body
+    assert "key → lookup → route → small → small_check → store → output" in body
     assert "Output" in body and "Paris." in body  # the answer, where a Prefect user looks
     diagram = page.locator("img[src^='data:image/svg+xml']").first
     diagram.wait_for()

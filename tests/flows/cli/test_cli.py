@@ -99,7 +99,7 @@ def test_run_json_prints_the_whole_result(cli_env, peer, tmp_path):
     assert result["output"]["route"] == "large"
     assert result["output"]["model"] == "openai/gpt-test"
     assert result["output"]["cache"] == "miss"
-    assert set(result["nodes"]) == {"key", "shape", "lookup", "route", "small", "small_check", "large", "large_check", "store"}
+    assert set(result["nodes"]) == {"key", "lookup", "route", "small", "small_check", "large", "large_check", "store"}
     assert result["nodes"]["small"]["status"] == "skipped"
     assert result["nodes"]["large"]["status"] == "ran"
     assert result["nodes"]["large"]["model"] == "openai/gpt-test"

@@ -79,11 +79,11 @@ async def test_each_node_that_runs_is_a_named_task_run_and_skips_are_in_the_arti
     assert state.is_completed()
     runs = await task_runs_of(state, 7)
     assert runs == {
-        n: "Completed" for n in ("key", "shape", "lookup", "route", "small", "small_check", "store")
+        n: "Completed" for n in ("key", "lookup", "route", "small", "small_check", "store")
     }  # large: skipped, no task run
 
     hit = await run_pipeline("answer", {"prompt": "What is 2+2?"}, return_state=True)
-    assert await task_runs_of(hit, 3) == {"key": "Completed", "shape": "Completed", "lookup": "Completed"}  # no placeholders
+    assert await task_runs_of(hit, 2) == {"key": "Completed", "lookup": "Completed"}  # no placeholders
     result = await hit.aresult()
     assert result["output"]["cache"] == "hit"
     assert result["nodes"]["lookup"]["status"] == "cache_hit"

@@ -123,7 +123,7 @@ async def test_the_typed_flow_runs_like_run_pipeline_and_publishes_its_artifacts
         )
     by_type = {a.type: a.data for a in artifacts}
     assert by_type["result"] == typed
-    assert "**Path:** key → shape → lookup → route → small → small_check → store → output" in by_type["markdown"]
+    assert "**Path:** key → lookup → route → small → small_check → store → output" in by_type["markdown"]
 
 
 def test_input_constraints_reach_the_parameter_schema():

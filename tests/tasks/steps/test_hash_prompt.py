@@ -64,6 +64,15 @@ async def test_task_returns_the_same_key():
     assert await hash_prompt(HashRequest.model_validate(BASE)) == key_of(BASE)
 
 
+async def test_with_group_the_key_and_the_key_without_the_user_message():
+    keys = await hash_prompt(HashRequest.model_validate({**BASE, "group": True}))
+    assert keys == {"exact": key_of(BASE), "group": key_of({**BASE, "prompt": None})}
+    other = await hash_prompt(HashRequest.model_validate({**variant(prompt="Another prompt"), "group": True}))
+    assert other["exact"] != keys["exact"] and other["group"] == keys["group"]  # worded otherwise: the same group
+    elsewhere = await hash_prompt(HashRequest.model_validate({**variant(system="Answer in French."), "group": True}))
+    assert elsewhere["group"] != keys["group"]  # every other part of the request counts
+
+
 def test_same_request_same_key_in_another_process():
     requests = [BASE, variant(prompt="Another prompt"), variant(params={"labels": ["a", "b"], "temperature": 0})]
     script = (
