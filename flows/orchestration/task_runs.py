@@ -4,8 +4,9 @@
 Skipped nodes (an `if:` that was false) are not task runs by default: the run's Markdown
 artifact lists and colours them (`flows.orchestration.run_artifact`). A cache hit of `answer`
 skips 6 of its 8 nodes, and a placeholder task run costs the Prefect server as much as a real
-one (~60 ms of its CPU each on a 2-core machine, docs/performance.md). First measured by `tests/benchmarks/bench_rest.py` (30 REST cache hits per phase, SQLite server,
-a 2-core machine at load ~12): with them (`frugal serve --record-skips`, 6 task runs per hit)
+one (~60 ms of its CPU each on a 2-core machine, docs/performance.md). First measured by
+`tests/benchmarks/bench_rest.py` (30 REST cache hits per phase, SQLite server, a 2-core machine
+at load ~12): with them (`frugal serve --record-skips`, 6 task runs per hit)
 p50 2,945 ms and 892 ms of server CPU per call; without (2 task runs) 1,556–2,026 ms and
 618–660 ms.
 
