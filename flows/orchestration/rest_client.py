@@ -18,9 +18,9 @@ key, auth string, TLS settings and the client's own retries of 429/503 are Prefe
    once on a failed run. The artifact is published when the pipeline has finished, before the
    engine sets the run's Completed state: waiting for it instead of polling the state until
    Completed, then reading the artifact, saves the Completed state's round trip, the poll that
-   notices it and the artifact's read (bench_rest.py, the same server, a 2-core machine: a
-   cache hit's p50 434 -> 259 ms). `wait_for_flow_run`'s event stream would cost a websocket
-   per call.
+   notices it and the artifact's read (bench_rest.py, old and new interleaved on a 2-core
+   machine: a cache hit's p50 359-460 -> 242-315 ms). Polls every 25 ms were slower (they load
+   the server the run needs). `wait_for_flow_run`'s event stream would cost a websocket per call.
 
 Errors are `CallError`s that say what went wrong: unknown deployment (with the known
 ones), parameters refused (the server's validation message), run failed (its state
