@@ -126,9 +126,9 @@ def markdown(
 
 class RunArtifactObserver:
     """Publishes the Markdown run artifact at the end of each orchestrated run, successful or not,
-    and first the result artifact of a successful one: REST callers wait for it
-    (`flows.orchestration.rest_client`), and posted at once with the Markdown and cost artifacts
-    it waited its turn behind them in the server's database (SQLite writes one at a time)."""
+    and before it the result artifact of a successful one: REST callers wait for that one
+    (`flows.orchestration.rest_client`). Posted together with the Markdown and cost artifacts, it
+    waited behind them in the server's database (SQLite writes one at a time)."""
 
     modes = frozenset({"orchestrated"})
 

@@ -14,8 +14,8 @@ pipeline sees it, before routing:
 With `group: true` it returns `{"exact": KEY, "group": GROUP}`: the request key and the key of
 the same request without its user message (`prompt`), the group a semantic cache compares
 prompts within (`cache_lookup`'s `semantic.group`). One node, one task run in an orchestrated
-run, where a second `hash_prompt` node without the prompt was another task run (each costs the
-Prefect server ~60 ms of CPU on a 2-core machine: docs/performance.md).
+run, where a second `hash_prompt` node without the prompt was another (a task run costs the
+Prefect server tens of ms of CPU; a REST cache hit's p50 moved within its spread: docs/performance.md).
 """
 
 from __future__ import annotations
