@@ -294,6 +294,28 @@ async def test_index_finds_replaces_and_removes(store_kind):
     assert [n.key for n in await index.nearest("ns", "g1", vector, 3)] == ["k1"]
 
 
+async def test_index_similarities_are_the_full_vectors_cosines(store_kind):
+    """Redis searches projected vectors: what it returns is still ranked and scored on the full ones."""
+    index = open_index()
+    texts = [
+        "How do I reset my password?",
+        "How do I reset my PIN?",
+        "How do I change my password?",
+        "Where do I reset my router?",
+        "Comment réinitialiser mon mot de passe ?",
+        "How do I cancel my subscription?",
+    ]
+    vectors = [await _vector(t) for t in texts]
+    for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
+        await index.add("ns", "g", f"k{i}", text, vector, 60)
+    query = await _vector("What should I do to reset my password?")
+    exact = sorted(((float(v @ query), f"k{i}") for i, v in enumerate(vectors)), reverse=True)
+    near = await index.nearest("ns", "g", query, 4)
+    assert [n.key for n in near] == [key for _, key in exact[:4]]
+    for n, (cosine, _) in zip(near, exact, strict=False):
+        assert n.similarity == pytest.approx(cosine, abs=0.002)
+
+
 async def test_index_finds_the_same_text_once_normalised(store_kind):
     index = open_index()
     text = "How do I reset my password?"
