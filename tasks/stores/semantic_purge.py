@@ -77,13 +77,15 @@ async def purge_exact(
             names = []
             async for raw_name in client.scan_iter(match=pattern, count=1000, _type="string"):
                 name = raw_name.decode()
-                if len(name.rsplit(":", 1)[-1]) != KEY_LENGTH:
-                    continue  # a lease
-                if before is not None:
-                    value = await client.get(name)
-                    if value is None or not _older(value, before):
-                        continue
-                names.append(name)
+                if len(name.rsplit(":", 1)[-1]) == KEY_LENGTH:  # not a lease
+                    names.append(name)
+            if before is not None:  # read 500 at a time: one round trip each, not one per answer
+                older = []
+                for start in range(0, len(names), 500):
+                    chunk = names[start : start + 500]
+                    values = await client.mget(chunk)
+                    older += [name for name, value in zip(chunk, values, strict=True) if value and _older(value, before)]
+                names = older
             deleted = 0
             for start in range(0, len(names), 500):
                 deleted += int(await client.delete(*names[start : start + 500]))

@@ -52,6 +52,8 @@ PROJECTED_DIMS = 64
 #: entries asked beyond `count`: a few expired ones (dropped here) do not crowd out live ones, and
 #: the projection's reordering is undone by rescoring them all on the full vectors
 SPARE = 4
+#: commands per round trip when a purge lists or removes entries
+CHUNK = 500
 #: the fewest candidates rescored. On the 276 pairs of evals/semantic among 100k random vectors
 #: (every first prompt cached, the second asked): 5 candidates found the exact nearest of 220 of
 #: the 221 pairs at >= 0.78, 8 of all 221 (16 and 32 no more; 128-d projections the same)
@@ -126,6 +128,23 @@ class RedisIndex:
             reason = _reason(exc)
             hint = "; it needs Redis 8 (vector sets), e.g. the redis:8 image" if "unknown command" in reason.lower() else ""
             raise CacheError(f"semantic index at {_redact(self.url)} failed: {reason}{hint}") from exc
+
+    async def _batched(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """`commands` in pipelines of CHUNK (one round trip each, not one per command): what purges
+        send, a command per entry."""
+        out: list[Any] = []
+        for start in range(0, len(commands), CHUNK):
+            try:
+                async with asyncio.timeout(max(self.timeout, 5.0)):
+                    pipe = self._client().pipeline(transaction=False)
+                    for command in commands[start : start + CHUNK]:
+                        pipe.execute_command(*command)
+                    out.extend(await pipe.execute())
+            except TimeoutError as exc:
+                raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {max(self.timeout, 5.0)}s") from exc
+            except RedisError as exc:
+                raise CacheError(f"semantic index at {_redact(self.url)} failed: {_reason(exc)}") from exc
+        return out
 
     async def available(self) -> bool:
         """Whether the server has vector sets (Redis 8); asked once per process and URL."""
@@ -211,8 +230,8 @@ class RedisIndex:
                 space, group = name.removeprefix(f"{self.prefix}:semantic2:").rsplit(":", 1)
                 size = int(await self._call("VCARD", name))
                 members = await self._call("VRANDMEMBER", name, size, timeout=max(self.timeout, 5.0)) if size else []
-                for member in members:
-                    raw = await self._call("VGETATTR", name, member)
+                found = await self._batched([("VGETATTR", name, member) for member in members])
+                for member, raw in zip(members, found, strict=True):
                     attributes = json.loads(_text(raw)) if raw else {}
                     out.append(
                         Entry(
@@ -229,12 +248,13 @@ class RedisIndex:
                 return out
 
     async def remove(self, entries: list[Entry]) -> int:
-        removed = 0
+        commands: list[tuple[Any, ...]] = []
         for e in entries:
-            removed += int(await self._call("VREM", self.set_key(e.namespace, e.group), e.key))
+            commands.append(("VREM", self.set_key(e.namespace, e.group), e.key))
             if e.text_key:  # (another entry of the same normalised text loses it too: still found by meaning)
-                await self._call("DEL", self.twin_key(e.namespace, e.group, e.text_key))
-        return removed
+                commands.append(("DEL", self.twin_key(e.namespace, e.group, e.text_key)))
+        replies = await self._batched(commands)
+        return sum(int(reply) for command, reply in zip(commands, replies, strict=True) if command[0] == "VREM")
 
 
 def redis_index(url: str, prefix: str, timeout: float) -> RedisIndex:
