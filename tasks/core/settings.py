@@ -399,7 +399,7 @@ class EmbedderSettings(BaseSettings):
     runtime: Literal["auto", "onnxruntime", "onnxruntime-float", "numpy"] = Field(
         "auto",
         description="the bundled embedder's forward pass: auto (onnxruntime if installed, else numpy), onnxruntime "
-        "(its CNN layers in 8 bits: ~2x less CPU a prompt than numpy, vectors at cosine >= 0.9997 to numpy's; "
+        "(its CNN layers in 8 bits: ~1.8x less CPU a prompt than numpy, vectors at cosine >= 0.9997 to numpy's; "
         "~50-70 MB more memory a process), onnxruntime-float (numpy's vectors, ~1.4x less CPU) or numpy",
     )
 

@@ -12,12 +12,13 @@ onnxruntime, or if the graph cannot be built, the numpy backend runs.
 
 The CNN layers' six products in 8 bits (`_product_int8`, the default; `FRUGAL_EMBEDDER_RUNTIME=
 onnxruntime-float` keeps them in float): each weight column and each token row gets its own scale,
-the sums are int32 (onnxruntime's MatMulInteger). They were 51 % of a call's time. One prompt
-0.95-1.08 -> 0.71-0.75 ms of CPU, 8 prompts 6.3-6.7 -> 4.3-4.4 ms (alternated, loaded host);
-vectors at cosine >= 0.99975 to numpy's on the 552 prompts of evals/semantic, pairs' similarities
-off by at most 0.005. The router's eval split (213 prompts: accuracy, risk, per language, per
-task) and the semantic pairs' figures (recall and false hits per threshold and language, tune and
-eval splits) came out identical with numpy's vectors and these. A scale per row, not one per call
+the sums are int32 (onnxruntime's MatMulInteger). They were 51 % of a call's time. CPU per call
+in float and in 8 bits (`bench_embed_batch.py --runtimes`, 451 short prompts, alternated, load 1):
+1 prompt 1.76 -> 1.44 ms, 4 prompts 4.25 -> 3.15, 16 prompts 14.27 -> 10.20 (numpy: 2.66, 5.84,
+17.83 ms). Vectors at cosine >= 0.9997 to numpy's (the evals' prompts), pairs' similarities off by
+at most 0.005; the router's eval split (213 prompts: accuracy, risk, per language, per task) and
+the semantic pairs' figures (recall and false hits per threshold and language, tune and eval
+splits) came out identical with numpy's vectors and these. A scale per row, not one per call
 (onnxruntime's own dynamic quantisation, tried: 0.93 -> 0.56 ms), so a text's vector does not
 depend on the texts it shares a call with. The projection in front of them stays in float: in
 8 bits it moved vectors to cosine 0.972.
