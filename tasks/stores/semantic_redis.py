@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -119,32 +121,33 @@ class RedisIndex:
             client = per_url[self.url] = aioredis.Redis(connection_pool=pool, socket_connect_timeout=self.timeout)
         return client
 
-    async def _call(self, *args: Any, timeout: float | None = None) -> Any:
+    @contextlib.asynccontextmanager
+    async def _answering(self, timeout: float) -> AsyncIterator[None]:
+        """Redis' errors and a reply later than `timeout` as `CacheError`s (no command arguments: they hold prompts)."""
         try:
-            async with asyncio.timeout(timeout or self.timeout):
-                return await self._client().execute_command(*args)
+            async with asyncio.timeout(timeout):
+                yield
         except TimeoutError as exc:
-            raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {timeout or self.timeout}s") from exc
+            raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {timeout}s") from exc
         except RedisError as exc:
             reason = _reason(exc)
             hint = "; it needs Redis 8 (vector sets), e.g. the redis:8 image" if "unknown command" in reason.lower() else ""
             raise CacheError(f"semantic index at {_redact(self.url)} failed: {reason}{hint}") from exc
+
+    async def _call(self, *args: Any, timeout: float | None = None) -> Any:
+        async with self._answering(timeout or self.timeout):
+            return await self._client().execute_command(*args)
 
     async def _batched(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """`commands` in pipelines of CHUNK (one round trip each, not one per command): what purges
         send, a command per entry."""
         out: list[Any] = []
         for start in range(0, len(commands), CHUNK):
-            try:
-                async with asyncio.timeout(max(self.timeout, 5.0)):
-                    pipe = self._client().pipeline(transaction=False)
-                    for command in commands[start : start + CHUNK]:
-                        pipe.execute_command(*command)
-                    out.extend(await pipe.execute())
-            except TimeoutError as exc:
-                raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {max(self.timeout, 5.0)}s") from exc
-            except RedisError as exc:
-                raise CacheError(f"semantic index at {_redact(self.url)} failed: {_reason(exc)}") from exc
+            async with self._answering(max(self.timeout, 5.0)):
+                pipe = self._client().pipeline(transaction=False)
+                for command in commands[start : start + CHUNK]:
+                    pipe.execute_command(*command)
+                out.extend(await pipe.execute())
         return out
 
     async def available(self) -> bool:
@@ -172,22 +175,16 @@ class RedisIndex:
         attributes = json.dumps(found, ensure_ascii=False)
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
         name = self.set_key(namespace, group)
-        try:
-            async with asyncio.timeout(self.timeout):
-                pipe = self._client().pipeline(transaction=False)  # one round trip
-                projected = ("REDUCE", PROJECTED_DIMS)
-                pipe.execute_command("VADD", name, *projected, "FP32", blob, key, "Q8", "CAS", "SETATTR", attributes)
-                pipe.expire(name, ttl, nx=True)  # a new set; else only ever lengthened
-                pipe.expire(name, ttl, gt=True)
-                if text_key:
-                    twin = json.dumps({"key": key, "text": text}, ensure_ascii=False)
-                    pipe.set(self.twin_key(namespace, group, text_key), twin, ex=ttl)
-                await pipe.execute()
-        except TimeoutError as exc:
-            raise CacheError(f"semantic index at {_redact(self.url)}: no reply within {self.timeout}s") from exc
-        except RedisError as exc:
-            reason = _reason(exc)
-            raise CacheError(f"semantic index at {_redact(self.url)} failed: {reason}") from exc
+        async with self._answering(self.timeout):
+            pipe = self._client().pipeline(transaction=False)  # one round trip
+            projected = ("REDUCE", PROJECTED_DIMS)
+            pipe.execute_command("VADD", name, *projected, "FP32", blob, key, "Q8", "CAS", "SETATTR", attributes)
+            pipe.expire(name, ttl, nx=True)  # a new set; else only ever lengthened
+            pipe.expire(name, ttl, gt=True)
+            if text_key:
+                twin = json.dumps({"key": key, "text": text}, ensure_ascii=False)
+                pipe.set(self.twin_key(namespace, group, text_key), twin, ex=ttl)
+            await pipe.execute()
 
     async def same_text(self, namespace: str, group: str, text_key: str) -> Neighbour | None:
         if not text_key:
