@@ -48,6 +48,11 @@ class CacheSettings(BaseSettings):
         ge=0,
         description="on a miss, identical requests elsewhere wait up to this long for the first to store its answer; 0: off",
     )
+    semantic_search_threads: bool = Field(
+        False,
+        description="Redis 8's semantic index: search on Redis' own search threads (for a Redis with cores to spare "
+        "and many searches at once) instead of its main thread (a third faster per search on a 2-core host)",
+    )
 
 
 class EngineSettings(BaseSettings):

@@ -74,7 +74,7 @@ def open_index(cache: CacheSettings | None = None, engine: EngineSettings | None
     cache = cache or get_settings().cache
     url = cache.url.strip()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return redis_index(url, cache.prefix, cache.timeout)
+        return redis_index(url, cache.prefix, cache.timeout, threaded=cache.semantic_search_threads)
     if url.startswith("sqlite:///"):
         return sqlite_index(semantic_path(Path(url.removeprefix("sqlite://"))), cache.prefix)
     if not url:

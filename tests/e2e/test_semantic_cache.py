@@ -24,6 +24,7 @@ from flows.ledger.writer import WRITER
 from flows.orchestration.flow import run_inline
 from tasks.core.completion import Usage
 from tasks.core.records import ModelAnswer
+from tasks.core.settings import CacheSettings
 from tasks.embedders import bundled_embedder, forget_remembered
 from tasks.semantic.embedding import embed
 from tasks.semantic.normalise import text_key
@@ -314,6 +315,9 @@ async def test_index_similarities_are_the_full_vectors_cosines(store_kind):
     assert [n.key for n in near] == [key for _, key in exact[:4]]
     for n, (cosine, _) in zip(near, exact, strict=False):
         assert n.similarity == pytest.approx(cosine, abs=0.002)
+    if store_kind == "redis8":  # on Redis' search threads (not its main thread, the default): the same
+        threaded = open_index(CacheSettings(semantic_search_threads=True))
+        assert [(n.key, n.similarity) for n in await threaded.nearest("ns", "g", query, 4)] == [(n.key, n.similarity) for n in near]
 
 
 async def test_index_finds_the_same_text_once_normalised(store_kind):
