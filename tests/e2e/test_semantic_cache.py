@@ -317,7 +317,8 @@ async def test_index_similarities_are_the_full_vectors_cosines(store_kind):
         assert n.similarity == pytest.approx(cosine, abs=0.002)
     if store_kind == "redis8":  # on Redis' search threads (not its main thread, the default): the same
         threaded = open_index(CacheSettings(semantic_search_threads=True))
-        assert [(n.key, n.similarity) for n in await threaded.nearest("ns", "g", query, 4)] == [(n.key, n.similarity) for n in near]
+        found = await threaded.nearest("ns", "g", query, 4)
+        assert [(n.key, n.similarity) for n in found] == [(n.key, n.similarity) for n in near]
 
 
 async def test_index_finds_the_same_text_once_normalised(store_kind):
