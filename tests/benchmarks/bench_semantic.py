@@ -8,7 +8,8 @@ For each size and store: p50 / p95 of
 - `exact`    (SQLite) the search the embedded store did before: the float32 product over the
              whole group's matrix, on the same matrix and queries (the before figure),
 - `nearest`  the index query alone (SQLite: binary prefilter + exact rescoring, with the
-             file reads; Redis 8: VSIM, HNSW),
+             file reads; Redis 8: VSIM, HNSW, in Redis' main thread as configured by default;
+             alternated with the same query on Redis' search threads, the baseline of that default),
 - `lookup`   the whole `cache_lookup` on an exact miss: exact GET, embedding, index query,
              guards, and the GET of the matched answer: what a request pays;
 - `variant`  the whole look-up of a planted prompt in capitals: found by its normalised text's
@@ -159,6 +160,8 @@ async def measure(settings: CacheSettings, texts: list[str], size: int) -> dict[
     forget_remembered()  # each size's look-ups embed their prompts anew (the memo would skip it)
     await lookup(LookupRequest(key="f" * 64, semantic=Semantic(text="warm up", group=GROUP)), settings)  # an exact miss
     held = index._groups.get(("default", GROUP)) if isinstance(index, SqliteIndex) else None
+    threaded = None if held is not None else open_index(settings.model_copy(update={"semantic_search_threads": True}))
+    near_threaded: list[float] = []
     for i, text in enumerate(texts):
         vector = embed_now([text])[0]  # near the planted entry of `text + " please"`, if any
         if held is not None:
@@ -173,6 +176,10 @@ async def measure(settings: CacheSettings, texts: list[str], size: int) -> dict[
         started = time.perf_counter()
         await index.nearest("default", GROUP, vector, 4)
         near.append((time.perf_counter() - started) * 1000)
+        if threaded is not None:  # the same query on Redis' search threads, alternated with the default
+            started = time.perf_counter()
+            await threaded.nearest("default", GROUP, vector, 4)
+            near_threaded.append((time.perf_counter() - started) * 1000)
         fresh = text + " please"  # a new text (the planted vectors were not memoised): the look-up embeds it
         started = time.perf_counter()
         found = await lookup(LookupRequest(key=f"{size + i:064x}", semantic=Semantic(text=fresh, group=GROUP)), settings)
@@ -190,6 +197,7 @@ async def measure(settings: CacheSettings, texts: list[str], size: int) -> dict[
         keyed += found.cache == "semantic" and found.similarity == 1.0
     return {
         "near": near,
+        "near_threaded": near_threaded,
         "whole": whole,
         "before": before,
         "hits": hits,
@@ -243,7 +251,10 @@ async def main() -> None:
                 line += f", then {settled:.0f} s until the server was idle): " if server is not None else "): "
                 if got["before"]:
                     line += f"exact (before) {fmt(got['before'])} | "  # type: ignore[arg-type]
-                line += f"nearest {fmt(got['near'])} | lookup {fmt(got['whole'])} | "  # type: ignore[arg-type]
+                line += f"nearest {fmt(got['near'])} | "  # type: ignore[arg-type]
+                if got["near_threaded"]:
+                    line += f"nearest on Redis' search threads {fmt(got['near_threaded'])} | "  # type: ignore[arg-type]
+                line += f"lookup {fmt(got['whole'])} | "  # type: ignore[arg-type]
                 line += f"{got['hits']}/{planted} planted served | variant {fmt(got['variant'])}, "  # type: ignore[arg-type]
                 line += f"{got['keyed']}/{planted} by the text's key (load {os.getloadavg()[0]:.1f})"
                 if got["before"]:

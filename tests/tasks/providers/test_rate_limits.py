@@ -195,6 +195,32 @@ async def test_tokens_per_minute_are_counted_before_and_corrected_by_the_usage(p
     assert peer.count(CHAT) == 1
 
 
+async def _in_flight_at_once(peer, calls: int) -> int:  # type: ignore[no-untyped-def]
+    """Send `calls` at once to a stand-in that holds each for 1.5 s: how many it had received before
+    the first answer came back (all of them, unless something held calls back)."""
+    peer.delay = 1.5
+    arrived: list[int] = []
+
+    async def one(i: int) -> None:
+        await answer_large(LlmRequest(prompt=f"in flight {i}", max_tokens=8))
+        if not arrived:
+            arrived.append(peer.count(CHAT))
+
+    await asyncio.gather(*(one(i) for i in range(calls)))
+    return arrived[0]
+
+
+async def test_a_concurrency_above_64_has_every_call_in_flight_at_once(peer, monkeypatch):
+    """The HTTP pool under the providers has no cap of its own: FRUGAL_LIMITS' concurrency decides
+    (a 64-connection pool used to hold the 65th call back until one of the first 64 answered)."""
+    monkeypatch.setenv("FRUGAL_LIMITS", json.dumps({"openai/gpt-test": {"concurrency": 128}}))
+    assert await _in_flight_at_once(peer, 100) == 100
+
+
+async def test_the_default_concurrency_is_64_calls_in_flight_per_model(peer):
+    assert 64 <= await _in_flight_at_once(peer, 80) < 80  # (the 65th may leave as the first answer comes back)
+
+
 # -- AIMD -------------------------------------------------------------------------------------------
 
 
