@@ -24,14 +24,15 @@ process), and the cache steps then match exactly only.
 
 VSIM runs in Redis' main thread (``NOTHREAD``) unless ``FRUGAL_CACHE_SEMANTIC_SEARCH_THREADS`` is
 set: a search of 100k entries takes well under a millisecond, and handing it to a search thread
-and its reply back cost about as much again. Measured on Redis 8.2 (2-core AMD EPYC): 100k
-entries, 400 queries alternating, p50 1.28 ms threaded, 0.91 ms in the main thread; 20k entries,
+and its reply back cost a good part of it again. Measured on Redis 8.2 (2-core AMD EPYC): 100k
+entries, 2 x 1,000 new queries each way in ABBA order, p50 1.15 / 1.29 ms threaded, 1.00 / 1.12 ms
+in the main thread (a first run, threaded always first: 1.28 vs 0.91); 20k entries,
 two client processes of 4 and of 16 searches in flight each (a GET before each): 2,232 and 2,395
 searches/s threaded, 2,674 and 3,012 in the main thread (p50 3.45 -> 2.69 ms, 13.0 -> 10.3 ms);
 one search in flight in each of two processes: 1,516/s threaded, 1,403/s not (the one case the
 threads won). A Redis with cores to spare, serving many searches at once or sets far larger, is
 the case for the threads. Through the whole look-up (`tasks.steps.cache`), alternated in one
-process at 100k: p50 4.31 ms threaded, 4.03 ms not. `bench_semantic.py` times both.
+process at 100k: p50 4.31 ms threaded, 4.03 ms not. `bench_semantic.py` times both ways.
 """
 
 from __future__ import annotations
