@@ -199,6 +199,7 @@ class Adaptive:
         self.paused_until = 0.0  # time.monotonic(): no call starts before (Retry-After)
         self._waiters: deque[_Waiter] = deque()
         self._lock = threading.Lock()
+        self._said_full = False  # the first wait at the ceiling is logged, once per process
 
     def set_ceiling(self, ceiling: int) -> None:
         with self._lock:
@@ -222,6 +223,15 @@ class Adaptive:
                 return self.epoch
             waiter = _Waiter(loop)
             self._waiters.append(waiter)
+            full = self.limit == self.ceiling and not self._said_full  # (not a 429's back-off: said when it halves)
+            self._said_full = self._said_full or full
+        if full:
+            log.warning(
+                "calls to %s wait for a turn: %d in flight from this process, the most FRUGAL_LIMITS' concurrency "
+                "allows (default 64); raise it if the provider grants more (said once)",
+                self.model_id,
+                self.ceiling,
+            )
         try:
             async with asyncio.timeout_at(deadline):
                 await waiter.future

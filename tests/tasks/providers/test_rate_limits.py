@@ -217,8 +217,11 @@ async def test_a_concurrency_above_64_has_every_call_in_flight_at_once(peer, mon
     assert await _in_flight_at_once(peer, 100) == 100
 
 
-async def test_the_default_concurrency_is_64_calls_in_flight_per_model(peer):
-    assert 64 <= await _in_flight_at_once(peer, 80) < 80  # (the 65th may leave as the first answer comes back)
+async def test_the_default_concurrency_is_64_calls_in_flight_per_model_and_waiting_is_said_once(peer, caplog):
+    with caplog.at_level(logging.WARNING, logger="frugal"):
+        assert 64 <= await _in_flight_at_once(peer, 80) < 80  # (the 65th may leave as the first answer comes back)
+    said = [r.getMessage() for r in caplog.records if "wait for a turn" in r.getMessage()]
+    assert len(said) == 1 and "openai/gpt-test" in said[0] and "64 in flight" in said[0], said
 
 
 # -- AIMD -------------------------------------------------------------------------------------------
