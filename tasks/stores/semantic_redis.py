@@ -22,17 +22,18 @@ refreshes the set's own EXPIRE to the longest TTL of its entries; purges read an
 CHUNK to a round trip. Redis before 8 has no vector sets: `available()` says so (asked once per
 process), and the cache steps then match exactly only.
 
-VSIM runs in Redis' main thread (``NOTHREAD``) unless ``FRUGAL_CACHE_SEMANTIC_SEARCH_THREADS`` is
-set: a search of 100k entries takes well under a millisecond, and handing it to a search thread
-and its reply back cost a good part of it again. Measured on Redis 8.2 (2-core AMD EPYC): 100k
-entries, 2 x 1,000 new queries each way in ABBA order, p50 1.15 / 1.29 ms threaded, 1.00 / 1.12 ms
-in the main thread (a first run, threaded always first: 1.28 vs 0.91); 20k entries,
-two client processes of 4 and of 16 searches in flight each (a GET before each): 2,232 and 2,395
-searches/s threaded, 2,674 and 3,012 in the main thread (p50 3.45 -> 2.69 ms, 13.0 -> 10.3 ms);
-one search in flight in each of two processes: 1,516/s threaded, 1,403/s not (the one case the
-threads won). A Redis with cores to spare, serving many searches at once or sets far larger, is
-the case for the threads. Through the whole look-up (`tasks.steps.cache`), alternated in one
-process at 100k: p50 4.31 ms threaded, 4.03 ms not. `bench_semantic.py` times both ways.
+VSIM runs on Redis' search threads (Redis' default), or in its main thread (``NOTHREAD``) with
+``FRUGAL_CACHE_SEMANTIC_SEARCH_THREADS=false``. In the main thread a search skips the hand-off to
+a search thread and back, but holds every other command (the exact cache's GETs, the rate-limit
+buckets, the ledger) while it runs, and searches cannot use more than one core: the threads are the
+default for a Redis shared by a fleet or with cores to spare. Measured on Redis 8.2 (2-core AMD
+EPYC, Redis and the clients on the same 2 cores): 100k entries, 2 x 1,000 new queries each way in
+ABBA order, p50 1.15 / 1.29 ms threaded, 1.00 / 1.12 ms in the main thread; 20k entries, two client
+processes of 4 and of 16 searches in flight each (a GET before each): 2,232 and 2,395 searches/s
+threaded, 2,674 and 3,012 in the main thread; one search in flight in each of two processes:
+1,516/s threaded, 1,403/s not. Through the whole look-up (`tasks.steps.cache`), alternated in one
+process at 100k: p50 4.31 ms threaded, 4.03 ms not; in `bench_semantic.py`, which times both ways,
+1.15 vs 1.17 ms. So on a small host of its own, ``false`` saves ~0.15 ms a search.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _triples(reply: Any) -> list[tuple[Any, Any, Any]]:
 class RedisIndex:
     name = "redis"
 
-    def __init__(self, url: str, prefix: str, timeout: float, threaded: bool = False) -> None:
+    def __init__(self, url: str, prefix: str, timeout: float, threaded: bool = True) -> None:
         self.url, self.prefix, self.timeout = url, prefix, timeout
         self._threading = () if threaded else ("NOTHREAD",)  # see the module's docstring
 
@@ -268,5 +269,5 @@ class RedisIndex:
         return sum(int(reply) for command, reply in zip(commands, replies, strict=True) if command[0] == "VREM")
 
 
-def redis_index(url: str, prefix: str, timeout: float, threaded: bool = False) -> RedisIndex:
+def redis_index(url: str, prefix: str, timeout: float, threaded: bool = True) -> RedisIndex:
     return RedisIndex(url, prefix, timeout, threaded)
