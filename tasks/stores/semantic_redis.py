@@ -32,8 +32,9 @@ ABBA order, p50 1.15 / 1.29 ms threaded, 1.00 / 1.12 ms in the main thread; 20k 
 processes of 4 and of 16 searches in flight each (a GET before each): 2,232 and 2,395 searches/s
 threaded, 2,674 and 3,012 in the main thread; one search in flight in each of two processes:
 1,516/s threaded, 1,403/s not. Through the whole look-up (`tasks.steps.cache`), alternated in one
-process at 100k: p50 4.31 ms threaded, 4.03 ms not; in `bench_semantic.py`, which times both ways,
-1.15 vs 1.17 ms. So on a small host of its own, ``false`` saves ~0.15 ms a search.
+process at 100k: p50 4.31 ms threaded, 4.03 ms not; in `bench_semantic.py`, which times both ways
+(alternating which goes first), 1.26 vs 1.12 ms. So on a small host of its own, ``false`` saves
+~0.15 ms a search.
 """
 
 from __future__ import annotations
