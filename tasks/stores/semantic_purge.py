@@ -24,6 +24,7 @@ from tasks.core.settings import CacheSettings
 from tasks.stores import open_store
 from tasks.stores.redis_store import _redact
 from tasks.stores.semantic_index import Entry, SemanticIndex
+from tasks.stores.semantic_redis import CHUNK
 
 #: the hex request key at the end of an exact-cache key
 KEY_LENGTH = 64
@@ -79,16 +80,16 @@ async def purge_exact(
                 name = raw_name.decode()
                 if len(name.rsplit(":", 1)[-1]) == KEY_LENGTH:  # not a lease
                     names.append(name)
-            if before is not None:  # read 500 at a time: one round trip each, not one per answer
+            if before is not None:  # read CHUNK at a time: one round trip each, not one per answer
                 older = []
-                for start in range(0, len(names), 500):
-                    chunk = names[start : start + 500]
+                for start in range(0, len(names), CHUNK):
+                    chunk = names[start : start + CHUNK]
                     values = await client.mget(chunk)
                     older += [name for name, value in zip(chunk, values, strict=True) if value and _older(value, before)]
                 names = older
             deleted = 0
-            for start in range(0, len(names), 500):
-                deleted += int(await client.delete(*names[start : start + 500]))
+            for start in range(0, len(names), CHUNK):
+                deleted += int(await client.delete(*names[start : start + CHUNK]))
             return deleted
     except (RedisError, TimeoutError) as exc:
         raise CacheError(f"Redis at {_redact(url)} failed while purging: {exc}") from exc
