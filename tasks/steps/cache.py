@@ -13,8 +13,9 @@ without the user message) nearest in meaning to the user message are candidates
 near-miss guard passes (`tasks.semantic.guards`), as ``cache: "semantic"`` with its
 `similarity` and `matched_key`. Before any embedding, an entry of the group whose user message
 is the same once normalised (case, spaces, edge punctuation: `tasks.semantic.normalise`) is
-served at similarity 1 if the guards pass: such variants cost one index read, not an encoder
-call, and case variants, which the encoder scores anywhere from 0.34 to 0.93, are served at all.
+served at similarity 1 if the guards pass: such variants cost no encoder call (that entry is read
+beside the exact key: on Redis in the same MGET, so an exact miss costs one round trip, not two),
+and case variants, which the encoder scores anywhere from 0.34 to 0.93, are served at all.
 Anything refused is a miss. Requests with a temperature
 above 0, or marked ``mode: exact`` (personal data), never use it. With `verify:` (off by
 default), a candidate in a similarity band is also confirmed by the small model
@@ -31,6 +32,7 @@ instead served 85 % at 0.75, for a second encoder call per miss).
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Literal
 
@@ -152,17 +154,21 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
         return Lookup(hit=False, cache="bypass")
     settings = settings or get_settings().cache
     key = cache_key(settings.prefix, request.namespace, request.key)
+    semantic = request.semantic if request.semantic and request.semantic.usable else None
+    twin: Twin = None
     try:
         store = open_store(settings)
-        raw, claimed = (
-            await store.get_or_claim(key, settings.lease_seconds) if settings.lease_seconds > 0 else (await store.get(key), None)
-        )
+        exact = store.get_or_claim(key, settings.lease_seconds) if settings.lease_seconds > 0 else _get(store, key)
+        # the normalised text's entry is read with the exact key (on Redis, in the same MGET)
+        reading = asyncio.ensure_future(_same_text(request, semantic, settings)) if semantic is not None else None
+        raw, claimed = await exact
+        twin = await reading if reading is not None else None
     except CacheError as exc:
         step_logger().warning("prompt cache unavailable, treating as a miss: %s", exc)
         return Lookup(hit=False, cache="error")
     missed = Lookup(hit=False, cache="miss")
-    if raw is None and claimed is not False and request.semantic and request.semantic.usable:
-        missed = await semantic_lookup(request, request.semantic, store, settings)
+    if raw is None and claimed is not False and semantic is not None:
+        missed = await semantic_lookup(request, semantic, store, settings, twin)
         if missed.hit:
             if claimed:
                 await release(store, key)  # nothing to answer: identical requests waiting on it look again
@@ -179,6 +185,26 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
     return Lookup(hit=True, cache="hit", answer=answer)
 
 
+#: what `_same_text` read: the entry of the same normalised text, none, or why it could not be read
+Twin = Neighbour | CacheError | None
+
+
+async def _get(store: AnswerStore, key: str) -> tuple[bytes | None, bool | None]:
+    return await store.get(key), None
+
+
+async def _same_text(request: LookupRequest, semantic: Semantic, settings: CacheSettings) -> Twin:
+    """The group's entry whose user message is the same once normalised, read beside the exact key
+    (a miss of both then costs one round trip, not two; a hit one key more in it)."""
+    try:
+        index = open_index(settings)
+        if not await index.available():
+            return None
+        return await index.same_text(request.namespace, semantic.group, text_key(semantic.text))
+    except CacheError as exc:
+        return exc
+
+
 def _warn_once(message: str, exc: Exception) -> None:
     """A semantic index that cannot work (down, or a Redis without vector sets) is logged once per
     process and cause, then at debug level. A down index makes every look-up say ``cache:
@@ -191,14 +217,18 @@ def _warn_once(message: str, exc: Exception) -> None:
     step_logger().warning(message, exc)
 
 
-async def semantic_lookup(request: LookupRequest, semantic: Semantic, store: AnswerStore, settings: CacheSettings) -> Lookup:
-    """The nearest cached prompt of the group that every guard lets through, or a miss."""
+async def semantic_lookup(
+    request: LookupRequest, semantic: Semantic, store: AnswerStore, settings: CacheSettings, twin: Twin
+) -> Lookup:
+    """The nearest cached prompt of the group that every guard lets through, or a miss. `twin`: what
+    `_same_text` read."""
     try:
         index = open_index(settings)
         if not await index.available():
             _warn_once("semantic cache off, exact match only: %s", NO_VECTOR_SEARCH)
             return Lookup(hit=False, cache="miss")
-        twin = await index.same_text(request.namespace, semantic.group, text_key(semantic.text))
+        if isinstance(twin, CacheError):
+            raise twin
         if twin is not None and twin.key != request.key and first_difference(twin.text, semantic.text) is None:
             served = await _serve(request, twin, store, settings, None, [])
             if served is not None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import redis
 
 from flows import ledger
 from flows.cli.main import main as frugal
@@ -339,6 +340,21 @@ async def test_index_finds_the_same_text_once_normalised(store_kind):
     while await index.same_text("ns", "g", text_key(text)) is not None:
         assert time.monotonic() < deadline, "an expired entry is still found by its text"
         await asyncio.sleep(0.2)
+
+
+async def test_on_redis_the_exact_key_and_the_normalised_texts_entry_are_one_read(redis8):
+    # without leases: with them, a run of misses reads the exact key in a script that also takes its lease
+    settings = CacheSettings(url=redis8, lease_seconds=0)
+    server = redis.Redis.from_url(redis8)
+    semantic = Semantic(text=f"How do I reset my router {uuid.uuid4().hex[:6]}?", group="g" * 64)
+    await lookup(LookupRequest(key="a" * 64, semantic=semantic), settings)  # the index is asked once whether it has vector sets
+    server.config_resetstat()
+    missed = await lookup(LookupRequest(key="b" * 64, semantic=semantic), settings)
+    assert missed.cache == "miss"
+    calls = {name: stats["calls"] for name, stats in server.info("commandstats").items()}
+    server.close()
+    # one MGET of both keys, no GET; then the search by meaning (the text is new to the group)
+    assert (calls.get("cmdstat_mget"), calls.get("cmdstat_get"), calls.get("cmdstat_VSIM")) == (1, None, 1)
 
 
 async def test_index_entries_expire(store_kind):
