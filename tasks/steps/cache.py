@@ -161,7 +161,12 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
         exact = store.get_or_claim(key, settings.lease_seconds) if settings.lease_seconds > 0 else _get(store, key)
         # the normalised text's entry is read with the exact key (on Redis, in the same MGET)
         reading = asyncio.ensure_future(_same_text(request, semantic, settings)) if semantic is not None else None
-        raw, claimed = await exact
+        try:
+            raw, claimed = await exact
+        except BaseException:  # a down cache, or the request cancelled: the other read is not needed
+            if reading is not None:
+                reading.cancel()
+            raise
         twin = await reading if reading is not None else None
     except CacheError as exc:
         step_logger().warning("prompt cache unavailable, treating as a miss: %s", exc)
