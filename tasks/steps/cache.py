@@ -155,7 +155,6 @@ async def lookup(request: LookupRequest, settings: CacheSettings | None = None) 
     settings = settings or get_settings().cache
     key = cache_key(settings.prefix, request.namespace, request.key)
     semantic = request.semantic if request.semantic and request.semantic.usable else None
-    twin: Twin = None
     try:
         store = open_store(settings)
         exact = store.get_or_claim(key, settings.lease_seconds) if settings.lease_seconds > 0 else _get(store, key)

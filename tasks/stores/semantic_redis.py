@@ -92,28 +92,21 @@ def packed(vector: np.ndarray) -> str:
 def cosines(stored: list[str], vector: np.ndarray) -> list[float | None]:
     """The cosine of each `packed` vector with `vector` (one product for all of them), None for one
     that cannot be read."""
-    rows: list[bytes | None] = []
-    for text in stored:
-        try:
-            row = base64.b64decode(text, validate=True)
-        except (ValueError, TypeError):
-            row = None
-        rows.append(row if row is not None and len(row) == vector.shape[0] else None)
-    readable = [row for row in rows if row is not None]
-    if not readable:
-        return [None] * len(rows)
-    matrix = np.frombuffer(b"".join(readable), dtype=np.int8).reshape(len(readable), -1).astype(np.float32)
+    rows = [_unpacked(text, vector.shape[0]) for text in stored]
+    if not rows:
+        return []
+    matrix = np.frombuffer(b"".join(rows), dtype=np.int8).reshape(len(rows), -1).astype(np.float32)
     norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(vector))
-    products = iter((matrix @ vector).tolist())
-    scale = iter(norms.tolist())
-    out: list[float | None] = []
-    for row in rows:
-        if row is None:
-            out.append(None)
-            continue
-        product, norm = next(products), next(scale)
-        out.append(product / norm if norm else None)
-    return out
+    return [product / norm if norm else None for product, norm in zip((matrix @ vector).tolist(), norms.tolist(), strict=True)]
+
+
+def _unpacked(text: str, dims: int) -> bytes:
+    """A `packed` vector's bytes; zeros (no direction, so no cosine) if it cannot be read."""
+    try:
+        row = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        return bytes(dims)
+    return row if len(row) == dims else bytes(dims)
 
 
 def _attributes(raw: Any) -> dict[str, Any]:
