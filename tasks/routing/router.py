@@ -29,7 +29,7 @@ from tasks.embedders import (
     remembered_async,
 )
 
-from .router_file import Head, LoadedRouter, load_router
+from .router_file import RECHECK_SECONDS, Head, LoadedRouter, load_router
 
 log = logging.getLogger("frugal.router")
 _warned: set[str] = set()
@@ -90,7 +90,7 @@ class _Try:
 
 def _tries(router_file: Path | str | None) -> tuple[str, list[_Try]]:
     """The router's version and the heads to try in order: the configured embedder's, then the bundled one's."""
-    router: LoadedRouter = load_router(router_file)
+    router: LoadedRouter = load_router(router_file, within=RECHECK_SECONDS)
     doc = router.doc
     wanted = configured_id()
     tries = []

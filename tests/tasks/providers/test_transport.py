@@ -155,6 +155,33 @@ async def test_an_http_proxy_from_the_environment_is_used(transport, monkeypatch
     assert request_line.startswith(b"POST " + unreachable.encode() + b"/chat/completions")
 
 
+async def test_a_request_body_is_compact_utf8_json_with_one_content_type(transport, monkeypatch, raw):
+    """What httpx's `json=` sent: compact JSON in UTF-8 (not \\u escapes), one content-type, its length."""
+
+    def answer(server: RawServer, conn: socket.socket) -> None:
+        server.seen.append(read_request(conn))
+        body = json.dumps(COMPLETION).encode()
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (len(body), body)
+        )
+        conn.close()
+
+    server = RawServer(answer)
+    raw.append(server)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.port}/v1")
+    prompt = "Wie spät ist es in Zürich? 東京は?"
+    await answer_large(LlmRequest(prompt=prompt))
+    head, _, body = server.seen[0].partition(b"\r\n\r\n")
+    headers = [line.split(b":", 1) for line in head.split(b"\r\n")[1:]]
+    assert [value.strip() for name, value in headers if name.lower() == b"content-type"] == [b"application/json"]
+    assert [int(value) for name, value in headers if name.lower() == b"content-length"] == [len(body)]
+    sent = json.loads(body)
+    assert body == json.dumps(sent, ensure_ascii=False, separators=(",", ":")).encode()
+    assert prompt.encode() in body
+    assert sent["messages"][-1] == {"role": "user", "content": prompt}
+
+
 def test_a_client_whose_loop_is_gone_leaves_no_unclosed_session(peer, monkeypatch):
     """Prefect runs sync tasks on loops of their own: their clients are dropped when those loops end."""
     monkeypatch.setenv("FRUGAL_HTTP_TRANSPORT", "aiohttp")

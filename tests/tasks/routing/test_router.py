@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,18 @@ def test_a_new_router_version_is_picked_up_without_a_restart(tmp_path):
     after = load_router(path)
     assert after.doc.version == "v2"
     assert route("Prove that the square root of 2 is irrational.", path).threshold == 0.99  # type: ignore[union-attr]
+
+
+def test_requests_look_at_the_router_file_at_most_once_in_their_window(tmp_path):
+    path = save_router(load_router(PACKAGED).doc, tmp_path / "router.json")
+    first = load_router(path, within=0.3)
+    newer = first.doc.model_copy(update={"version": "v2"})
+    save_router(newer, path)
+    os.utime(path, ns=(stamp := os.stat(path).st_mtime_ns + 1_000_000, stamp))
+    assert load_router(path, within=0.3) is first  # within the window: the file is not looked at
+    assert load_router(path).doc.version == "v2"  # asked without a window: looked at now
+    time.sleep(0.35)
+    assert load_router(path, within=0.3).doc.version == "v2"  # after it: the new version
 
 
 async def test_embedding_router_decides_with_probability_threshold_and_neighbours():
