@@ -1,7 +1,7 @@
 """The gateway against a LiteLLM proxy with a Redis cache, on this machine, with wrk as the load.
 
     .venv/bin/python tests/benchmarks/bench_gateway.py [--litellm PATH/TO/litellm] [--delay 0.05] [--seconds 15]
-        [--server uvicorn|granian] [--workers N] [--redis8] [--compare OLD_CHECKOUT [--rounds 3]]
+        [--server uvicorn|granian] [--workers N] [--redis8] [--compare OLD_CHECKOUT [--rounds 3]] [--ratio-rounds N]
 
 Both servers answer OpenAI chat completions in front of the same loopback model stand-in
 (`tests.peers.serve_peer`, `--delay` seconds per answer) with their prompt caches on the same
@@ -13,7 +13,11 @@ Redis. Measured, in one run, each on a quiet machine (nothing else runs while on
    C / (0.3 x delay) requests/s, 533 at C = 8 and a 50 ms stand-in, so the ratio to LiteLLM is
    also measured at 32, where the CPU is the limit);
 3. a miss's overhead: the gateway's p50 on new prompts minus the stand-in's own p50, at concurrency 1;
-4. the gateway's resident memory after 1,000 and after 100,000 requests (`--rss-requests`).
+4. the gateway's resident memory after 1,000 and after 100,000 requests (`--rss-requests`);
+5. with `--ratio-rounds N`, the 70 % mix at concurrency 32 again in N rounds, the gateway and the
+   LiteLLM proxy alternated (which goes first alternates too), each in a fresh server: on this
+   kind of machine one server's requests/s moves by 15-30 % between runs minutes apart, so the
+   ratio is the median of the rounds', not the one pair of runs above.
 
 `--standin lean` serves the stand-in from `tests.peers.lean_server` (the same answers, a quarter of
 the CPU per answer): on 2 cores the Starlette stand-in takes CPU from whichever server is measured,
@@ -371,6 +375,12 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="an older checkout: its gateway and this one's, interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="with --compare: rounds of old and new")
     parser.add_argument(
+        "--ratio-rounds",
+        type=int,
+        default=0,
+        help="then the 70 %% mix at c=32 again, the gateway and the LiteLLM proxy alternated (ABBA), each round in fresh servers",
+    )
+    parser.add_argument(
         "--standin",
         choices=("starlette", "lean"),
         default="starlette",
@@ -392,6 +402,48 @@ def main() -> None:
         if redis8 is not None:
             redis8.terminate()
             redis8.wait(10)
+
+
+def mix_at_32(kind: str, args: argparse.Namespace, folder: Path, standin: str) -> float:
+    """Requests/s of a fresh gateway or LiteLLM proxy on the 70 % mix at concurrency 32."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    path, model = "/v1/chat/completions", "gpt-4o-mini"
+    try:
+        if kind == "gateway":
+            process, base = start_gateway(folder, standin, prefix, args.server, args.workers)
+            auth = ""
+        else:
+            process, base = start_litellm(args.litellm, folder, standin, prefix, args.workers)
+            auth = MASTER_KEY
+        try:
+            warm_up(base, model, path, auth)
+            wrk(base, model, path, mix=7, connections=32, seconds=2, folder=folder, auth=auth)  # the miss path runs once first
+            quiet()
+            return wrk(base, model, path, mix=7, connections=32, seconds=args.seconds, folder=folder, auth=auth)["rps"]
+        finally:
+            process.terminate()
+            process.wait(30)
+    finally:
+        forget(prefix)
+
+
+def ratio_rounds(args: argparse.Namespace, folder: Path, standin: str) -> list[tuple[float, float]]:
+    """(gateway, LiteLLM) requests/s per round; the first to run alternates (ABBA): one sitting's drift
+    then weighs on both, and a single pair of runs minutes apart does not make the ratio."""
+    rounds = []
+    for number in range(args.ratio_rounds):
+        order = ("gateway", "litellm") if number % 2 == 0 else ("litellm", "gateway")
+        got = {}
+        for kind in order:
+            quiet()
+            got[kind] = mix_at_32(kind, args, folder, standin)
+        rounds.append((got["gateway"], got["litellm"]))
+        print(
+            f"round {number + 1} ({' then '.join(order)}): gateway {got['gateway']:.1f}/s, LiteLLM {got['litellm']:.1f}/s, "
+            f"{got['gateway'] / got['litellm']:.1f}x; load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+    return rounds
 
 
 def run(args: argparse.Namespace) -> None:
@@ -481,6 +533,7 @@ def run(args: argparse.Namespace) -> None:
                 proxy.wait(30)
         else:
             print("LiteLLM proxy not found (--litellm): its rows are left out", file=sys.stderr)
+        rounds = ratio_rounds(args, folder, standin) if args.ratio_rounds and args.litellm and Path(args.litellm).exists() else []
     finally:
         standin_process.terminate()
         standin_process.wait(30)
@@ -508,6 +561,13 @@ def run(args: argparse.Namespace) -> None:
         f"gateway RSS: {rss_1k / 1024:.1f} MB after {sent_1k:,} requests, {rss_100k / 1024:.1f} MB after {sent:,} "
         f"({(rss_100k / rss_1k - 1) * 100:+.1f} %)"
     )
+    if rounds:
+        ratios = [gateway / proxy for gateway, proxy in rounds]
+        print(
+            f"70 % hits at c=32, {len(rounds)} rounds alternated: the gateway {statistics.median(g for g, _ in rounds):.1f} "
+            f"requests/s, the LiteLLM proxy {statistics.median(p for _, p in rounds):.1f} (medians); "
+            f"ratio per round {', '.join(f'{r:.1f}x' for r in ratios)}, median {statistics.median(ratios):.1f}x"
+        )
 
 
 if __name__ == "__main__":
