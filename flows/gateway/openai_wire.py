@@ -8,8 +8,8 @@ dropped. Harmless bookkeeping fields (user, metadata, store, stream_options) are
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from typing import Any, Literal
 
 import orjson
@@ -145,7 +145,10 @@ class WireError(Exception):
 
 
 def completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex[:24]
+    """24 random hex digits, as before, from Python's generator rather than the system's: a uuid4 read
+    the system's random bytes on every response (3.5 us idle; 2.6 % of the loop's CPU on cache hits
+    under load, sampled). An id is not a secret; `random` is reseeded in a forked child."""
+    return f"chatcmpl-{random.getrandbits(96):024x}"
 
 
 def usage_of(output: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -58,6 +59,8 @@ def test_a_miss_then_a_hit_through_the_openai_client(gateway, peer):
     )
     assert second.parse().choices[0].message.content == "Paris is the capital of France."
     assert second.headers["x-frugal-cache"] == "hit"
+    ids = [answer.id, second.parse().id]
+    assert all(re.fullmatch(r"chatcmpl-[0-9a-f]{24}", i) for i in ids) and ids[0] != ids[1], ids
     assert second.headers["x-frugal-cost-usd"] in ("0", "0.0")
     assert peer.count() == calls  # the hit called no model
 
