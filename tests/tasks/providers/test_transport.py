@@ -72,6 +72,17 @@ def read_request(conn: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+def answer_completion(server: RawServer, conn: socket.socket) -> None:
+    """Keep the request, answer COMPLETION."""
+    server.seen.append(read_request(conn))
+    body = json.dumps(COMPLETION).encode()
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+        % (len(body), body)
+    )
+    conn.close()
+
+
 @pytest.fixture
 def raw() -> Iterator[list[RawServer]]:
     made: list[RawServer] = []
@@ -133,16 +144,7 @@ async def test_a_silent_server_is_a_timeout(transport, monkeypatch, raw):
 async def test_an_http_proxy_from_the_environment_is_used(transport, monkeypatch, raw):
     """Like httpx, the aiohttp transport sends plain-HTTP requests through HTTP_PROXY."""
 
-    def proxy(server: RawServer, conn: socket.socket) -> None:
-        server.seen.append(read_request(conn))
-        body = json.dumps(COMPLETION).encode()
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (len(body), body)
-        )
-        conn.close()
-
-    server = RawServer(proxy)
+    server = RawServer(answer_completion)
     raw.append(server)
     unreachable = f"http://127.0.0.1:{closed_port()}/v1"  # only the proxy can answer for it
     monkeypatch.setenv("OPENAI_BASE_URL", unreachable)
@@ -158,16 +160,7 @@ async def test_an_http_proxy_from_the_environment_is_used(transport, monkeypatch
 async def test_a_request_body_is_compact_utf8_json_with_one_content_type(transport, monkeypatch, raw):
     """What httpx's `json=` sent: compact JSON in UTF-8 (not \\u escapes), one content-type, its length."""
 
-    def answer(server: RawServer, conn: socket.socket) -> None:
-        server.seen.append(read_request(conn))
-        body = json.dumps(COMPLETION).encode()
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (len(body), body)
-        )
-        conn.close()
-
-    server = RawServer(answer)
+    server = RawServer(answer_completion)
     raw.append(server)
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.port}/v1")
     prompt = "Wie spät ist es in Zürich? 東京は?"
