@@ -175,6 +175,8 @@ def load_router(path: Path | str | None = None, *, within: float = 0.0) -> Loade
     if seen is not None and now - seen[0] < within:
         return seen[1]
     loaded = _load(path)
+    if len(_recent) >= 64:  # a few routers per process; forget them all rather than grow
+        _recent.clear()
     _recent[asked] = (now, loaded)
     return loaded
 
