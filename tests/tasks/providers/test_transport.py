@@ -159,7 +159,6 @@ async def test_an_http_proxy_from_the_environment_is_used(transport, monkeypatch
 
 async def test_a_request_body_is_compact_utf8_json_with_one_content_type(transport, monkeypatch, raw):
     """What httpx's `json=` sent: compact JSON in UTF-8 (not \\u escapes), one content-type, its length."""
-
     server = RawServer(answer_completion)
     raw.append(server)
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.port}/v1")
